@@ -1,0 +1,59 @@
+"""Client side of the ARQ backend (ARQ is asyncio-only: a private loop serves the sync API)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from arq.connections import ArqRedis, RedisSettings, create_pool
+
+from ..base import Backend, ProcessWorkers
+
+if TYPE_CHECKING:
+    from ..app import RetryApp, Task
+
+
+def queue_name(prefix: str) -> str:
+    return f"{prefix}:arq"
+
+
+class ARQBackend(Backend):
+    name = "arq"
+    libraries = ("arq", "redis")
+
+    def __init__(self, app: RetryApp) -> None:
+        super().__init__(app)
+        self._loop = asyncio.new_event_loop()
+        self.settings = RedisSettings.from_dsn(self.config.redis_url or "")
+        self.pool: ArqRedis = self._loop.run_until_complete(create_pool(self.settings))
+        self.workers = ProcessWorkers(self)
+
+    def enqueue(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], *, job_id: str,
+                countdown: float | None) -> None:
+        job = self._loop.run_until_complete(self.pool.enqueue_job(
+            task.name, *args, _job_id=job_id, _queue_name=queue_name(self.config.prefix),
+            _defer_by=countdown or None, **kwargs))
+        if job is None:
+            raise ValueError(f"ARQ refused job id {job_id!r}: a job with that id exists")
+
+    def start_workers(self, count: int, concurrency: int) -> float:
+        return self.workers.start(count, concurrency)
+
+    def stop_workers(self, timeout: float = 10.0) -> None:
+        self.workers.stop(timeout)
+
+    @classmethod
+    def run_worker(cls, app: RetryApp, concurrency: int, index: int) -> None:
+        from .worker import run
+
+        run(app, concurrency, index)
+
+    def native_failures(self) -> dict[str, Any]:
+        results = self._loop.run_until_complete(self.pool.all_job_results())
+        run = self.config.run_id
+        failed = sorted(r.job_id for r in results if not r.success and r.job_id and r.job_id.startswith(run))
+        return {"store": "arq job results (success=False)", "job_ids": failed}
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self.pool.aclose())
+        self._loop.close()

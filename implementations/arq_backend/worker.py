@@ -1,0 +1,75 @@
+"""Worker side of the ARQ backend: one coroutine per task that maps outcomes onto ``arq.Retry``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import redis
+from arq.connections import RedisSettings
+from arq.worker import Retry, Worker, func
+
+from ..events import HOST
+from .backend import queue_name
+
+if TYPE_CHECKING:
+    from ..app import RetryApp, Task
+
+
+def make_job(app: RetryApp, task: Task, executor: ThreadPoolExecutor, meta: redis.Redis) -> Any:
+    runtime = app.runtime
+    prefix = app.config.prefix
+
+    async def job(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        job_id, attempt = ctx["job_id"], ctx["job_try"]  # ARQ's own try counter, from 1
+
+        def store_error(error: dict[str, Any]) -> None:
+            # ARQ keeps no per-job metadata: the equivalent of RQ's job.meta['error'] is a hash per job.
+            key = f"{prefix}:arq-meta:{job_id}"
+            meta.pipeline().hset(key, "error", json.dumps(error)).rpush(f"{key}:errors", json.dumps(error)) \
+                .execute()
+
+        native = {"job_try": attempt, "max_tries": task.policy.max_retries + 1}
+        loop = asyncio.get_running_loop()
+        # Task bodies are synchronous: run them off the event loop so max_jobs really run at once.
+        outcome = await loop.run_in_executor(
+            executor, lambda: runtime.run_attempt(task, job_id, attempt, args, kwargs, native=native,
+                                                  store_error=store_error))
+        if outcome.ok:
+            return outcome.value
+        if outcome.retry:
+            await loop.run_in_executor(
+                executor, lambda: runtime.fire_retry(task, job_id, outcome.exc, attempt, args, kwargs))
+            raise Retry(defer=outcome.delay)
+        await loop.run_in_executor(
+            executor, lambda: runtime.fire_failure(task, job_id, outcome.exc, outcome.tb, attempt, args, kwargs,
+                                                   worker=f"{HOST}:{os.getpid()}"))
+        assert outcome.exc is not None
+        raise outcome.exc
+
+    job.__qualname__ = task.name
+    return job
+
+
+def run(app: RetryApp, concurrency: int, index: int) -> None:
+    cfg = app.config
+    executor = ThreadPoolExecutor(max_workers=max(1, concurrency))
+    meta = redis.Redis.from_url(cfg.redis_url or "")
+    functions = [
+        func(make_job(app, t, executor, meta), name=t.name, max_tries=t.policy.max_retries + 1,
+             timeout=t.time_limit or cfg.options.get("arq_job_timeout", 300))
+        for t in app.tasks.values()
+    ]
+    name = f"{cfg.prefix}:w{index}:{os.getpid()}"
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        app.runtime.sink.mark_ready(name)
+
+    worker = Worker(functions=functions, queue_name=queue_name(cfg.prefix),
+                    redis_settings=RedisSettings.from_dsn(cfg.redis_url or ""), max_jobs=max(1, concurrency),
+                    poll_delay=float(cfg.options.get("arq_poll_delay", 0.5)), on_startup=on_startup,
+                    handle_signals=True, log_results=False)
+    worker.run()

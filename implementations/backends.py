@@ -1,0 +1,32 @@
+"""Backend names → classes, imported lazily: each library lives in its own virtualenv."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .base import Backend
+
+BACKENDS = {
+    "reference": "implementations.reference.backend:ReferenceBackend",
+    "rq": "implementations.rq_backend.backend:RQBackend",
+    "arq": "implementations.arq_backend.backend:ARQBackend",
+    "celery": "implementations.celery_backend.backend:CeleryBackend",
+}
+
+
+class UnknownBackend(ValueError):
+    """A backend name retrybench does not know."""
+
+
+def check_backend(name: str) -> None:
+    if name not in BACKENDS:
+        raise UnknownBackend(f"unknown backend {name!r} (choose from: {', '.join(BACKENDS)})")
+
+
+def load_backend(name: str) -> type[Backend]:
+    check_backend(name)
+    module, _, attr = BACKENDS[name].partition(":")
+    cls: type[Backend] = getattr(importlib.import_module(module), attr)
+    return cls

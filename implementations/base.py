@@ -1,0 +1,126 @@
+"""The one small interface every backend implements (YCSB's ``DB``), plus shared worker handling."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .config import ENV_VAR
+from .events import EventSink, RedisSink
+from .procs import spawn, terminate
+
+if TYPE_CHECKING:
+    from .app import RetryApp, Task
+
+SOURCE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+class BackendError(RuntimeError):
+    """A backend that cannot start or cannot be reached."""
+
+
+class Backend(ABC):
+    """Client side of one queue library: enqueue jobs, start and stop its real workers."""
+
+    name: ClassVar[str]
+    libraries: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, app: RetryApp) -> None:
+        self.app = app
+        self.config = app.config
+
+    # -- the interface ----------------------------------------------------------------------------
+    @abstractmethod
+    def enqueue(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], *, job_id: str,
+                countdown: float | None) -> None:
+        """Put one job on the queue through the library's own API."""
+
+    @abstractmethod
+    def start_workers(self, count: int, concurrency: int) -> float:
+        """Start real workers; return seconds until all were ready."""
+
+    @abstractmethod
+    def stop_workers(self, timeout: float = 10.0) -> None: ...
+
+    @classmethod
+    @abstractmethod
+    def run_worker(cls, app: RetryApp, concurrency: int, index: int) -> None:
+        """Worker side: run the library's native worker in this process until told to stop."""
+
+    def native_failures(self) -> dict[str, Any]:
+        """What the library's own bookkeeping says failed, for cross-checking the failure log."""
+        return {}
+
+    def make_sink(self) -> EventSink:
+        if not self.config.redis_url:
+            raise BackendError(f"backend {self.name!r} needs a Redis URL")
+        return RedisSink(self.config.redis_url, self.config.prefix, self.config.failure_log)
+
+    def state(self, job_id: str) -> dict[str, Any] | None:
+        return self.app.runtime.sink.state(job_id)
+
+    def versions(self) -> dict[str, str]:
+        from importlib.metadata import PackageNotFoundError, version
+
+        out = {}
+        for lib in self.libraries:
+            try:
+                out[lib] = version(lib)
+            except PackageNotFoundError:
+                out[lib] = "not installed"
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+class ProcessWorkers:
+    """Real worker processes (``python -m implementations.worker``), each in its own process group."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, count: int, concurrency: int, *, ready_timeout: float = 60.0) -> float:
+        cfg = self.backend.config
+        env = dict(os.environ)
+        env[ENV_VAR] = cfg.to_json()
+        env["PYTHONPATH"] = SOURCE_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        log_dir = cfg.options.get("log_dir")
+        sink = self.backend.app.runtime.sink
+        start = time.monotonic()
+        first = len(self.procs)
+        for i in range(first, first + count):
+            cmd = [sys.executable, "-m", "implementations.worker", "--concurrency", str(concurrency),
+                   "--index", str(i)]
+            log = os.path.join(log_dir, f"{cfg.backend}-worker-{i}.log") if log_dir else None
+            self.procs.append(spawn(cmd, env=env, log_path=log))
+        deadline = start + ready_timeout
+        while sink.ready_count() < first + count:
+            dead = [p for p in self.procs if p.poll() is not None]
+            if dead:
+                raise BackendError(f"{cfg.backend} worker exited with code {dead[0].returncode} during start-up"
+                                   + (f" (log: {log_dir})" if log_dir else ""))
+            if time.monotonic() > deadline:
+                raise BackendError(f"{cfg.backend} workers not ready after {ready_timeout:.0f}s")
+            time.sleep(0.05)
+        return time.monotonic() - start
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, 15)
+                except ProcessLookupError:
+                    pass
+        for proc in self.procs:
+            terminate(proc, timeout=timeout)
+        self.procs.clear()
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]

@@ -1,0 +1,101 @@
+"""Builds the real Celery app and tasks that both the client and the worker side use."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery
+from celery import Task as CeleryTask
+
+from ..events import HOST
+
+if TYPE_CHECKING:
+    from ..app import RetryApp, Task
+
+
+def queue_name(prefix: str) -> str:
+    return f"{prefix}:celery"
+
+
+class RetryBenchTask(CeleryTask):  # type: ignore[misc]
+    """A Celery task whose handlers feed the shared runtime."""
+
+    rb_app: RetryApp
+    rb_task: Task
+
+    def retry(self, args: Any = None, kwargs: Any = None, exc: BaseException | None = None, throw: bool = True,
+              eta: Any = None, countdown: float | None = None, max_retries: int | None = None,
+              **options: Any) -> Any:
+        # autoretry_for calls this with Celery's own countdown (whole seconds from retry_backoff, and an
+        # unseeded jitter). The harness needs a delay it can predict, so the plan's delay for this attempt
+        # replaces it; the retry itself — a new message with an ETA — is Celery's.
+        planned = getattr(self.request, "rb_delay", None)
+        if planned is not None:
+            countdown, eta = planned, None
+        return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+
+    def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        self.rb_app.runtime.fire_retry(self.rb_task, task_id, exc, self.request.retries + 1, tuple(args),
+                                       dict(kwargs))
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        tb = getattr(einfo, "traceback", "") or ""
+        self.rb_app.runtime.fire_failure(self.rb_task, task_id, exc, tb, self.request.retries + 1, tuple(args),
+                                         dict(kwargs), worker=f"{HOST}:{os.getpid()}")
+
+
+def make_body(app: RetryApp, task: Task) -> Any:
+    policy = task.policy
+
+    def body(self: RetryBenchTask, *args: Any, **kwargs: Any) -> Any:
+        runtime = app.runtime
+        attempt = self.request.retries + 1  # Celery's own count: a retry is a new message, retries + 1
+        native = {"retries": self.request.retries, "autoretry": hasattr(self, "_orig_run"),
+                  "hostname": self.request.hostname}
+        outcome = runtime.run_attempt(task, self.request.id, attempt, args, kwargs, native=native)
+        if outcome.ok:
+            return outcome.value
+        self.request.rb_delay = outcome.delay
+        assert outcome.exc is not None
+        if outcome.retry and not policy.is_retryable(outcome.exc):
+            # A bound task's explicit self.retry(): Celery's explicit retry, not autoretry_for.
+            raise self.retry(exc=outcome.exc, countdown=outcome.delay)
+        # autoretry_for / dont_autoretry_for / max_retries decide natively from here.
+        raise outcome.exc
+
+    body.__name__ = task.name
+    return body
+
+
+def build_celery(app: RetryApp) -> Celery:
+    cfg = app.config
+    celery = Celery(f"retrybench-{cfg.run_id}", broker=cfg.broker_url or cfg.redis_url,
+                    backend=cfg.redis_url, set_as_current=False)
+    queue = queue_name(cfg.prefix)
+    celery.conf.update(
+        task_default_queue=queue,
+        task_serializer="json", result_serializer="json", accept_content=["json"],
+        worker_hijack_root_logger=False,
+        worker_prefetch_multiplier=int(cfg.options.get("celery_prefetch", 4)),
+        broker_connection_retry_on_startup=True,
+        result_expires=7 * 24 * 3600,
+        # Retries wait as ETA messages in a worker's memory; the Redis broker redelivers any unacked message
+        # older than the visibility timeout. Size it above the longest retry delay of a run.
+        broker_transport_options={"visibility_timeout": int(cfg.options.get("celery_visibility_timeout", 3600))},
+    )
+    for task in app.tasks.values():
+        policy = task.policy
+        options: dict[str, Any] = {
+            "name": task.name, "bind": True, "base": RetryBenchTask,
+            "autoretry_for": policy.autoretry_for, "dont_autoretry_for": policy.dont_autoretry_for,
+            "max_retries": policy.max_retries, "retry_jitter": policy.retry_jitter,
+            "retry_backoff": policy.retry_backoff if policy.intervals is None else False,
+            "retry_backoff_max": int(policy.retry_backoff_max),
+            "default_retry_delay": policy.default_retry_delay * policy.time_scale,
+            "rb_app": app, "rb_task": task,
+        }
+        if task.time_limit:
+            options["time_limit"] = task.time_limit
+        celery.task(**options)(make_body(app, task))
+    return celery

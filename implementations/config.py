@@ -1,0 +1,51 @@
+"""What a worker process needs to rebuild the same app: one JSON-serialisable record."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+ENV_VAR = "RETRYBENCH_CONFIG"
+
+
+@dataclass
+class AppConfig:
+    """Everything that makes one run's app: backend, servers, run identity, faults and scenario."""
+
+    backend: str = "reference"
+    redis_url: str | None = None
+    broker_url: str | None = None  # Celery only; defaults to redis_url
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    prefix: str = ""
+    seed: int = 0
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    time_scale: float = 1.0
+    failure_log: str | None = None
+    scenario: str = ""
+    task: str = ""  # scenario apps: which built-in task body to register
+    policy: dict[str, Any] = field(default_factory=dict)
+    task_options: dict[str, Any] = field(default_factory=dict)  # e.g. time_limit
+    options: dict[str, Any] = field(default_factory=dict)  # backend tuning (worker class, poll delay…)
+    app_path: str = "implementations.scenarios:build_app"
+    t0_ns: int = 0  # the run's first enqueue; outage windows are measured from it
+
+    def __post_init__(self) -> None:
+        if not self.prefix:
+            self.prefix = f"retrybench:{self.run_id}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> AppConfig:
+        return cls(**json.loads(text))
+
+    @classmethod
+    def from_env(cls) -> AppConfig:
+        text = os.environ.get(ENV_VAR)
+        if not text:
+            raise RuntimeError(f"{ENV_VAR} is not set: worker processes are started by retrybench")
+        return cls.from_json(text)

@@ -1,0 +1,173 @@
+"""Where history events and failure records go: a Redis stream per run, or memory for ``reference``.
+
+Workers on any host append to the same stream; the runner drains it into ``history.jsonl``. Failure
+records are also pushed to a Redis list (read by ``failed-jobs`` and ``serve``) and appended to a local
+JSON-lines file, each write finished before the handler returns, so a record survives its worker dying.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+HOST = socket.gethostname()
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def events_key(prefix: str) -> str:
+    return f"{prefix}:events"
+
+
+def failures_key(prefix: str) -> str:
+    return f"{prefix}:failures"
+
+
+class EventSink(Protocol):
+    def emit(self, event: dict[str, Any]) -> None: ...
+
+    def record_failure(self, record: dict[str, Any]) -> None: ...
+
+    def mark_enqueued(self, job_id: str, ts_ns: int) -> None: ...
+
+    def enqueued_ns(self, job_id: str) -> int | None: ...
+
+    def state(self, job_id: str) -> dict[str, Any] | None: ...
+
+    def mark_ready(self, worker: str) -> None: ...
+
+    def ready_count(self) -> int: ...
+
+
+def _append_line(path: str, data: dict[str, Any]) -> None:
+    line = json.dumps(data, default=str) + "\n"
+    # O_APPEND keeps lines whole when several worker processes write one file.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class RedisSink:
+    """Events to ``XADD <prefix>:events``; failure records to a list and a JSON-lines file."""
+
+    def __init__(self, redis_url: str, prefix: str, failure_log: str | None = None) -> None:
+        import redis
+
+        self.prefix = prefix
+        self.failure_log = failure_log
+        self._redis = redis.Redis.from_url(redis_url, socket_timeout=30, socket_connect_timeout=10,
+                                           retry_on_timeout=True)
+        self._key = events_key(prefix)
+
+    def emit(self, event: dict[str, Any]) -> None:
+        data = json.dumps(event, default=str)
+        if event.get("type") != "terminal":
+            self._redis.xadd(self._key, {"e": data})
+            return
+        # Terminal states are also kept per job so that AsyncResult.get needs no stream scan.
+        pipe = self._redis.pipeline()
+        pipe.xadd(self._key, {"e": data})
+        pipe.hset(f"{self.prefix}:states", event["job_id"], data)
+        pipe.execute()
+
+    def state(self, job_id: str) -> dict[str, Any] | None:
+        raw = self._redis.hget(f"{self.prefix}:states", job_id)
+        return json.loads(raw) if raw is not None else None
+
+    def mark_ready(self, worker: str) -> None:
+        self._redis.sadd(f"{self.prefix}:ready", worker)
+
+    def ready_count(self) -> int:
+        return int(self._redis.scard(f"{self.prefix}:ready"))
+
+    def mark_enqueued(self, job_id: str, ts_ns: int) -> None:
+        # HSETNX: a requeue or a native retry keeps the job's *first* enqueue time.
+        self._redis.hsetnx(f"{self.prefix}:enqueued", job_id, ts_ns)
+
+    def enqueued_ns(self, job_id: str) -> int | None:
+        raw = self._redis.hget(f"{self.prefix}:enqueued", job_id)
+        return int(raw) if raw is not None else None
+
+    def record_failure(self, record: dict[str, Any]) -> None:
+        if self.failure_log:
+            _append_line(self.failure_log, record)
+        pipe = self._redis.pipeline()
+        pipe.rpush(failures_key(self.prefix), json.dumps(record, default=str))
+        pipe.xadd(self._key, {"e": json.dumps({"type": "failure_record", **record}, default=str)})
+        pipe.execute()
+
+
+class MemorySink:
+    """In-process sink for the ``reference`` backend and unit tests."""
+
+    def __init__(self, failure_log: str | None = None) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.failures: list[dict[str, Any]] = []
+        self.failure_log = failure_log
+        self._lock = threading.Lock()
+        self._read = 0
+        self._enqueued: dict[str, int] = {}
+        self._states: dict[str, dict[str, Any]] = {}
+        self._ready: set[str] = set()
+
+    def mark_enqueued(self, job_id: str, ts_ns: int) -> None:
+        self._enqueued.setdefault(job_id, ts_ns)
+
+    def enqueued_ns(self, job_id: str) -> int | None:
+        return self._enqueued.get(job_id)
+
+    def emit(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            self.events.append(event)
+            if event.get("type") == "terminal":
+                self._states[event["job_id"]] = event
+
+    def state(self, job_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._states.get(job_id)
+
+    def mark_ready(self, worker: str) -> None:
+        self._ready.add(worker)
+
+    def ready_count(self) -> int:
+        return len(self._ready)
+
+    def record_failure(self, record: dict[str, Any]) -> None:
+        if self.failure_log:
+            _append_line(self.failure_log, record)
+        with self._lock:
+            self.failures.append(record)
+            self.events.append({"type": "failure_record", **record})
+
+    def drain(self) -> list[dict[str, Any]]:
+        with self._lock:
+            new = self.events[self._read:]
+            self._read = len(self.events)
+        return new
+
+
+class StreamReader:
+    """Reads a run's event stream incrementally (the runner's side of ``RedisSink``)."""
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        self._redis = client
+        self._key = events_key(prefix)
+        self._last = "0-0"
+
+    def read(self, block_ms: int | None = None, count: int = 5000) -> Iterator[dict[str, Any]]:
+        resp = self._redis.xread({self._key: self._last}, count=count, block=block_ms)
+        for _stream, entries in resp or ():
+            for entry_id, fields in entries:
+                self._last = entry_id
+                raw = fields.get(b"e") if b"e" in fields else fields.get("e")
+                yield json.loads(raw)

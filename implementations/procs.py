@@ -1,0 +1,58 @@
+"""Child processes that never outlive us: own process group, parent-death signal, group kill."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # Linux only: if the process that started us dies (even by SIGKILL), the kernel sends SIGTERM,
+    # so a crashed harness leaves no worker or redis-server behind.
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            pass
+
+
+def spawn(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, log_path: str | None = None,
+          cwd: str | None = None) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in its own session (Ctrl-C reaches only us; we stop it in order)."""
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
+    try:
+        return subprocess.Popen(list(cmd), env=dict(env) if env is not None else None, cwd=cwd,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=_die_with_parent)
+    finally:
+        if log_path:
+            out.close()  # type: ignore[union-attr]
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0, sig: int = signal.SIGTERM) -> int | None:
+    """Stop ``proc`` and everything it forked: ``sig`` to its group, then SIGKILL after ``timeout``."""
+    if proc.poll() is None:
+        _signal_group(proc.pid, sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    # The leader may be gone while forked children (RQ work horses, Celery pool) linger: kill the group.
+    _signal_group(proc.pid, signal.SIGKILL)
+    try:
+        return proc.wait(5)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,1 @@
+"""RQ: ``Retry(max, interval)`` per job, an ``on_failure`` ``Callback``, workers ``--with-scheduler``."""

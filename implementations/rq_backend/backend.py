@@ -1,0 +1,80 @@
+"""Client side of the RQ backend."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from redis import Redis
+from rq import Callback, Queue, Retry
+from rq.registry import FailedJobRegistry
+
+from ..base import Backend, ProcessWorkers
+from ..runtime import retry_delay
+
+if TYPE_CHECKING:
+    from ..app import RetryApp, Task
+
+EXECUTE = "implementations.rq_backend.worker.execute"
+ON_FAILURE = "implementations.rq_backend.worker.on_failure"
+
+
+def queue_name(prefix: str) -> str:
+    return f"{prefix}:rq"
+
+
+class RQBackend(Backend):
+    name = "rq"
+    libraries = ("rq", "redis")
+
+    def __init__(self, app: RetryApp) -> None:
+        super().__init__(app)
+        self.redis = Redis.from_url(self.config.redis_url or "")
+        self.queue = Queue(queue_name(self.config.prefix), connection=self.redis)
+        self.workers = ProcessWorkers(self)
+
+    def retry_for(self, task: Task, job_id: str) -> Retry | None:
+        """RQ's native ``Retry``: one interval per retry, so RQ's index (counted from the end of the list)
+        lands on the delay the plan expects for that retry."""
+        policy = task.policy
+        if policy.max_retries == 0:
+            return None
+        schedule = [retry_delay(policy, self.config.seed, job_id, n) for n in range(policy.max_retries)]
+        return Retry(max=policy.max_retries, interval=schedule)
+
+    def enqueue(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], *, job_id: str,
+                countdown: float | None) -> None:
+        options: dict[str, Any] = {
+            "job_id": job_id,
+            "retry": self.retry_for(task, job_id),
+            "on_failure": Callback(ON_FAILURE, timeout=60),
+            "description": task.name,
+            "meta": {"rb_max_retries": task.policy.max_retries},
+            "job_timeout": task.time_limit or self.config.options.get("rq_job_timeout", 180),
+            "failure_ttl": 7 * 24 * 3600,
+        }
+        call_args = (task.name, list(args), kwargs)
+        if countdown:
+            self.queue.enqueue_in(timedelta(seconds=countdown), EXECUTE, *call_args, **options)
+        else:
+            self.queue.enqueue(EXECUTE, *call_args, **options)
+
+    def start_workers(self, count: int, concurrency: int) -> float:
+        # An RQ worker runs one job at a time: concurrency means more worker processes.
+        return self.workers.start(count * max(1, concurrency), 1)
+
+    def stop_workers(self, timeout: float = 10.0) -> None:
+        self.workers.stop(timeout)
+
+    @classmethod
+    def run_worker(cls, app: RetryApp, concurrency: int, index: int) -> None:
+        from .worker import run
+
+        run(app, index)
+
+    def native_failures(self) -> dict[str, Any]:
+        registry = FailedJobRegistry(queue=self.queue)
+        return {"store": "rq FailedJobRegistry", "job_ids": sorted(registry.get_job_ids())}
+
+    def close(self) -> None:
+        self.redis.close()

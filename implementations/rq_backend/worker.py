@@ -1,0 +1,98 @@
+"""Worker side of the RQ backend: the job function and the ``on_failure`` callback RQ calls."""
+
+from __future__ import annotations
+
+import os
+import traceback
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from redis import Redis
+from rq import Queue, SimpleWorker, Worker, get_current_job
+from rq.job import Job
+
+from ..events import HOST
+from .backend import queue_name
+
+if TYPE_CHECKING:
+    from ..app import RetryApp
+
+_APP: RetryApp | None = None  # set once per worker process; forked work horses inherit it
+
+
+def _app() -> RetryApp:
+    if _APP is None:
+        raise RuntimeError("the retrybench RQ worker was not started through implementations.worker")
+    return _APP
+
+
+def attempt_of(job: Job) -> int:
+    """RQ's own count: ``Retry`` decrements ``retries_left`` once per retry."""
+    max_retries = int(job.meta.get("rb_max_retries", 0))
+    if job.retries_left is None:
+        return 1
+    return max_retries - job.retries_left + 1
+
+
+def execute(task_name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    app = _app()
+    job = get_current_job()
+    assert job is not None
+    task = app.tasks[task_name]
+    attempt = attempt_of(job)
+    job._rb_attempt = attempt  # type: ignore[attr-defined]  # on_failure sees this very object
+
+    def store_error(error: dict[str, Any]) -> None:
+        # The lesson's pattern: the error of every failed attempt lives in the job's own metadata.
+        job.meta["error"] = error
+        job.meta.setdefault("errors", []).append(error)
+        job.save_meta()
+
+    native = {"retries_left": job.retries_left, "retry_intervals": job.retry_intervals,
+              "worker": os.environ.get("RB_WORKER_NAME", "")}
+    outcome = app.runtime.run_attempt(task, job.id, attempt, tuple(args), kwargs, native=native,
+                                      store_error=store_error)
+    if outcome.ok:
+        return outcome.value
+    intervals = job.retry_intervals
+    if not outcome.retry:
+        # Not retryable under the policy (or a Retry-less job): tell RQ's own retry logic, which
+        # reads ``retries_left`` right after our failure callback, that this failure is final.
+        if job.retries_left:
+            job.retries_left = 0
+    elif intervals and job.retries_left and outcome.delay is not None:
+        # self.retry(countdown=…) may ask for another delay than the schedule: RQ reads this slot next.
+        intervals[max(len(intervals) - job.retries_left, 0)] = outcome.delay
+    assert outcome.exc is not None
+    raise outcome.exc
+
+
+def on_failure(job: Job, connection: Redis, exc_type: type[BaseException], value: BaseException,
+               tb: TracebackType | None) -> None:
+    """RQ runs this after *every* failed execution, before deciding whether to retry."""
+    app = _app()
+    task_name, args, kwargs = job.args[0], tuple(job.args[1]), dict(job.args[2])
+    task = app.tasks[task_name]
+    # Read before ``retries_left`` was zeroed for a non-retryable error, so the count stays true.
+    attempt = getattr(job, "_rb_attempt", None) or attempt_of(job)
+    if job.should_retry:
+        app.runtime.fire_retry(task, job.id, value, attempt, args, kwargs)
+        return
+    text = "".join(traceback.format_exception(exc_type, value, tb))
+    app.runtime.fire_failure(task, job.id, value, text, attempt, args, kwargs,
+                             worker=f"{HOST}:{os.getpid()}")
+
+
+def run(app: RetryApp, index: int) -> None:
+    global _APP
+    _APP = app
+    cfg = app.config
+    redis = Redis.from_url(cfg.redis_url or "")
+    queue = Queue(queue_name(cfg.prefix), connection=redis)
+    worker_cls = SimpleWorker if cfg.options.get("rq_worker_class") == "SimpleWorker" else Worker
+    name = f"{cfg.prefix}:w{index}:{os.getpid()}"
+    os.environ["RB_WORKER_NAME"] = name
+    worker = worker_cls([queue], connection=redis, name=name,
+                        maintenance_interval=int(cfg.options.get("rq_maintenance_interval", 600)))
+    app.runtime.sink.mark_ready(name)
+    worker.work(with_scheduler=cfg.options.get("rq_with_scheduler", True), logging_level="WARNING")

@@ -1,0 +1,206 @@
+"""The shared attempt wrapper: the one place that times attempts, injects faults and writes history.
+
+Backends call ``Runtime.run_attempt`` once per native execution and translate its ``Outcome`` into
+their own retry mechanism; they call ``fire_retry`` / ``fire_failure`` from their native hooks.
+Backends never time anything themselves (YCSB's DBWrapper rule).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .events import HOST, EventSink, now_ns
+from .faults import Fault, FaultPlan, plan_key
+from .policy import RetryPolicy, resolve_exception
+
+if TYPE_CHECKING:
+    from .app import RetryApp, Task
+
+
+class RetryRequested(Exception):
+    """Raised by a bound task's ``self.retry(...)``: retry now, whatever ``autoretry_for`` says."""
+
+    def __init__(self, exc: BaseException | None, countdown: float | None) -> None:
+        super().__init__(repr(exc) if exc else "retry requested")
+        self.exc = exc
+        self.countdown = countdown
+
+
+class Request:
+    """Celery's ``self.request``: the id of the job and how many retries came before this attempt."""
+
+    def __init__(self, job_id: str, retries: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.id = job_id
+        self.retries = retries
+        self.args = args
+        self.kwargs = kwargs
+
+
+class BoundTask:
+    """What a ``bind=True`` task receives as ``self``."""
+
+    def __init__(self, task: Task, request: Request) -> None:
+        self.task = task
+        self.name = task.name
+        self.request = request
+        self.max_retries = task.policy.max_retries
+
+    def retry(self, exc: BaseException | None = None, countdown: float | None = None) -> RetryRequested:
+        raise RetryRequested(exc, countdown)
+
+
+@dataclass
+class Outcome:
+    """What one attempt came to, for the backend to act on natively."""
+
+    ok: bool
+    value: Any = None
+    exc: BaseException | None = None
+    tb: str = ""
+    retry: bool = False
+    delay: float | None = None  # seconds before the next attempt, when retry
+    fault: Fault | None = None
+    started_ns: int = 0
+    finished_ns: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def exc_type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    return cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def retry_delay(policy: RetryPolicy, seed: int, job_id: str, retry_number: int) -> float:
+    """The delay the plan expects before retry ``retry_number`` of this job (jitter seeded per job)."""
+    rng = random.Random(f"{seed}:jitter:{plan_key(job_id)}:{retry_number}")
+    return policy.delay(retry_number, rng)
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool, list, dict)):
+        return value
+    return repr(value)
+
+
+class Runtime:
+    """Per-process helper bound to one app: sink, fault plan and run identity."""
+
+    def __init__(self, app: RetryApp, sink: EventSink) -> None:
+        cfg = app.config
+        self.app = app
+        self.sink = sink
+        self.plan = FaultPlan.from_list(cfg.faults, seed=cfg.seed)
+        self.base = {"run_id": cfg.run_id, "backend": cfg.backend, "scenario": cfg.scenario}
+
+    def emit(self, type_: str, **fields: Any) -> None:
+        self.sink.emit({"type": type_, **self.base, **fields})
+
+    # -- one attempt ------------------------------------------------------------------------------
+    def run_attempt(self, task: Task, job_id: str, attempt: int, args: tuple[Any, ...],
+                    kwargs: dict[str, Any], native: dict[str, Any] | None = None,
+                    store_error: Callable[[dict[str, Any]], None] | None = None) -> Outcome:
+        """Run attempt ``attempt`` (1-based, the backend's own count) and record it."""
+        cfg = self.app.config
+        elapsed = (time.time_ns() - cfg.t0_ns) / 1e9 if cfg.t0_ns else None
+        fault = self.plan.fault_for(plan_key(job_id), attempt, elapsed_s=elapsed) if self.plan.rules else None
+        started = now_ns()
+        common = {"job_id": job_id, "task": task.name, "attempt": attempt, "host": HOST, "pid": os.getpid()}
+        self.emit("attempt_start", **common, started_ns=started, fault=fault.kind if fault else None,
+                  native=native or {})
+        try:
+            self._inject(fault, task)
+            if task.bind:
+                value = task.fn(BoundTask(task, Request(job_id, attempt - 1, args, kwargs)), *args, **kwargs)
+            else:
+                value = task.fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: B036 - every failure is recorded, then handed back
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            outcome = self._failed(task, job_id, attempt, exc, fault, started)
+            error = {"attempt": attempt, "exc_type": exc_type_name(outcome.exc or exc),
+                     "exc_message": str(outcome.exc or exc), "traceback": outcome.tb,
+                     "failed_ns": outcome.finished_ns}
+            if store_error is not None:
+                store_error(error)
+            self.emit("attempt", **common, started_ns=started, finished_ns=outcome.finished_ns,
+                      outcome="retry" if outcome.retry else "failure", exc_type=error["exc_type"],
+                      exc_message=error["exc_message"], fault=fault.kind if fault else None,
+                      expected_delay=outcome.delay, native=native or {})
+            return outcome
+        finished = now_ns()
+        self.emit("attempt", **common, started_ns=started, finished_ns=finished, outcome="success",
+                  fault=fault.kind if fault else None, native=native or {})
+        self.emit("terminal", job_id=job_id, task=task.name, state="success", attempts=attempt, ts_ns=finished,
+                  result=_jsonable(value))
+        return Outcome(ok=True, value=value, fault=fault, started_ns=started, finished_ns=finished)
+
+    def _inject(self, fault: Fault | None, task: Task) -> None:
+        if fault is None:
+            return
+        scale = self.app.config.time_scale
+        if fault.kind == "crash":
+            # SIGKILL ourselves: no finally blocks, no handlers — what an OOM kill looks like.
+            os.kill(os.getpid(), signal.SIGKILL)
+        if fault.kind == "slow":
+            time.sleep(fault.ms / 1000 * scale)
+            return
+        if fault.kind == "timeout":
+            limit = task.time_limit
+            if limit:
+                # Outlive the backend's own time limit so that its native enforcement fires.
+                time.sleep(limit + 5)
+        exc_cls = resolve_exception(fault.exc or "ConnectionError")
+        raise exc_cls(f"injected {fault.kind} fault")
+
+    def _failed(self, task: Task, job_id: str, attempt: int, exc: BaseException, fault: Fault | None,
+                started: int) -> Outcome:
+        policy = task.policy
+        retries_done = attempt - 1
+        delay: float | None = None
+        real = exc
+        if isinstance(exc, RetryRequested):
+            real = exc.exc or exc
+            retry = retries_done < policy.max_retries
+            if retry:
+                delay = (exc.countdown * policy.time_scale if exc.countdown is not None
+                         else retry_delay(policy, self.app.config.seed, job_id, retries_done))
+        else:
+            retry = policy.will_retry(exc, retries_done)
+            if retry:
+                delay = retry_delay(policy, self.app.config.seed, job_id, retries_done)
+        tb = "".join(traceback.format_exception(type(real), real, real.__traceback__))
+        return Outcome(ok=False, exc=real, tb=tb, retry=retry, delay=delay, fault=fault,
+                       started_ns=started, finished_ns=now_ns())
+
+    # -- callbacks (called from each backend's native hook) ----------------------------------------
+    def fire_retry(self, task: Task, job_id: str, exc: BaseException | None, attempt: int,
+                   args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.emit("callback", name="on_retry", job_id=job_id, task=task.name, attempt=attempt, ts_ns=now_ns())
+        if task.on_retry is not None:
+            task.on_retry(job_id, exc, "", args, kwargs, attempt)
+
+    def fire_failure(self, task: Task, job_id: str, exc: BaseException | None, tb: str, attempts: int,
+                     args: tuple[Any, ...], kwargs: dict[str, Any], *, worker: str = "") -> dict[str, Any]:
+        """The terminal failure: one failure record, then the task's Celery-style ``on_failure``."""
+        failed = now_ns()
+        record = {
+            **self.base, "task": task.name, "job_id": job_id, "args": list(args), "kwargs": kwargs,
+            "exc_type": exc_type_name(exc) if exc is not None else "", "exc_message": str(exc or ""),
+            "traceback": tb, "attempts": attempts,
+            "enqueued_ns": self.sink.enqueued_ns(job_id), "failed_ns": failed,
+            "worker": worker or f"{HOST}:{os.getpid()}",
+        }
+        self.sink.record_failure(record)
+        self.emit("callback", name="on_failure", job_id=job_id, task=task.name, attempt=attempts, ts_ns=failed)
+        self.emit("terminal", job_id=job_id, task=task.name, state="failure", attempts=attempts, ts_ns=failed,
+                  exc_type=record["exc_type"], exc_message=record["exc_message"])
+        if task.on_failure is not None:
+            task.on_failure(job_id, exc, tb, args, kwargs, attempts)
+        return record

@@ -1,0 +1,47 @@
+"""Worker process entry point: ``python -m implementations.worker`` (started by ``Backend``).
+
+Rebuilds the app from ``RETRYBENCH_CONFIG`` and runs the backend library's native worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+
+from .app import RetryApp
+from .backends import load_backend
+from .config import AppConfig
+from .events import HOST, now_ns
+
+
+def load_app(config: AppConfig) -> RetryApp:
+    """``module:attr`` names either a factory ``f(config) -> RetryApp`` or a ``RetryApp`` to rebind."""
+    module, _, attr = config.app_path.partition(":")
+    obj = getattr(importlib.import_module(module), attr or "app")
+    if isinstance(obj, RetryApp):
+        obj.config = config
+        return obj
+    app = obj(config)
+    if not isinstance(app, RetryApp):
+        raise TypeError(f"{config.app_path} returned {type(app).__name__}, not a RetryApp")
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m implementations.worker")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--index", type=int, default=0)
+    args = parser.parse_args()
+    config = AppConfig.from_env()
+    app = load_app(config)
+    runtime = app.runtime
+    runtime.emit("worker", event="start", host=HOST, pid=os.getpid(), index=args.index, ts_ns=now_ns())
+    try:
+        load_backend(config.backend).run_worker(app, args.concurrency, args.index)
+    finally:
+        runtime.emit("worker", event="stop", host=HOST, pid=os.getpid(), index=args.index, ts_ns=now_ns())
+
+
+if __name__ == "__main__":
+    main()
