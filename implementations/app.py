@@ -6,6 +6,7 @@ through its own native retry mechanism.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -77,15 +78,19 @@ class Task:
         return self.apply_async(args, kwargs)
 
     def apply_async(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, *,
-                    countdown: float | None = None, task_id: str | None = None) -> AsyncResult:
-        """Enqueue one job; ``countdown`` (seconds, scaled by the app's time scale) delays its first run."""
+                    countdown: float | None = None, task_id: str | None = None,
+                    meta: dict[str, Any] | None = None) -> AsyncResult:
+        """Enqueue one job; ``countdown`` (seconds, scaled by the app's time scale) delays its first run.
+
+        ``meta`` adds fields to the history's enqueue event (the harness records its expectations there).
+        """
         app = self.app
         job_id = task_id or f"{app.config.run_id}-{uuid.uuid4().hex[:12]}"
         scaled = countdown * app.config.time_scale if countdown else None
         ts = now_ns()
         runtime = app.runtime
         runtime.sink.mark_enqueued(job_id, ts)
-        runtime.emit("enqueue", job_id=job_id, task=self.name, ts_ns=ts, countdown=scaled)
+        runtime.emit("enqueue", job_id=job_id, task=self.name, ts_ns=ts, countdown=scaled, **(meta or {}))
         app.backend.enqueue(self, tuple(args), dict(kwargs or {}), job_id=job_id, countdown=scaled)
         return AsyncResult(app, job_id)
 
@@ -106,6 +111,7 @@ class RetryApp:
         self.tasks: dict[str, Task] = {}
         self._backend: Backend | None = None
         self._runtime: Runtime | None = None
+        self._lock = threading.RLock()
 
     def task(self, fn: Callable[..., Any] | None = None, *, name: str | None = None, bind: bool = False,
              autoretry_for: Sequence[type[BaseException] | str] = (),
@@ -119,7 +125,8 @@ class RetryApp:
 
         def register(func: Callable[..., Any]) -> Task:
             pol = policy or RetryPolicy(
-                autoretry_for=tuple(autoretry_for), dont_autoretry_for=tuple(dont_autoretry_for),
+                autoretry_for=tuple(autoretry_for),  # type: ignore[arg-type]  # names are resolved by the policy
+                dont_autoretry_for=tuple(dont_autoretry_for),  # type: ignore[arg-type]
                 max_retries=max_retries, retry_backoff=retry_backoff, retry_backoff_max=retry_backoff_max,
                 retry_jitter=retry_jitter, default_retry_delay=default_retry_delay,
                 intervals=tuple(intervals) if intervals is not None else None,
@@ -145,7 +152,9 @@ class RetryApp:
         if self._runtime is None:
             from .runtime import Runtime
 
-            self._runtime = Runtime(self, self.backend.make_sink())
+            with self._lock:  # worker threads and the caller may ask at once
+                if self._runtime is None:
+                    self._runtime = Runtime(self, self.backend.make_sink())
         return self._runtime
 
     def start_workers(self, count: int = 1, concurrency: int = 1) -> float:

@@ -75,7 +75,7 @@ class Backend(ABC):
                 out[lib] = "not installed"
         return out
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing to close
         pass
 
 

@@ -16,6 +16,7 @@ class AppConfig:
     """Everything that makes one run's app: backend, servers, run identity, faults and scenario."""
 
     backend: str = "reference"
+    label: str = ""  # how results name this backend, e.g. "celery==5.6.*"; defaults to backend
     redis_url: str | None = None
     broker_url: str | None = None  # Celery only; defaults to redis_url
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -33,6 +34,8 @@ class AppConfig:
     t0_ns: int = 0  # the run's first enqueue; outage windows are measured from it
 
     def __post_init__(self) -> None:
+        if not self.label:
+            self.label = self.backend
         if not self.prefix:
             self.prefix = f"retrybench:{self.run_id}"
 

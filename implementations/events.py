@@ -45,6 +45,12 @@ class EventSink(Protocol):
 
     def ready_count(self) -> int: ...
 
+    def set_t0(self, ts_ns: int) -> None: ...
+
+    def t0(self) -> int | None: ...
+
+    def drain(self, block_ms: int = 0) -> list[dict[str, Any]]: ...
+
 
 def _append_line(path: str, data: dict[str, Any]) -> None:
     line = json.dumps(data, default=str) + "\n"
@@ -68,6 +74,7 @@ class RedisSink:
         self._redis = redis.Redis.from_url(redis_url, socket_timeout=30, socket_connect_timeout=10,
                                            retry_on_timeout=True)
         self._key = events_key(prefix)
+        self._reader: StreamReader | None = None
 
     def emit(self, event: dict[str, Any]) -> None:
         data = json.dumps(event, default=str)
@@ -89,6 +96,19 @@ class RedisSink:
 
     def ready_count(self) -> int:
         return int(self._redis.scard(f"{self.prefix}:ready"))
+
+    def set_t0(self, ts_ns: int) -> None:
+        self._redis.set(f"{self.prefix}:t0", ts_ns)
+
+    def t0(self) -> int | None:
+        raw = self._redis.get(f"{self.prefix}:t0")
+        return int(raw) if raw is not None else None
+
+    def drain(self, block_ms: int = 0) -> list[dict[str, Any]]:
+        """Events appended since the last call (blocking up to ``block_ms`` when there are none)."""
+        if self._reader is None:
+            self._reader = StreamReader(self._redis, self.prefix)
+        return list(self._reader.read(block_ms=block_ms or None))
 
     def mark_enqueued(self, job_id: str, ts_ns: int) -> None:
         # HSETNX: a requeue or a native retry keeps the job's *first* enqueue time.
@@ -119,6 +139,14 @@ class MemorySink:
         self._enqueued: dict[str, int] = {}
         self._states: dict[str, dict[str, Any]] = {}
         self._ready: set[str] = set()
+        self._t0: int | None = None
+        self._cond = threading.Condition(self._lock)
+
+    def set_t0(self, ts_ns: int) -> None:
+        self._t0 = ts_ns
+
+    def t0(self) -> int | None:
+        return self._t0
 
     def mark_enqueued(self, job_id: str, ts_ns: int) -> None:
         self._enqueued.setdefault(job_id, ts_ns)
@@ -131,6 +159,7 @@ class MemorySink:
             self.events.append(event)
             if event.get("type") == "terminal":
                 self._states[event["job_id"]] = event
+            self._cond.notify_all()
 
     def state(self, job_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -148,9 +177,12 @@ class MemorySink:
         with self._lock:
             self.failures.append(record)
             self.events.append({"type": "failure_record", **record})
+            self._cond.notify_all()
 
-    def drain(self) -> list[dict[str, Any]]:
+    def drain(self, block_ms: int = 0) -> list[dict[str, Any]]:
         with self._lock:
+            if block_ms and self._read >= len(self.events):
+                self._cond.wait(block_ms / 1000)
             new = self.events[self._read:]
             self._read = len(self.events)
         return new

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 
@@ -23,16 +24,20 @@ def _die_with_parent() -> None:
 
 
 def spawn(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, log_path: str | None = None,
-          cwd: str | None = None) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` in its own session (Ctrl-C reaches only us; we stop it in order)."""
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
+          cwd: str | None = None, pipe_stdout: bool = False) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in its own session (Ctrl-C reaches only us; we stop it in order).
+
+    Output goes to ``log_path`` (or nowhere); with ``pipe_stdout`` stdout is a pipe for the caller.
+    """
+    out: Any = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
     try:
         return subprocess.Popen(list(cmd), env=dict(env) if env is not None else None, cwd=cwd,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if pipe_stdout else out,
+                                stderr=out if pipe_stdout else subprocess.STDOUT,
                                 start_new_session=True, preexec_fn=_die_with_parent)
     finally:
         if log_path:
-            out.close()  # type: ignore[union-attr]
+            out.close()
 
 
 def terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0, sig: int = signal.SIGTERM) -> int | None:

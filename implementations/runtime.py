@@ -97,7 +97,16 @@ class Runtime:
         self.app = app
         self.sink = sink
         self.plan = FaultPlan.from_list(cfg.faults, seed=cfg.seed)
-        self.base = {"run_id": cfg.run_id, "backend": cfg.backend, "scenario": cfg.scenario}
+        self.base = {"run_id": cfg.run_id, "backend": cfg.label, "scenario": cfg.scenario}
+        self._t0 = 0
+
+    def _elapsed(self) -> float | None:
+        """Seconds since the run's first enqueue (published by the driver); only outages need it."""
+        if not self.plan.time_dependent:
+            return None
+        if not self._t0:
+            self._t0 = self.app.config.t0_ns or self.sink.t0() or 0
+        return (time.time_ns() - self._t0) / 1e9 if self._t0 else None
 
     def emit(self, type_: str, **fields: Any) -> None:
         self.sink.emit({"type": type_, **self.base, **fields})
@@ -107,9 +116,7 @@ class Runtime:
                     kwargs: dict[str, Any], native: dict[str, Any] | None = None,
                     store_error: Callable[[dict[str, Any]], None] | None = None) -> Outcome:
         """Run attempt ``attempt`` (1-based, the backend's own count) and record it."""
-        cfg = self.app.config
-        elapsed = (time.time_ns() - cfg.t0_ns) / 1e9 if cfg.t0_ns else None
-        fault = self.plan.fault_for(plan_key(job_id), attempt, elapsed_s=elapsed) if self.plan.rules else None
+        fault = self.plan.fault_for(plan_key(job_id), attempt, elapsed_s=self._elapsed()) if self.plan.rules else None
         started = now_ns()
         common = {"job_id": job_id, "task": task.name, "attempt": attempt, "host": HOST, "pid": os.getpid()}
         self.emit("attempt_start", **common, started_ns=started, fault=fault.kind if fault else None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 
 from .app import RetryApp
@@ -34,6 +35,8 @@ def main() -> None:
     parser.add_argument("--index", type=int, default=0)
     args = parser.parse_args()
     config = AppConfig.from_env()
+    logging.basicConfig(level=os.environ.get("RETRYBENCH_LOG_LEVEL", "WARNING").upper(),
+                        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     app = load_app(config)
     runtime = app.runtime
     runtime.emit("worker", event="start", host=HOST, pid=os.getpid(), index=args.index, ts_ns=now_ns())

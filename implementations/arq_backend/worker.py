@@ -29,8 +29,10 @@ def make_job(app: RetryApp, task: Task, executor: ThreadPoolExecutor, meta: redi
         def store_error(error: dict[str, Any]) -> None:
             # ARQ keeps no per-job metadata: the equivalent of RQ's job.meta['error'] is a hash per job.
             key = f"{prefix}:arq-meta:{job_id}"
-            meta.pipeline().hset(key, "error", json.dumps(error)).rpush(f"{key}:errors", json.dumps(error)) \
-                .execute()
+            pipe = meta.pipeline()
+            pipe.hset(key, "error", json.dumps(error))
+            pipe.rpush(f"{key}:errors", json.dumps(error))
+            pipe.execute()
 
         native = {"job_try": attempt, "max_tries": task.policy.max_retries + 1}
         loop = asyncio.get_running_loop()

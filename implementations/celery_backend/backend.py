@@ -44,8 +44,8 @@ class CeleryBackend(Backend):
     def native_failures(self) -> dict[str, Any]:
         import redis
 
-        client = redis.Redis.from_url(self.config.redis_url or "")
-        ids = sorted(i.decode() for i in client.hkeys(f"{self.config.prefix}:enqueued"))
+        client = redis.Redis.from_url(self.config.redis_url or "", decode_responses=True)
+        ids = sorted(client.hkeys(f"{self.config.prefix}:enqueued"))
         failed = [i for i in ids if CeleryResult(i, app=self.celery).state == "FAILURE"]
         return {"store": "celery result backend (state FAILURE)", "job_ids": failed}
 

@@ -1,0 +1,25 @@
+# Two commands: `make bench` runs the lesson scenario on every backend; `make test` runs the test suite.
+# Each sets up what it needs (.venv, one virtualenv per backend under .venvs/, a private redis-server).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: bench test lint setup clean
+
+setup:
+	@$(PYTHON) harness/bootstrap.py
+
+bench: setup
+	@$(BIN)/retrybench run $(ARGS)
+
+test: setup
+	@$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check harness implementations tests
+	$(BIN)/mypy harness implementations
+
+clean:
+	rm -rf $(VENV) .venvs .pytest_cache

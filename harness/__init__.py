@@ -1,0 +1,1 @@
+"""retrybench harness: CLI, environments, Redis, runner, checkers and reports (main environment)."""

@@ -1,0 +1,169 @@
+"""The ``retrybench`` command line. Bad input: one clear line on stderr and exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from implementations.policy import PolicyError
+
+from .analysis import analyze
+from .envs import EnvError, parse_backend_spec
+from .redis_server import RedisUnavailable
+from .runner import Cell, Interrupted, RunPlan, execute
+from .scenarios import PRESETS, ScenarioError, resolve, with_overrides
+from .storage import ResultsError
+from .tables import print_results
+
+DEFAULT_BACKENDS = ["reference", "rq", "arq", "celery"]
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    pass
+
+
+def _die(message: str) -> NoReturn:
+    print(f"retrybench: error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+def _option(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    value: Any = raw
+    for cast in (int, float):
+        try:
+            value = cast(raw)
+            break
+        except ValueError:
+            continue
+    if raw.lower() in ("true", "false"):
+        value = raw.lower() == "true"
+    return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="retrybench", description="How do Celery, RQ and ARQ really behave "
+                                     "when background jobs fail? Real Redis, real workers, honest numbers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run scenarios on backends and write results/<run-id>/")
+    run.add_argument("--backend", "-b", action="append", metavar="NAME[==VERSION]",
+                     help="reference, rq, arq, celery (repeatable; pin e.g. celery==5.6.*). Default: all four")
+    run.add_argument("--scenario", "-s", action="append", metavar="PRESET|FILE.toml",
+                     help=f"a preset ({', '.join(PRESETS)}) or a scenario file; repeatable. Default: seed-lesson")
+    run.add_argument("--jobs", type=int, help="override the scenario's number of jobs")
+    run.add_argument("--workers", type=int, help="worker processes per backend")
+    run.add_argument("--concurrency", type=int, help="concurrency per worker (RQ: processes, ARQ: max_jobs, "
+                     "Celery: pool size)")
+    run.add_argument("--seed", type=int, help="seed of the fault plan and jitter")
+    run.add_argument("--repeat", type=int, default=1, help="run every cell N times; tables show medians")
+    run.add_argument("--time-scale", type=float, help="multiply every delay (0.1 = ten times faster)")
+    run.add_argument("--redis-url", help="use this Redis (keys under retrybench:<run>) instead of a private one")
+    run.add_argument("--broker-url", help="Celery broker (default: the Redis URL), e.g. amqp://guest@127.0.0.1//")
+    run.add_argument("--out", type=Path, default=Path("results"), help="results root (default: results/)")
+    run.add_argument("--option", "-o", action="append", type=_option, default=[], metavar="KEY=VALUE",
+                     help="backend tuning, e.g. rq_worker_class=SimpleWorker, arq_poll_delay=0.1, celery_pool=threads")
+
+    report = sub.add_parser("report", help="recompute every metric of a results directory from its history")
+    report.add_argument("dir", type=Path, nargs="?", default=Path("results/latest"))
+
+    sub.add_parser("scenarios", help="list the built-in scenarios")
+    return parser
+
+
+def _plan(args: argparse.Namespace) -> RunPlan:
+    try:
+        backends = [parse_backend_spec(b) for b in (args.backend or DEFAULT_BACKENDS)]
+        scenarios = [with_overrides(resolve(s), jobs=args.jobs, workers=args.workers,
+                                    concurrency=args.concurrency, seed=args.seed, time_scale=args.time_scale)
+                     for s in (args.scenario or ["seed-lesson"])]
+    except (EnvError, ScenarioError, PolicyError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.repeat < 1:
+        raise UsageError(f"--repeat must be >= 1, got {args.repeat}")
+    return RunPlan(backends=backends, scenarios=scenarios, repeat=args.repeat, redis_url=args.redis_url,
+                   broker_url=args.broker_url, out=args.out, options=dict(args.option), command=sys.argv)
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    plan = _plan(args)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                        console=console, transient=False)
+    failures: list[str] = []
+
+    def factory(cell: Cell) -> Any:
+        task_id = progress.add_task(cell.label, total=cell.scenario.jobs, rate="")
+
+        def update(line: dict[str, Any]) -> None:
+            elapsed = line.get("elapsed") or 0
+            rate = f"{line.get('attempts', 0) / elapsed:.1f} attempts/s" if elapsed else ""
+            progress.update(task_id, completed=line.get("done", 0), rate=rate)
+            if line.get("error"):
+                failures.append(f"{cell.label}: {line['error']}")
+
+        return update
+
+    def done(cell: Cell, last: dict[str, Any]) -> None:
+        if last.get("reason") not in (None, "complete") and not last.get("error"):
+            failures.append(f"{cell.label}: {last['reason']}")
+
+    run_dir: Path | None = None
+    interrupted = False
+    try:
+        with progress:
+            run_dir = execute(plan, log=lambda m: progress.console.print(f"[dim]{m}[/]"),
+                              progress_factory=factory, on_cell_done=done)
+    except Interrupted as exc:
+        interrupted, run_dir = True, Path(str(exc))
+        console.print("[yellow]interrupted: workers and Redis stopped; what was recorded is kept[/]")
+    except (EnvError, RedisUnavailable) as exc:
+        raise UsageError(str(exc)) from None
+    results = analyze(run_dir)
+    print_results(results, console)
+    for failure in failures:
+        console.print(f"[red]{failure}[/]")
+    console.print(f"results: {run_dir / 'results.json'}  history: {run_dir / 'history.jsonl'}")
+    return EXIT_INTERRUPTED if interrupted else 0
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    try:
+        results = analyze(args.dir.resolve() if args.dir.is_symlink() else args.dir)
+    except ResultsError as exc:
+        raise UsageError(str(exc)) from None
+    print_results(results, console)
+    console.print(f"results: {args.dir / 'results.json'}")
+    return 0
+
+
+def cmd_scenarios(args: argparse.Namespace, console: Console) -> int:
+    for name, scenario in PRESETS.items():
+        console.print(f"[bold]{name}[/]: {scenario.description}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    commands = {"run": cmd_run, "report": cmd_report, "scenarios": cmd_scenarios}
+    try:
+        sys.exit(commands[args.command](args, console))
+    except UsageError as exc:
+        _die(str(exc))
+    except KeyboardInterrupt:
+        print("retrybench: interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+if __name__ == "__main__":
+    main()

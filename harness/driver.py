@@ -1,0 +1,172 @@
+"""One cell of a run (backend × scenario × repetition), inside that backend's own virtualenv.
+
+``python -m harness.driver SPEC.json``: starts real workers, enqueues the scenario's jobs with the plan's
+expectations, drains every event into ``history.jsonl`` as it arrives (so Ctrl-C loses nothing already
+recorded), and prints one JSON progress line per tick on stdout for the CLI's progress bars.
+Imports only the standard library, redis-py and ``implementations`` (no rich, no backend in the CLI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import IO, Any
+
+from implementations.base import BackendError
+from implementations.config import AppConfig
+from implementations.events import now_ns
+from implementations.scenarios import build_app
+
+from .expect import predict
+from .scenarios import Scenario
+
+EXIT_INTERRUPTED = 130
+EXIT_SETUP = 2
+
+
+@dataclass
+class Tally:
+    jobs: int
+    terminal: int = 0
+    attempts: int = 0
+    failed: int = 0
+
+
+class History:
+    """Append-only ``history.jsonl``: every line flushed as it is written."""
+
+    def __init__(self, path: str) -> None:
+        self._fh: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def write(self, events: list[dict[str, Any]]) -> None:
+        if events:
+            self._fh.write("".join(json.dumps(e, default=str) + "\n" for e in events))
+            self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+
+
+def deadline_s(s: Scenario) -> float:
+    """Time after the first enqueue by which every job must be terminal, or it counts as lost."""
+    policy = s.retry_policy()
+    schedule = sum(policy.base_delay(n) * policy.time_scale for n in range(policy.max_retries))
+    span = s.jobs / s.enqueue_rate if s.enqueue_rate else 0.0
+    # Slack covers polling granularity (RQ rounds to whole seconds, ARQ polls every 0.5 s) and work time.
+    per_job = (s.work_ms / 1000 + 0.02) * (policy.max_retries + 1) * s.jobs / (s.workers * s.concurrency)
+    return span + schedule + policy.max_retries * 1.5 + per_job + 30.0
+
+
+def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
+    scenario = Scenario(**{**spec["scenario"], "faults": tuple(spec["scenario"]["faults"]),
+                           "messages": tuple(spec["scenario"]["messages"])})
+    config = AppConfig(
+        backend=spec["backend"], label=spec.get("label", ""), redis_url=spec.get("redis_url"),
+        broker_url=spec.get("broker_url"),
+        run_id=spec["run_id"], seed=scenario.seed, faults=[dict(f) for f in scenario.faults],
+        time_scale=scenario.time_scale, failure_log=spec.get("failure_log"), scenario=scenario.name,
+        task=scenario.task, policy=dict(scenario.policy), task_options=dict(scenario.task_options),
+        options={**scenario.options, **spec.get("options", {}), "log_dir": spec.get("log_dir")},
+    )
+    stop = {"flag": False}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop["flag"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    history = History(spec["history_path"])
+    base = {"run_id": config.run_id, "backend": config.label, "scenario": scenario.name}
+    policy, plan = scenario.retry_policy(), scenario.fault_plan()
+    limit = spec.get("deadline_s") or deadline_s(scenario)
+    history.write([{"type": "run", **base, "ts_ns": now_ns(), "repeat": spec.get("repeat", 0),
+                    "policy": policy.to_dict(), "faults": plan.to_list(), "seed": scenario.seed,
+                    "time_scale": scenario.time_scale, "jobs": scenario.jobs, "workers": scenario.workers,
+                    "concurrency": scenario.concurrency, "tolerance_s": scenario.tolerance_s,
+                    "deadline_s": limit, "options": config.options}])
+    app = build_app(config)
+    tally = Tally(jobs=scenario.jobs)
+    reason, code = "complete", 0
+    try:
+        try:
+            startup = app.start_workers(scenario.workers, scenario.concurrency)
+        except BackendError as exc:
+            history.write([{"type": "end", **base, "ts_ns": now_ns(), "complete": False, "reason": str(exc)}])
+            print(json.dumps({"error": str(exc)}), file=out, flush=True)
+            return EXIT_SETUP
+        history.write([{"type": "workers_ready", **base, "ts_ns": now_ns(), "startup_s": startup}])
+        task = app.tasks[scenario.task]
+        sink = app.runtime.sink
+        t0 = now_ns()
+        sink.set_t0(t0)
+        started = time.monotonic()
+        last_tick = 0.0
+        enqueued = 0
+        while tally.terminal < tally.jobs:
+            if stop["flag"]:
+                reason, code = "interrupted", EXIT_INTERRUPTED
+                break
+            now = time.monotonic()
+            due = tally.jobs if not scenario.enqueue_rate else min(
+                tally.jobs, int((now - started) * scenario.enqueue_rate) + 1)
+            while enqueued < due:
+                job_id = f"{config.run_id}-{enqueued:06d}"
+                args, kwargs = scenario.job_args(enqueued)
+                expected = predict(policy, plan, seed=scenario.seed, job_id=job_id, task=scenario.task,
+                                   args=args)
+                task.apply_async(args, kwargs, task_id=job_id, meta={"expected": expected})
+                enqueued += 1
+            if now - started > limit:
+                reason = f"deadline: {tally.jobs - tally.terminal} job(s) not terminal after {limit:.0f}s"
+                break
+            events = sink.drain(block_ms=100)
+            history.write(events)
+            for e in events:
+                kind = e.get("type")
+                if kind == "terminal":
+                    tally.terminal += 1
+                    tally.failed += e.get("state") == "failure"
+                elif kind == "attempt":
+                    tally.attempts += 1
+            if now - last_tick >= 0.25:
+                last_tick = now
+                print(json.dumps({"done": tally.terminal, "jobs": tally.jobs, "attempts": tally.attempts,
+                                  "failed": tally.failed, "elapsed": now - started}), file=out, flush=True)
+    except BaseException as exc:
+        reason, code = f"error: {type(exc).__name__}: {exc}", 1
+        raise
+    finally:
+        app.stop_workers(timeout=5.0)
+        try:
+            history.write(app.runtime.sink.drain())
+            native = app.backend.native_failures()
+            if native:
+                history.write([{"type": "native", **base, **native}])
+        except Exception as exc:  # noqa: BLE001 - Redis may be gone; what was recorded stays recorded
+            reason = f"{reason}; could not read the final events: {exc}"
+        history.write([{"type": "end", **base, "ts_ns": now_ns(), "complete": reason == "complete",
+                        "reason": reason}])
+        history.close()
+        app.close()
+        print(json.dumps({"done": tally.terminal, "jobs": tally.jobs, "attempts": tally.attempts,
+                          "failed": tally.failed, "finished": True, "reason": reason}), file=out, flush=True)
+    return code
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        print("usage: python -m harness.driver SPEC.json", file=sys.stderr)
+        sys.exit(EXIT_SETUP)
+    with open(sys.argv[1], encoding="utf-8") as fh:
+        spec = json.load(fh)
+    sys.exit(run_cell(spec, sys.stdout))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""``retrybench run``: Redis, environments, one driver process per cell, and the results directory."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from implementations.base import SOURCE_ROOT
+from implementations.procs import spawn, terminate
+
+from .envs import EnvSpec, ensure_envs
+from .redis_server import RedisServer, check_redis_url
+from .scenarios import Scenario
+from .storage import HISTORY, environment, new_run_id, point_latest
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+class Interrupted(Exception):
+    """The user pressed Ctrl-C (or sent SIGTERM); what was recorded is kept."""
+
+
+@dataclass
+class RunPlan:
+    """What ``retrybench run`` was asked to do, validated."""
+
+    backends: list[EnvSpec]
+    scenarios: list[Scenario]
+    repeat: int = 1
+    redis_url: str | None = None
+    broker_url: str | None = None
+    out: Path = Path("results")
+    options: dict[str, Any] = field(default_factory=dict)
+    command: list[str] = field(default_factory=list)
+    env_root: Path | None = None
+
+
+@dataclass
+class Cell:
+    backend: EnvSpec
+    scenario: Scenario
+    repeat: int
+    run_id: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend} · {self.scenario.name}" + (f" · #{self.repeat + 1}" if self.repeat else "")
+
+
+@contextlib.contextmanager
+def redis_for(plan: RunPlan, log: Callable[[str], None]) -> Iterator[dict[str, Any]]:
+    """The user's Redis (checked) or a private one on a free port, stopped however we leave."""
+    if plan.redis_url:
+        info = check_redis_url(plan.redis_url)
+        yield {"url": plan.redis_url, "embedded": False, **info}
+        return
+    server = RedisServer()
+    server.start()
+    log(f"started a private {server.version.get('server', 'redis')}-server "
+        f"{server.version.get('version', '')} on {server.url}")
+    try:
+        yield {"url": server.url, "embedded": True, "pid": server.pid, **server.version}
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def run_cell(cell: Cell, *, python: str, run_dir: Path, redis_url: str, plan: RunPlan,
+             progress: Progress) -> dict[str, Any]:
+    """Run one driver to the end; returns its last progress line (``reason`` says how it ended)."""
+    logs = run_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    spec = {
+        "scenario": cell.scenario.to_dict(), "backend": cell.backend.backend, "label": str(cell.backend),
+        "run_id": cell.run_id,
+        "repeat": cell.repeat, "redis_url": redis_url, "broker_url": plan.broker_url,
+        "history_path": str(run_dir / HISTORY), "failure_log": str(run_dir / "failed_jobs.log"),
+        "log_dir": str(logs), "options": plan.options,
+    }
+    spec_path = logs / f"{cell.run_id}.json"
+    spec_path.write_text(json.dumps(spec, indent=1))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = SOURCE_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    proc = spawn([python, "-m", "harness.driver", str(spec_path)], env=env, pipe_stdout=True,
+                 log_path=str(logs / f"{cell.run_id}-driver.log"))
+    last: dict[str, Any] = {}
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            try:
+                last = json.loads(raw)
+            except ValueError:
+                continue
+            progress(last)
+        proc.wait()
+    except KeyboardInterrupt:
+        # The driver stops its workers and writes its final events on SIGTERM; give it time to.
+        terminate(proc, timeout=20, sig=signal.SIGTERM)
+        raise
+    finally:
+        if proc.poll() is None:
+            terminate(proc, timeout=5)
+    if proc.returncode not in (0, 130) and "error" not in last:
+        tail = (logs / f"{cell.run_id}-driver.log").read_text(errors="replace").strip().splitlines()[-3:]
+        last = {**last, "error": f"driver exited with {proc.returncode}: " + " | ".join(tail)}
+    return last
+
+
+def execute(plan: RunPlan, *, log: Callable[[str], None], progress_factory: Callable[[Cell], Progress],
+            on_cell_done: Callable[[Cell, dict[str, Any]], None] | None = None) -> Path:
+    """Run every cell; returns the results directory. Raises ``Interrupted`` after a clean stop."""
+    run_id = new_run_id()
+    plan.out.mkdir(parents=True, exist_ok=True)
+    run_dir = plan.out / run_id
+    run_dir.mkdir()
+    point_latest(plan.out, run_dir)
+    root = plan.env_root or Path(SOURCE_ROOT) / ".venvs"
+    needed = [b for b in plan.backends if b.backend != "reference"]
+    if needed:
+        log("preparing backend environments (created once, reused while their pins are unchanged): "
+            + ", ".join(str(b) for b in needed))
+    envs = {str(e.spec): e for e in ensure_envs(needed, root=root, log=log)}
+    pythons = {str(b): str(envs[str(b)].python) if str(b) in envs else sys.executable for b in plan.backends}
+    versions = {str(b): envs[str(b)].versions if str(b) in envs else {} for b in plan.backends}
+    interrupted = False
+    with sigterm_as_interrupt(), redis_for(plan, log) as redis_info:
+        meta = {"type": "meta", "run_id": run_id, "backend": "", "scenario": "", "schema_version": 1,
+                "environment": environment(root=Path(SOURCE_ROOT), command=plan.command,
+                                           redis={k: v for k, v in redis_info.items() if k != "url"},
+                                           backends=versions),
+                "scenarios": {s.name: s.to_dict() for s in plan.scenarios}, "repeat": plan.repeat,
+                "cells": plan.repeat * len(plan.scenarios) * len(plan.backends)}
+        with open(run_dir / HISTORY, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(meta, default=str) + "\n")
+        cells = [Cell(b, s, r, f"{run_id.replace('-', '')[-10:]}{i:03d}")
+                 for r in range(plan.repeat) for s in plan.scenarios for i, b in enumerate(plan.backends)]
+        # Unique cell ids across the whole run: RQ and ARQ keep job ids (and results) per id.
+        cells = [Cell(c.backend, c.scenario, c.repeat, f"{c.run_id}x{n}") for n, c in enumerate(cells)]
+        try:
+            for cell in cells:
+                last = run_cell(cell, python=pythons[str(cell.backend)], run_dir=run_dir,
+                                redis_url=redis_info["url"], plan=plan, progress=progress_factory(cell))
+                if on_cell_done:
+                    on_cell_done(cell, last)
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted:
+        raise Interrupted(str(run_dir))
+    return run_dir

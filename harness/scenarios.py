@@ -1,0 +1,171 @@
+"""Scenarios: built-in presets and user TOML files with the same keys, validated with clear errors."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from implementations.faults import FaultPlan, FaultPlanError
+from implementations.policy import PolicyError, RetryPolicy
+from implementations.scenarios import LESSON_POLICY, TASKS
+
+
+class ScenarioError(ValueError):
+    """A scenario (preset name or file) that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One failing-task workload: task, retry policy, fault plan, size and pacing."""
+
+    name: str
+    description: str = ""
+    task: str = "work"
+    policy: Mapping[str, Any] = field(default_factory=dict)
+    faults: tuple[Mapping[str, Any], ...] = ()
+    jobs: int = 20
+    workers: int = 2
+    concurrency: int = 1
+    seed: int = 42
+    time_scale: float = 1.0
+    enqueue_rate: float = 0.0  # jobs per second; 0 = all at once
+    tolerance_s: float = 0.002  # a retry earlier than this before its delay is a violation
+    messages: tuple[str, ...] = ()  # process_message: cycled through as the jobs' arguments
+    work_ms: float = 0.0
+    task_options: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def job_args(self, index: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if self.task == "process_message":
+            return (self.messages[index % len(self.messages)] if self.messages else f"message {index}",), {}
+        return (index,), ({"work_ms": self.work_ms} if self.work_ms else {})
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy.from_dict(self.policy).scaled(self.time_scale)
+
+    def fault_plan(self) -> FaultPlan:
+        return FaultPlan.from_list(list(self.faults), seed=self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["faults"] = [dict(f) for f in self.faults]
+        data["messages"] = list(self.messages)
+        return data
+
+
+_BACKOFF = {"autoretry_for": ["ConnectionError"], "dont_autoretry_for": ["ValueError"]}
+_CONN = "ConnectionError"
+
+PRESETS: dict[str, Scenario] = {s.name: s for s in [
+    Scenario("seed-lesson", "The lesson: empty → ValueError (never retried); 'retry' → ConnectionError, "
+             "retried 3× at 10, 30, 60 s; anything else works.", task="process_message",
+             policy=LESSON_POLICY, jobs=6, workers=2, time_scale=0.1,
+             messages=("hello world", "", "please retry this", "order 42", "ship it", "retry me too")),
+    Scenario("transient-1", "Every job fails once with a transient error, then succeeds (backoff 1 s, 2 s…).",
+             policy={**_BACKOFF, "max_retries": 3, "retry_backoff": 1}, faults=({"kind": "fail_first", "k": 1},),
+             jobs=40),
+    Scenario("transient-3", "Every job fails three times, then succeeds on its last allowed try.",
+             policy={**_BACKOFF, "max_retries": 3, "retry_backoff": 1}, faults=({"kind": "fail_first", "k": 3},),
+             jobs=20),
+    Scenario("flaky-20", "Each attempt fails with probability 0.2; fixed 1 s retry interval, 5 retries.",
+             policy={**_BACKOFF, "max_retries": 5, "intervals": [1]}, faults=({"kind": "probability", "p": 0.2},),
+             jobs=100),
+    Scenario("permanent", "Every attempt fails: retries run out and each job gets one failure record.",
+             policy={**_BACKOFF, "max_retries": 3, "intervals": [1, 2, 3]}, faults=({"kind": "permanent"},),
+             jobs=20),
+    Scenario("non-retryable", "A ValueError on the first try: never retried, one failure record each.",
+             policy={**_BACKOFF, "max_retries": 3, "intervals": [1]}, faults=({"kind": "non_retryable"},),
+             jobs=20),
+    Scenario("outage", "A 3 s dependency outage while jobs arrive at 10/s: every attempt inside it fails.",
+             policy={**_BACKOFF, "max_retries": 5, "retry_backoff": 1}, jobs=60, enqueue_rate=10,
+             faults=({"kind": "outage", "start": 1.5, "duration": 3},)),
+    Scenario("backoff-jitter", "Celery's exponential backoff with full jitter (factor 2, cap 8 s), 3 failures.",
+             policy={**_BACKOFF, "max_retries": 4, "retry_backoff": 2, "retry_backoff_max": 8,
+                     "retry_jitter": True}, faults=({"kind": "fail_first", "k": 3},), jobs=30),
+    Scenario("throughput-0", "Throughput with no failures (1 ms of work per job).",
+             policy={**_BACKOFF, "max_retries": 3, "intervals": [0]}, jobs=500, work_ms=1),
+    Scenario("throughput-20", "Throughput with 20% transient failures, retried at once (interval 0).",
+             policy={**_BACKOFF, "max_retries": 5, "intervals": [0]}, faults=({"kind": "probability", "p": 0.2},),
+             jobs=500, work_ms=1),
+]}
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "description": (str,), "task": (str,), "jobs": (int,), "workers": (int,),
+    "concurrency": (int,), "seed": (int,), "time_scale": (int, float), "enqueue_rate": (int, float),
+    "tolerance_s": (int, float), "messages": (list,), "work_ms": (int, float), "policy": (dict,),
+    "faults": (list,), "task_options": (dict,), "options": (dict,),
+}
+
+
+def validate(s: Scenario, where: str) -> Scenario:
+    """Check every value a run depends on; errors name the place and what was expected."""
+    for key in ("jobs", "workers", "concurrency"):
+        if getattr(s, key) < 1:
+            raise ScenarioError(f"{where}: {key}: expected a whole number >= 1, got {getattr(s, key)}")
+    if s.enqueue_rate < 0 or s.tolerance_s < 0 or s.work_ms < 0:
+        raise ScenarioError(f"{where}: enqueue_rate, tolerance_s and work_ms must be >= 0")
+    if s.task not in TASKS:
+        raise ScenarioError(f"{where}: task: expected one of {', '.join(TASKS)}, got {s.task!r}")
+    try:
+        s.retry_policy()
+    except PolicyError as exc:
+        raise ScenarioError(f"{where}: policy: {exc}") from None
+    try:
+        s.fault_plan()
+    except FaultPlanError as exc:
+        raise ScenarioError(f"{where}: {exc}") from None
+    return s
+
+
+def from_mapping(data: Mapping[str, Any], where: str) -> Scenario:
+    unknown = sorted(set(data) - set(_TYPES))
+    if unknown:
+        raise ScenarioError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_TYPES))})")
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        types = _TYPES[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            names = " or ".join("number" if t is float else t.__name__.replace("dict", "table") for t in types)
+            raise ScenarioError(f"{where}: {key}: expected {names}, got {value!r}")
+        values[key] = value
+    values.setdefault("name", Path(where).stem)
+    values["faults"] = tuple(values.get("faults", ()))
+    values["messages"] = tuple(values.get("messages", ()))
+    values.setdefault("policy", dict(_BACKOFF))
+    return validate(Scenario(**values), where)
+
+
+def load_file(path: str | Path) -> Scenario:
+    # Imported here: worker-side drivers import this module in backend envs that lack tomli on 3.10.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: no such scenario file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
+    return from_mapping(data, str(path))
+
+
+def resolve(name_or_path: str) -> Scenario:
+    """A preset by name, or a scenario file by path (anything ending in .toml or that exists)."""
+    if name_or_path in PRESETS:
+        return PRESETS[name_or_path]
+    if name_or_path.endswith(".toml") or Path(name_or_path).exists():
+        return load_file(name_or_path)
+    raise ScenarioError(f"unknown scenario {name_or_path!r}: not a preset ({', '.join(PRESETS)}) "
+                        "and not a .toml file")
+
+
+def with_overrides(s: Scenario, **overrides: Any) -> Scenario:
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return validate(replace(s, **given), f"scenario {s.name}") if given else s

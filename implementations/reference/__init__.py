@@ -1,0 +1,1 @@
+"""The control row: an in-process backend with exact timers and no Redis."""

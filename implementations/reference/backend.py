@@ -1,0 +1,109 @@
+"""In-process reference backend: worker threads and one timer heap, no Redis, no polling.
+
+It shows what perfect retry timing looks like on this machine (the lateness left is the harness's and
+the interpreter's own), and it is the fast backend for unit tests (like YCSB's BasicDB).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..base import Backend
+from ..events import HOST, EventSink, MemorySink
+
+if TYPE_CHECKING:
+    from ..app import RetryApp, Task
+
+
+@dataclass(order=True)
+class _Due:
+    at: float
+    seq: int
+    job: tuple[Task, tuple[Any, ...], dict[str, Any], str, int] = field(compare=False)
+
+
+class ReferenceBackend(Backend):
+    name = "reference"
+    libraries = ()
+
+    def __init__(self, app: RetryApp) -> None:
+        super().__init__(app)
+        self._cond = threading.Condition()
+        self._heap: list[_Due] = []
+        self._seq = itertools.count()
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        self.failed: list[str] = []
+
+    def make_sink(self) -> EventSink:
+        return MemorySink(self.config.failure_log)
+
+    def _push(self, at: float, job: tuple[Task, tuple[Any, ...], dict[str, Any], str, int]) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, _Due(at, next(self._seq), job))
+            self._cond.notify()
+
+    def enqueue(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], *, job_id: str,
+                countdown: float | None) -> None:
+        self._push(time.monotonic() + (countdown or 0.0), (task, args, kwargs, job_id, 1))
+
+    def start_workers(self, count: int, concurrency: int) -> float:
+        start = time.monotonic()
+        self._stopping = False
+        self.app.runtime  # noqa: B018 - build it once here, not racing in every thread
+        for i in range(count * max(1, concurrency)):
+            thread = threading.Thread(target=self._work, name=f"reference-worker-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+            self.app.runtime.sink.mark_ready(thread.name)
+        return time.monotonic() - start
+
+    def stop_workers(self, timeout: float = 10.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    @classmethod
+    def run_worker(cls, app: RetryApp, concurrency: int, index: int) -> None:
+        raise NotImplementedError("the reference backend runs its workers as threads in the caller")
+
+    def _next(self) -> tuple[Task, tuple[Any, ...], dict[str, Any], str, int] | None:
+        with self._cond:
+            while not self._stopping:
+                if self._heap:
+                    wait = self._heap[0].at - time.monotonic()
+                    if wait <= 0:
+                        return heapq.heappop(self._heap).job
+                    self._cond.wait(wait)
+                else:
+                    self._cond.wait()
+            return None
+
+    def _work(self) -> None:
+        runtime = self.app.runtime
+        while (job := self._next()) is not None:
+            task, args, kwargs, job_id, attempt = job
+            outcome = runtime.run_attempt(task, job_id, attempt, args, kwargs, native={"thread": True})
+            if outcome.ok:
+                continue
+            if outcome.retry:
+                runtime.fire_retry(task, job_id, outcome.exc, attempt, args, kwargs)
+                # Due exactly `delay` after the attempt ended: the timer is the only source of lateness.
+                due = time.monotonic() - (time.time_ns() - outcome.finished_ns) / 1e9 + (outcome.delay or 0.0)
+                self._push(due, (task, args, kwargs, job_id, attempt + 1))
+            else:
+                self.failed.append(job_id)
+                runtime.fire_failure(task, job_id, outcome.exc, outcome.tb, attempt, args, kwargs,
+                                     worker=f"{HOST}:{os.getpid()}:{threading.current_thread().name}")
+
+    def native_failures(self) -> dict[str, Any]:
+        return {"store": "reference failed list", "job_ids": sorted(self.failed)}

@@ -1,0 +1,101 @@
+"""The Celery-style API on real workers of every backend (run inside each backend's own environment)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness.envs import BackendEnv
+
+pytestmark = pytest.mark.integration
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+BACKENDS = ["rq", "arq", "celery"]
+
+
+def probe(env: BackendEnv, backend: str, redis_url: str, broker_url: str | None = None) -> dict[str, Any]:
+    env_vars = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}"}
+    cmd = [str(env.python), str(HERE / "probe.py"), backend, redis_url] + ([broker_url] if broker_url else [])
+    done = subprocess.run(cmd, env=env_vars, capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def outcome(request: pytest.FixtureRequest, backend_envs: dict[str, BackendEnv], redis_url: str) -> dict[str, Any]:
+    backend = request.param
+    data = probe(backend_envs[backend], backend, redis_url)
+    data["backend"] = backend
+    return data
+
+
+def attempts_of(outcome: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    job_id = outcome[name]["id"]
+    return [e for e in outcome["events"] if e["type"] == "attempt" and e["job_id"] == job_id]
+
+
+def test_a_bound_task_sees_request_retries_and_succeeds_after_its_transient_errors(outcome: dict) -> None:
+    # Given a bound task that fails while self.request.retries < 2, with max_retries=2
+    # Then the third attempt returns 2 and the native queue ran three separate executions
+    assert outcome["flaky"] == {"ok": True, "value": 2, "id": outcome["flaky"]["id"]}
+    assert [a["attempt"] for a in attempts_of(outcome, "flaky")] == [1, 2, 3]
+
+
+def test_self_retry_with_countdown_retries_once_even_for_an_exception_not_in_autoretry_for(outcome: dict) -> None:
+    assert outcome["manual"]["ok"] and outcome["manual"]["value"] == "done after 1 retry"
+    first, second = attempts_of(outcome, "manual")
+    assert first["outcome"] == "retry" and first["expected_delay"] == pytest.approx(0.3)
+    assert second["started_ns"] - first["finished_ns"] > 0
+
+
+def test_on_failure_runs_once_per_terminal_failure_with_the_celery_signature(outcome: dict) -> None:
+    calls = {c["task_id"]: c for c in outcome["on_failure"]}
+    assert len(outcome["on_failure"]) == 2 == len(calls)
+    empty, retry = calls[outcome["empty"]["id"]], calls[outcome["retry"]["id"]]
+    assert (empty["exc_type"], empty["args"], empty["attempts"], empty["has_traceback"]) == \
+        ("ValueError", [""], 1, True)
+    assert (retry["exc_type"], retry["args"], retry["attempts"]) == ("ConnectionError", ["please retry"], 4)
+
+
+def test_on_retry_runs_once_per_retry(outcome: dict) -> None:
+    counts = {name: outcome["on_retry"].count(outcome[name]["id"]) for name in ("flaky", "manual", "retry", "empty")}
+    assert counts == {"flaky": 2, "manual": 1, "retry": 3, "empty": 0}
+
+
+def test_countdown_delays_the_first_run(outcome: dict) -> None:
+    job_id = outcome["retry"]["id"]
+    enqueue = next(e for e in outcome["events"] if e["type"] == "enqueue" and e["job_id"] == job_id)
+    first = attempts_of(outcome, "retry")[0]
+    assert enqueue["countdown"] == pytest.approx(0.5)
+    assert first["started_ns"] >= enqueue["ts_ns"]
+
+
+def test_every_failed_attempt_left_its_error_in_the_native_job_metadata(outcome: dict) -> None:
+    errors = outcome["native_errors"]
+    if outcome["backend"] == "celery":
+        # Celery keeps the error in its result backend: state and traceback of the final failure.
+        assert errors["state"] == "FAILURE" and "ConnectionError" in errors["traceback"]
+    else:
+        assert errors == {"errors": 4, "last": "ConnectionError"}
+
+
+def test_the_native_failure_store_agrees_with_the_failure_handler(outcome: dict) -> None:
+    assert sorted(outcome["native_failures"]["job_ids"]) == sorted([outcome["empty"]["id"], outcome["retry"]["id"]])
+
+
+@pytest.mark.skipif(os.environ.get("RETRYBENCH_NO_RABBITMQ") == "1", reason="RabbitMQ tests disabled")
+def test_celery_runs_the_same_api_over_rabbitmq(backend_envs: dict[str, BackendEnv], redis_url: str) -> None:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
+    except OSError:
+        pytest.skip("no RabbitMQ on 127.0.0.1:5672 (.ci/run starts one where it can)")
+    data = probe(backend_envs["celery"], "celery", redis_url, "amqp://guest:guest@127.0.0.1:5672//")
+    assert data["flaky"]["ok"] and data["retry"]["error"].startswith("ConnectionError")
+    assert len(data["on_failure"]) == 2

@@ -1,0 +1,107 @@
+"""The command line as a user meets it: clear one-line errors, and Ctrl-C that leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def retrybench(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
+               cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd or ROOT, check=False)
+
+
+def assert_clear_error(done: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("retrybench: error: "), done.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_unknown_backend(tmp_path: Path) -> None:
+    assert_clear_error(retrybench("run", "--backend", "sidekiq", "--out", str(tmp_path)), "sidekiq", "celery")
+
+
+def test_a_negative_max_retries_in_a_scenario_file(tmp_path: Path) -> None:
+    scenario = tmp_path / "bad.toml"
+    scenario.write_text("[policy]\nautoretry_for = ['ConnectionError']\nmax_retries = -1\n")
+    assert_clear_error(retrybench("run", "-s", str(scenario), "--out", str(tmp_path)), "bad.toml", "max_retries")
+
+
+def test_an_unreachable_redis_url(tmp_path: Path) -> None:
+    done = retrybench("run", "-b", "reference", "--redis-url", "redis://127.0.0.1:1/0", "--out", str(tmp_path))
+    assert_clear_error(done, "redis://127.0.0.1:1/0")
+
+
+def test_no_redis_server_and_no_way_to_get_one(tmp_path: Path) -> None:
+    done = retrybench("run", "-b", "reference", "--out", str(tmp_path),
+                      env={"RETRYBENCH_REDIS_SERVER": str(tmp_path / "no-such-redis-server")})
+    assert_clear_error(done, "RETRYBENCH_REDIS_SERVER")
+
+
+def test_a_version_pin_that_cannot_be_installed(tmp_path: Path) -> None:
+    done = retrybench("run", "-b", "rq==0.0.0.999", "--out", str(tmp_path), timeout=600)
+    assert_clear_error(done, "rq==0.0.0.999")
+
+
+def _pids_mentioning(text: str) -> list[int]:
+    """Processes whose command line or environment mentions ``text`` (our run directory)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            blob = (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if text.encode() in blob:
+            found.append(int(proc.name))
+    return found
+
+
+def _wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_mid_run_leaves_no_redis_or_worker_behind(tmp_path: Path, backend_envs: object,
+                                                         sig: signal.Signals) -> None:
+    # Given a bench run with workers of two backends and a private redis-server, well under way
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "-b", "rq", "-b", "celery",
+                             "-s", "seed-lesson", "--out", str(tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    run_dirs = lambda: [p for p in tmp_path.iterdir() if p.is_dir()]  # noqa: E731
+    _wait_for(lambda: run_dirs() and (run_dirs()[0] / "history.jsonl").exists() and
+              '"attempt"' in (run_dirs()[0] / "history.jsonl").read_text(), 120, "the first attempt")
+    run_dir = run_dirs()[0]
+    meta = json.loads((run_dir / "history.jsonl").read_text().splitlines()[0])
+    redis_pid = meta["environment"]["redis"]["pid"]
+    assert _pids_mentioning(str(run_dir)), "workers should be running"
+    # When the user presses Ctrl-C (or the process is told to stop)
+    os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    # Then it exits 130, and no worker, driver or redis-server of this run is left
+    assert proc.returncode == 130, stderr
+    assert _pids_mentioning(str(run_dir)) == []
+    assert not Path(f"/proc/{redis_pid}").exists()
+    # And what was recorded is kept and readable
+    report = retrybench("report", str(run_dir))
+    assert report.returncode == 0, report.stderr
+    assert "partial" in report.stdout
