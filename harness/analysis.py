@@ -64,7 +64,11 @@ def analyze(run_dir: Path) -> dict[str, Any]:
     out_cells = []
     for run_id, events in cells.items():
         info = _cell_info(run_id, events)
-        info["summary"] = summarize(events)
+        summary = summarize(events)
+        info["summary"] = summary["metrics"]
+        # Raw per-retry values stay in the history; results keep counts and examples to stay small.
+        info["checks"] = {name: {k: v for k, v in check.items() if k != "lateness"}
+                          for name, check in summary["checks"].items()}
         out_cells.append(info)
     grouped: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for cell in out_cells:

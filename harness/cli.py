@@ -154,7 +154,8 @@ def cmd_scenarios(args: argparse.Namespace, console: Console) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    console = Console()
+    # Piped output (CI logs) would otherwise wrap tables at 80 columns.
+    console = Console() if sys.stdout.isatty() else Console(width=120)
     commands = {"run": cmd_run, "report": cmd_report, "scenarios": cmd_scenarios}
     try:
         sys.exit(commands[args.command](args, console))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -12,6 +13,10 @@ from .metrics import METRICS, format_value
 SUMMARY_COLUMNS = ("jobs", "attempts", "succeeded", "failed", "failure_records", "lateness_median",
                    "lateness_p99", "early_retries", "throughput_jobs_s", "lost_jobs", "duplicate_executions",
                    "valid")
+# Headers short enough for an 80-column terminal; the full meaning is in the README's metric table.
+SHORT = {"jobs": "jobs", "attempts": "tries", "succeeded": "ok", "failed": "fail", "failure_records": "f.log",
+         "lateness_median": "late p50", "lateness_p99": "late p99", "early_retries": "early",
+         "throughput_jobs_s": "jobs/s", "lost_jobs": "lost", "duplicate_executions": "dup", "valid": "valid"}
 
 
 def _best(values: dict[str, Any], name: str) -> str | None:
@@ -30,13 +35,12 @@ def scenario_table(scenario: str, rows: dict[str, dict[str, Any]], *, versions: 
                    columns: tuple[str, ...] = SUMMARY_COLUMNS, repeat: int = 1) -> Table:
     """``rows`` maps backend → aggregates (``{"median": …}`` per metric) as in results.json."""
     title = f"{scenario}" + (f" — median of {repeat} runs" if repeat > 1 else "")
-    table = Table(title=title, title_justify="left", header_style="bold")
-    table.add_column("backend")
+    table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("backend", no_wrap=True)
     for name in columns:
         metric = METRICS[name]
-        unit = f" ({metric.unit})" if metric.unit else ""
-        table.add_column(f"{metric.label}{unit}", justify="right")
-    table.add_column("versions")
+        unit = f" {metric.unit}" if metric.unit and metric.unit not in SHORT.get(name, "") else ""
+        table.add_column(f"{SHORT.get(name, name.replace('_', ' '))}{unit}", justify="right", no_wrap=True)
     values = {name: {b: _median(r.get(name)) for b, r in rows.items()} for name in columns}
     best = {name: _best(values[name], name) for name in columns}
     for backend in rows:
@@ -51,8 +55,6 @@ def scenario_table(scenario: str, rows: dict[str, dict[str, Any]], *, versions: 
             elif best[name] == backend:
                 text = f"[bold]{text}*[/]"
             cells.append(text)
-        libs = versions.get(backend, {})
-        cells.append(", ".join(f"{k} {v}" for k, v in libs.items()) or "-")
         table.add_row(backend, *cells)
     return table
 
@@ -67,6 +69,16 @@ def print_results(results: dict[str, Any], console: Console) -> None:
     versions = results.get("environment", {}).get("backends", {})
     for scenario, rows in results.get("aggregates", {}).items():
         console.print(scenario_table(scenario, rows, versions=versions, repeat=results.get("repeat", 1)))
+    for backend, libs in versions.items():
+        if libs:
+            console.print(f"[dim]{backend}: {', '.join(f'{k} {v}' for k, v in libs.items())}[/]")
+    for cell in results.get("cells", []):
+        for check, verdict in cell.get("checks", {}).items():
+            if verdict.get("valid", True):
+                continue
+            examples = [e for key, value in verdict.items() if key.endswith("examples") for e in value]
+            detail = "; ".join(examples[:3]) or "see results.json"
+            console.print(f"[red]{cell['backend']} · {cell['scenario']} · {check} failed:[/] {detail}")
     if results.get("partial"):
         console.print("[yellow]partial run: some cells did not finish (interrupted or failed)[/]")
     for problem in results.get("history_problems", [])[:5]:

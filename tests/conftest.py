@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness.envs import BackendEnv, ensure_envs, parse_backend_spec
 
+from harness.envs import BackendEnv, ensure_envs, parse_backend_spec
 from harness.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent

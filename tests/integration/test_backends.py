@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from harness.envs import parse_backend_spec
 from harness.history import read_history
-
 from harness.runner import RunPlan, execute
 from harness.scenarios import Scenario
 

@@ -87,7 +87,7 @@ def test_ctrl_c_mid_run_leaves_no_redis_or_worker_behind(tmp_path: Path, backend
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "-b", "rq", "-b", "celery",
                              "-s", "seed-lesson", "--out", str(tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    run_dirs = lambda: [p for p in tmp_path.iterdir() if p.is_dir()]  # noqa: E731
+    run_dirs = lambda: [p for p in tmp_path.iterdir() if p.is_dir() and not p.is_symlink()]  # noqa: E731
     _wait_for(lambda: run_dirs() and (run_dirs()[0] / "history.jsonl").exists() and
               '"attempt"' in (run_dirs()[0] / "history.jsonl").read_text(), 120, "the first attempt")
     run_dir = run_dirs()[0]

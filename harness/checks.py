@@ -1,0 +1,324 @@
+"""Checkers: pure functions over one run's history that count what went wrong and give a verdict.
+
+Jepsen's rule: never trust a backend's own bookkeeping. Each checker compares what the history says
+happened with what the seeded plan and the retry policy say should have happened, and returns plain
+counts, a few human-readable examples and ``valid``. Every checker accepts the events of one run, or a
+``RunIndex`` built once with ``index_run`` so that ``summarize`` reads the history a single time.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .history import Event, RunIndex, index_run, paused_gc
+from .metrics import METRICS
+
+DEFAULT_TOLERANCE_S = 0.002
+RECORD_FIELDS = ("run_id", "backend", "task", "job_id", "args", "exc_type", "exc_message", "traceback",
+                 "attempts", "enqueued_ns", "failed_ns", "worker")
+MAX_EXAMPLES = 5
+
+
+Run = Iterable[Event] | RunIndex
+
+
+def _index(run: Run) -> RunIndex:
+    return run if isinstance(run, RunIndex) else index_run(run)
+
+
+def percentile(values: Sequence[float], q: float, *, presorted: bool = False) -> float | None:
+    """The ``q``-th percentile (0-100), interpolating linearly between ranks (numpy's default)."""
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile q must be within 0..100, got {q}")
+    if not values:
+        return None
+    data = values if presorted else sorted(values)
+    rank = (len(data) - 1) * q / 100
+    lo = int(rank)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (rank - lo)
+
+
+def _stats(values: list[float]) -> dict[str, float | None]:
+    data = sorted(values)
+    return {"min": data[0] if data else None, "median": percentile(data, 50, presorted=True),
+            "p95": percentile(data, 95, presorted=True), "p99": percentile(data, 99, presorted=True),
+            "max": data[-1] if data else None, "mean": sum(data) / len(data) if data else None}
+
+
+def _example(examples: list[str], text: str) -> None:
+    if len(examples) < MAX_EXAMPLES:
+        examples.append(text)
+
+
+@functools.lru_cache(maxsize=512)
+def _builtin_exc(name: str) -> type | None:
+    obj = getattr(builtins, name, None) if "." not in name else None
+    return obj if isinstance(obj, type) and issubclass(obj, BaseException) else None
+
+
+def _matches(exc_type: str, names: Iterable[str]) -> bool:
+    # The policy holds class names, not classes: exact names match, and builtin subclasses match
+    # builtin bases (ConnectionRefusedError is an OSError) as ``isinstance`` would in the worker.
+    cls = _builtin_exc(exc_type)
+    for name in names:
+        if name == exc_type or name in ("Exception", "BaseException"):
+            return True
+        base = _builtin_exc(name)
+        if cls is not None and base is not None and issubclass(cls, base):
+            return True
+    return False
+
+
+def is_retryable(exc_type: str, policy: Mapping[str, Any]) -> bool:
+    """Celery's rule on exception names: ``dont_autoretry_for`` wins, then ``autoretry_for`` must match."""
+    if _matches(exc_type, policy.get("dont_autoretry_for") or ()):
+        return False
+    return _matches(exc_type, policy.get("autoretry_for") or ())
+
+
+# -- retry timing ------------------------------------------------------------------------------------
+def check_retry_timing(events: Run, *, tolerance_s: float | None = None) -> dict[str, Any]:
+    """Lateness of every retry: (start of attempt n+1 - end of attempt n) - the delay configured.
+
+    A retry earlier than ``-tolerance_s`` (default: the run header's, else 2 ms) is a violation.
+    """
+    idx = _index(events)
+    if tolerance_s is None:
+        tolerance_s = (idx.header or {}).get("tolerance_s")
+    tol = DEFAULT_TOLERANCE_S if tolerance_s is None else float(tolerance_s)
+    values: list[float] = []
+    by_retry: dict[int, list[float]] = {}
+    retries = unmeasured = early = 0
+    examples: list[str] = []
+    for jv in idx.jobs.values():
+        for n, ends in jv.ends.items():
+            ev = next((a for a in ends if a.get("outcome") == "retry"), None)
+            if ev is None:
+                continue
+            retries += 1
+            delay = ev.get("expected_delay")
+            planned = (jv.expected or {}).get("delays") or ()
+            if delay is None and 0 < n <= len(planned):
+                delay = planned[n - 1]
+            nxt, finished = jv.start_ns(n + 1), ev.get("finished_ns")
+            if nxt is None or delay is None or finished is None:
+                unmeasured += 1  # the job stopped here (lost, crashed, interrupted) or no delay is known
+                continue
+            late = (nxt - finished) / 1e9 - delay
+            values.append(late)
+            by_retry.setdefault(n, []).append(late)
+            if late < -tol:
+                early += 1
+                _example(examples, f"{jv.job_id}: retry {n} started {-late * 1e3:.1f} ms before its "
+                                   f"{delay:g} s delay was up")
+    return {"retries": retries, "retries_measured": len(values), "unmeasured": unmeasured, "tolerance_s": tol,
+            **{f"lateness_{k}": v for k, v in _stats(values).items()}, "early_retries": early,
+            "median_by_retry": {str(n): percentile(v, 50) for n, v in sorted(by_retry.items())},
+            "lateness": values, "examples": examples, "valid": early == 0}
+
+
+def lateness_values(events: Run) -> list[float]:
+    """Every measured retry lateness in seconds (for plots)."""
+    return list(check_retry_timing(events)["lateness"])
+
+
+# -- throughput and end-to-end latency --------------------------------------------------------------
+def check_throughput(events: Run) -> dict[str, Any]:
+    """Terminal jobs and attempts per second from the first enqueue to the last terminal event, and
+    end-to-end latency (a job's enqueue to its first terminal event) in seconds."""
+    idx = _index(events)
+    jobs = terminal = attempts = 0
+    latencies: list[float] = []
+    for jv in idx.jobs.values():
+        attempts += sum(max(len(jv.starts.get(n, ())), len(jv.ends.get(n, ()))) for n in jv.attempts_seen())
+        done = [ts for t in jv.terminals if (ts := t.get("ts_ns")) is not None]
+        terminal += bool(jv.terminals)
+        if jv.enqueued_ns is not None:
+            jobs += 1
+            if done:
+                latencies.append((min(done) - jv.enqueued_ns) / 1e9)
+    first, last = idx.first_enqueue_ns, idx.last_terminal_ns
+    span = (last - first) / 1e9 if first is not None and last is not None and last > first else None
+    lat = _stats(latencies)
+    return {"jobs": jobs, "terminal_jobs": terminal, "attempts": attempts, "duration_s": span,
+            "throughput_jobs_s": terminal / span if span else None,
+            "throughput_attempts_s": attempts / span if span else None, "latency_p50": lat["median"],
+            "latency_p95": lat["p95"], "latency_p99": lat["p99"], "latency_max": lat["max"], "valid": jobs > 0}
+
+
+# -- failure log -------------------------------------------------------------------------------------
+def check_failure_log(events: Run) -> dict[str, Any]:
+    """One complete failure record per terminal failure, agreeing with the backend's own store and
+    with the on_failure/on_retry callbacks."""
+    idx = _index(events)
+    need = {jid for jid, jv in idx.jobs.items() if jv.state == "failure" or (
+        # A job the plan says fails, gone without a terminal event, still owes the log a record.
+        jv.state is None and (jv.expected or {}).get("state") == "failure" and jv.enqueued_ns is not None
+        and not idx.partial)}
+    recorded = {jid for jid, jv in idx.jobs.items() if jv.records}
+    missing = sorted(need - recorded)
+    c = dict.fromkeys(("duplicate_records", "unexpected_records", "record_attempts_mismatch",
+                       "on_retry_mismatch", "on_failure_mismatch", "callback_mismatch"), 0)
+    present = dict.fromkeys(RECORD_FIELDS, 0)
+    examples = [f"{jid}: failed for good but has no failure record" for jid in missing[:MAX_EXAMPLES]]
+    for jid, jv in idx.jobs.items():
+        seen = len(jv.attempts_seen())
+        for r in jv.records:
+            for name in RECORD_FIELDS:
+                value = r.get(name)
+                present[name] += value is not None and value != ""  # an empty args list is present
+            if r.get("attempts") != seen:
+                c["record_attempts_mismatch"] += 1
+                _example(examples, f"{jid}: record says {r.get('attempts')} attempt(s), history shows {seen}")
+        if jid in need and len(jv.records) > 1:
+            c["duplicate_records"] += len(jv.records) - 1
+            _example(examples, f"{jid}: {len(jv.records)} failure records for one failure")
+        elif jid not in need and jv.records:
+            c["unexpected_records"] += len(jv.records)
+            what = ("was never enqueued" if jv.enqueued_ns is None
+                    else "succeeded" if jv.state == "success" else "never became terminal")
+            _example(examples, f"{jid}: failure record for a job that {what}")
+        retries = sum(a.get("outcome") == "retry" for ends in jv.ends.values() for a in ends)
+        bad_retry, bad_failure = jv.on_retry != retries, jv.on_failure != (jv.state == "failure")
+        c["on_retry_mismatch"] += bad_retry
+        c["on_failure_mismatch"] += bad_failure
+        c["callback_mismatch"] += bad_retry or bad_failure
+        if bad_retry or bad_failure:
+            _example(examples, f"{jid}: on_retry ran {jv.on_retry}x for {retries} retries, on_failure "
+                               f"{jv.on_failure}x for state {jv.state}")
+    native = idx.native
+    native_only = sorted(native - recorded) if native is not None else []
+    log_only = sorted(recorded - native) if native is not None else []
+    for jid in native_only[:MAX_EXAMPLES]:
+        _example(examples, f"{jid}: in the backend's failed store but not in the failure log")
+    for jid in log_only[:MAX_EXAMPLES]:
+        _example(examples, f"{jid}: in the failure log but not in the backend's failed store")
+    n_records = sum(len(jv.records) for jv in idx.jobs.values())
+    total, found = n_records * len(RECORD_FIELDS), sum(present.values())
+    mismatch = len(native_only) + len(log_only)
+    return {"expected_records": len(need), "failure_records": n_records, "missing_records": len(missing), **c,
+            "failure_log_completeness": 100.0 * found / total if total else None,
+            "field_completeness": {k: 100.0 * v / n_records for k, v in present.items()} if n_records else {},
+            "native_checked": native is not None, "native_only": len(native_only), "log_only": len(log_only),
+            "native_mismatch": mismatch, "examples": examples,
+            "valid": not (missing or mismatch or any(c.values())) and found == total}
+
+
+# -- delivery: lost, duplicated, too many or too few attempts ----------------------------------------
+_COUNTS = ("lost_jobs", "duplicate_executions", "duplicate_terminals", "unknown_jobs", "over_retries",
+           "under_retries", "non_retryable_retried", "plan_mismatches")
+_NOTES = ("late_jobs", "unfinished", "redelivered_attempts")  # reported, but not violations themselves
+
+
+def check_delivery(events: Run, *, deadline_ns: int | None = None) -> dict[str, Any]:
+    """Every job terminal exactly once, each attempt run once, and as many attempts as the policy and
+    the plan allow. ``deadline_ns`` (wall clock) defaults to the first enqueue plus the run header's
+    ``deadline_s``; a job terminal only after it counts as lost."""
+    idx = _index(events)
+    policy = idx.policy
+    max_retries = policy.get("max_retries")
+    cap = max_retries + 1 if isinstance(max_retries, int) else None
+    limit = (idx.header or {}).get("deadline_s")
+    if deadline_ns is None and limit is not None and idx.first_enqueue_ns is not None:
+        deadline_ns = idx.first_enqueue_ns + int(limit * 1e9)
+    retryable = functools.lru_cache(maxsize=None)(lambda exc: is_retryable(exc, policy))
+    c = dict.fromkeys(_COUNTS + _NOTES + ("succeeded", "failed"), 0)
+    examples: list[str] = []
+    plan_examples: list[str] = []
+    for jid, jv in idx.jobs.items():
+        ran = jv.attempts_seen()
+        used = len(ran)
+        term = jv.terminals[0] if jv.terminals else None
+        state = term.get("state") if term is not None else None
+        c["succeeded"] += state == "success" and jv.enqueued_ns is not None
+        c["failed"] += state == "failure" and jv.enqueued_ns is not None
+        c["duplicate_terminals"] += max(0, len(jv.terminals) - 1)
+        if jv.enqueued_ns is None:
+            if ran or term is not None:
+                c["unknown_jobs"] += 1
+                _example(examples, f"{jid}: ran but was never enqueued by this run")
+        elif term is None:
+            c["unfinished" if idx.partial else "lost_jobs"] += 1
+            if not idx.partial:
+                _example(examples, f"{jid}: enqueued, never terminal ({used} attempt(s) seen)")
+        elif deadline_ns is not None and (term.get("ts_ns") or 0) > deadline_ns:
+            c["lost_jobs"] += 1
+            c["late_jobs"] += 1
+            _example(examples, f"{jid}: terminal only after the deadline")
+        # One pass over the finished attempts: duplicates, the first success, the last error, and
+        # failures the policy does not retry.
+        first_win, last_exc, last_n, not_retryable = None, None, 0, []
+        for n, ends in jv.ends.items():
+            if len(ends) > 1:
+                c["duplicate_executions"] += len(ends) - 1
+                _example(examples, f"{jid}: attempt {n} ran {len(ends)} times")
+            c["redelivered_attempts"] += max(0, len(jv.starts.get(n, ())) - len(ends))
+            for a in ends:
+                if a.get("outcome") == "success":
+                    first_win = n if first_win is None else min(first_win, n)
+                elif exc := a.get("exc_type"):
+                    if n >= last_n:
+                        last_exc, last_n = exc, n
+                    if policy and not retryable(exc):
+                        not_retryable.append((n, exc))
+        for n, starts in jv.starts.items():
+            # A re-run of an attempt that never finished is recovery from a crash, not a duplicate.
+            if n not in jv.ends:
+                c["redelivered_attempts"] += len(starts) - 1
+        if first_win is not None and (after := sum(n > first_win for n in ran)):
+            c["duplicate_executions"] += after
+            _example(examples, f"{jid}: {after} attempt(s) after attempt {first_win} succeeded")
+        expected = jv.expected or {}
+        want = expected.get("attempts") if isinstance(expected.get("attempts"), int) else None
+        allowed = min((x for x in (cap, want) if x is not None), default=None)
+        if allowed is not None and used > allowed:
+            c["over_retries"] += 1
+            _example(examples, f"{jid}: {used} attempts, allowed {allowed}")
+        exc = (term or {}).get("exc_type") or last_exc
+        gave_up = state == "failure" and cap is not None and used < cap and exc and retryable(exc)
+        if term is not None and (gave_up or (want is not None and used < want)):
+            c["under_retries"] += 1
+            _example(examples, f"{jid}: stopped after {used} attempt(s) ({exc or 'no error'}), retries left")
+        for n, bad in not_retryable:
+            if n + 1 in ran:
+                c["non_retryable_retried"] += 1
+                _example(examples, f"{jid}: attempt {n + 1} ran after non-retryable {bad}")
+        if expected and term is not None and (state != expected.get("state") or used != want):
+            c["plan_mismatches"] += 1
+            _example(plan_examples, f"{jid}: plan says {expected.get('state')} after {want} attempt(s), "
+                                    f"history shows {state} after {used}")
+    return {"jobs": sum(jv.enqueued_ns is not None for jv in idx.jobs.values()), "partial": idx.partial,
+            "policy_known": bool(policy), "deadline_ns": deadline_ns, **c, "examples": examples,
+            "plan_mismatch_examples": plan_examples, "valid": not any(c[k] for k in _COUNTS)}
+
+
+# -- one cell's summary ------------------------------------------------------------------------------
+def summarize(events: Run, *, tolerance_s: float | None = None, deadline_ns: int | None = None,
+              keep_values: bool = False) -> dict[str, Any]:
+    """Every check over one run: ``{"run": identity, "metrics": {METRICS name: value}, "checks": {...}}``.
+
+    Check results use the metric names, so ``metrics`` is just their registered keys, in registry
+    order. ``keep_values`` keeps the raw lateness list in ``checks["timing"]`` (large; plots use it).
+    """
+    with paused_gc():
+        return _summarize(_index(events), tolerance_s=tolerance_s, deadline_ns=deadline_ns, keep_values=keep_values)
+
+
+def _summarize(idx: RunIndex, *, tolerance_s: float | None, deadline_ns: int | None,
+               keep_values: bool) -> dict[str, Any]:
+    checks = {"timing": check_retry_timing(idx, tolerance_s=tolerance_s), "throughput": check_throughput(idx),
+              "failure_log": check_failure_log(idx), "delivery": check_delivery(idx, deadline_ns=deadline_ns)}
+    if not keep_values:
+        checks["timing"].pop("lateness")
+    end = idx.end or {}
+    merged: dict[str, Any] = {k: v for check in checks.values() for k, v in check.items() if k != "valid"}
+    merged["complete"] = end.get("complete") is True
+    merged["valid"] = all(check["valid"] for check in checks.values())
+    run = {"run_id": idx.run_id, "backend": idx.backend, "scenario": idx.scenario,
+           "repeat": (idx.header or {}).get("repeat"), "complete": merged["complete"], "partial": idx.partial,
+           "reason": end.get("reason") if idx.end is not None else "no end event: the run was interrupted"}
+    return {"run": run, "metrics": {name: merged[name] for name in METRICS if name in merged}, "checks": checks}

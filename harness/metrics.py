@@ -1,0 +1,116 @@
+"""The one registry of metrics a results table can show: name, meaning, unit, direction, formatting.
+
+Values are stored in base units (seconds, jobs per second, percent, counts); ``scale`` converts a
+stored value to the unit shown, so lateness is stored in seconds and shown in milliseconds. Reports,
+comparisons and plots all read this registry, so a metric is named and formatted the same everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+Better = Literal["lower", "higher"] | None
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One reported quantity. ``better`` says which direction is an improvement (None: neither)."""
+
+    name: str
+    description: str
+    unit: str = ""
+    better: Better = None
+    fmt: str = "d"
+    scale: float = 1.0
+
+    def format(self, value: object, *, with_unit: bool = False) -> str:
+        """The value as a table cell: scaled, formatted, ``-`` when missing."""
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "-"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if not isinstance(value, (int, float)):
+            return str(value)
+        scaled = value * self.scale if self.scale != 1.0 else value
+        spec = self.fmt
+        if spec.endswith("d") and isinstance(scaled, float):
+            # Counts that arrived as floats (averaged repetitions) keep one decimal rather than crash.
+            spec = ".1f"
+        text = format(scaled, spec)
+        if not with_unit or not self.unit:
+            return text
+        return f"{text}%" if self.unit == "%" else f"{text} {self.unit}"
+
+
+def _m(name: str, description: str, unit: str = "", better: Better = None, fmt: str = "d",
+       scale: float = 1.0) -> tuple[str, Metric]:
+    return name, Metric(name, description, unit, better, fmt, scale)
+
+
+_LOWER: Better = "lower"
+_HIGHER: Better = "higher"
+
+METRICS: dict[str, Metric] = dict([
+    # -- what ran ---------------------------------------------------------------------------------
+    _m("jobs", "jobs enqueued"),
+    _m("attempts", "executions started (crashed ones included)"),
+    _m("retries", "attempts that ended asking for a retry"),
+    _m("succeeded", "jobs whose terminal state is success"),
+    _m("failed", "jobs whose terminal state is failure"),
+    _m("unfinished", "jobs not terminal when an interrupted run stopped (not counted as lost)"),
+    _m("complete", "the run finished and wrote its end event with complete=true", better=_HIGHER, fmt=""),
+    # -- retry timing: lateness = actual gap between attempts - configured delay -------------------
+    _m("retries_measured", "retries whose lateness could be measured"),
+    _m("lateness_min", "earliest retry relative to its delay (negative: ran early)", "ms", None, ".1f", 1e3),
+    _m("lateness_median", "median retry lateness", "ms", _LOWER, ".1f", 1e3),
+    _m("lateness_p95", "95th percentile retry lateness", "ms", _LOWER, ".1f", 1e3),
+    _m("lateness_p99", "99th percentile retry lateness", "ms", _LOWER, ".1f", 1e3),
+    _m("lateness_max", "latest retry relative to its delay", "ms", _LOWER, ".1f", 1e3),
+    _m("early_retries", "retries that started earlier than their delay minus the tolerance", better=_LOWER),
+    # -- throughput and end-to-end latency (enqueue -> terminal) ----------------------------------
+    _m("duration_s", "first enqueue to last terminal event", "s", None, ".2f"),
+    _m("throughput_jobs_s", "terminal jobs per second", "jobs/s", _HIGHER, ".1f"),
+    _m("throughput_attempts_s", "attempts per second", "attempts/s", _HIGHER, ".1f"),
+    _m("latency_p50", "median time from enqueue to terminal state", "s", _LOWER, ".3f"),
+    _m("latency_p95", "95th percentile time from enqueue to terminal state", "s", _LOWER, ".3f"),
+    _m("latency_p99", "99th percentile time from enqueue to terminal state", "s", _LOWER, ".3f"),
+    # -- failure log --------------------------------------------------------------------------------
+    _m("failure_records", "failure records written"),
+    _m("failure_log_completeness", "required record fields present, over all records found", "%", _HIGHER,
+       ".1f"),
+    _m("missing_records", "terminal failures without a failure record", better=_LOWER),
+    _m("duplicate_records", "failure records beyond the first for a job", better=_LOWER),
+    _m("unexpected_records", "failure records for jobs that succeeded or were never enqueued", better=_LOWER),
+    _m("native_mismatch", "jobs where the backend's own failed-job store and the failure log disagree",
+       better=_LOWER),
+    _m("callback_mismatch", "jobs whose on_retry/on_failure callbacks did not run once per retry/failure",
+       better=_LOWER),
+    _m("record_attempts_mismatch", "failure records whose attempts field differs from the attempts seen",
+       better=_LOWER),
+    # -- delivery -----------------------------------------------------------------------------------
+    _m("lost_jobs", "jobs never terminal (or terminal only after the deadline)", better=_LOWER),
+    _m("duplicate_executions", "attempts that ran to completion again, or ran after the job succeeded",
+       better=_LOWER),
+    _m("redelivered_attempts", "re-runs of an attempt that never finished (a crash): expected, not a fault"),
+    _m("duplicate_terminals", "terminal events beyond the first for a job", better=_LOWER),
+    _m("unknown_jobs", "jobs that ran in this run but were never enqueued by it", better=_LOWER),
+    _m("over_retries", "jobs with more attempts than the plan or max_retries + 1 allow", better=_LOWER),
+    _m("under_retries", "jobs that gave up while retries were left", better=_LOWER),
+    _m("non_retryable_retried", "retries after an exception the policy does not retry", better=_LOWER),
+    _m("plan_mismatches", "terminal jobs whose state or attempt count differs from the seeded plan",
+       better=_LOWER),
+    # -- verdict -----------------------------------------------------------------------------------
+    _m("valid", "every check passed", better=_HIGHER, fmt=""),
+])
+
+
+def format_value(name: str, value: object, *, with_unit: bool = False) -> str:
+    """Format ``value`` as metric ``name`` is shown; unknown names fall back to a plain rendering."""
+    metric = METRICS.get(name)
+    if metric is None:
+        if isinstance(value, float):
+            return "-" if math.isnan(value) else f"{value:.4g}"
+        return "-" if value is None else str(value)
+    return metric.format(value, with_unit=with_unit)
