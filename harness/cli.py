@@ -13,12 +13,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from implementations.policy import PolicyError
 
 from .analysis import analyze
+from .compare import CompareError, Threshold, compare, environment_differences, markdown
 from .envs import EnvError, parse_backend_spec
+from .history import HistoryError
+from .junit import write_junit
 from .redis_server import RedisUnavailable
+from .report import write_reports
 from .runner import Cell, Interrupted, RunPlan, execute
 from .scenarios import PRESETS, ScenarioError, resolve, with_overrides
-from .storage import ResultsError
-from .tables import print_results
+from .storage import ResultsError, read_results
+from .tables import compare_table, print_results
 
 DEFAULT_BACKENDS = ["reference", "rq", "arq", "celery"]
 EXIT_USAGE = 2
@@ -73,8 +77,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--option", "-o", action="append", type=_option, default=[], metavar="KEY=VALUE",
                      help="backend tuning, e.g. rq_worker_class=SimpleWorker, arq_poll_delay=0.1, celery_pool=threads")
 
-    report = sub.add_parser("report", help="recompute every metric of a results directory from its history")
+    run.add_argument("--junit", type=Path, metavar="FILE", help="also write every check of every cell as JUnit XML")
+
+    report = sub.add_parser("report", help="recompute every metric of a results directory from its history and "
+                            "write report.md and report.html")
     report.add_argument("dir", type=Path, nargs="?", default=Path("results/latest"))
+    report.add_argument("--junit", type=Path, metavar="FILE", help="also write every check as JUnit XML")
+
+    cmp = sub.add_parser("compare", help="compare two results (BASE, NEW): change, direction, significance; "
+                         "exit 1 when a --fail-on threshold is crossed")
+    cmp.add_argument("base", type=Path, help="results directory or results.json")
+    cmp.add_argument("new", type=Path, help="results directory or results.json")
+    cmp.add_argument("--fail-on", action="append", default=[], metavar="METRIC:+N%",
+                     help="fail when METRIC changes by more than N%% (or N in the unit tables show) in that "
+                     "direction, e.g. lateness_p95:+10%%, throughput_jobs_s:-20%%, lateness_p99:+50")
+    cmp.add_argument("--fail-on-invalid", action="store_true",
+                     help="fail when a backend × scenario valid in BASE is invalid in NEW")
+    cmp.add_argument("--format", choices=["table", "markdown"], default="table")
+    cmp.add_argument("--all", action="store_true", help="also list metrics that did not change")
 
     sub.add_parser("scenarios", help="list the built-in scenarios")
     return parser
@@ -128,21 +148,55 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         console.print("[yellow]interrupted: workers and Redis stopped; what was recorded is kept[/]")
     except (EnvError, RedisUnavailable) as exc:
         raise UsageError(str(exc)) from None
-    results = analyze(run_dir)
+    try:
+        results = analyze(run_dir)
+    except (ResultsError, HistoryError) as exc:
+        console.print(f"[yellow]nothing to report: {exc}[/]")
+        return EXIT_INTERRUPTED if interrupted else EXIT_USAGE
     print_results(results, console)
     for failure in failures:
         console.print(f"[red]{failure}[/]")
     console.print(f"results: {run_dir / 'results.json'}  history: {run_dir / 'history.jsonl'}")
+    _write_reports(run_dir, results, console, args.junit)
     return EXIT_INTERRUPTED if interrupted else 0
+
+
+def _write_reports(run_dir: Path, results: dict[str, Any], console: Console, junit: Path | None = None) -> None:
+    md, html = write_reports(run_dir, results)
+    console.print(f"report: {md}  {html}")
+    if junit is not None:
+        failing = write_junit(results, junit)
+        console.print(f"junit: {junit} ({failing} failing check(s))")
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    try:
+        thresholds = [Threshold.parse(t) for t in args.fail_on]
+        base, new = read_results(args.base), read_results(args.new)
+        rows, failures = compare(base, new, thresholds=thresholds, fail_on_invalid=args.fail_on_invalid)
+    except (CompareError, ResultsError) as exc:
+        raise UsageError(str(exc)) from None
+    for diff in environment_differences(base, new):
+        print(f"retrybench: warning: environments differ: {diff}", file=sys.stderr)
+    if args.format == "markdown":
+        print(markdown(rows, only_changed=not args.all))
+    else:
+        console.print(compare_table(rows, only_changed=not args.all))
+    for failure in failures:
+        console.print(f"[bold red]FAIL[/] {failure}")
+    if not failures:
+        console.print(f"[green]no threshold crossed[/] ({len(rows)} comparisons)")
+    return 1 if failures else 0
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     try:
         results = analyze(args.dir.resolve() if args.dir.is_symlink() else args.dir)
-    except ResultsError as exc:
+    except (ResultsError, HistoryError) as exc:
         raise UsageError(str(exc)) from None
     print_results(results, console)
     console.print(f"results: {args.dir / 'results.json'}")
+    _write_reports(args.dir, results, console, args.junit)
     return 0
 
 
@@ -156,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     # Piped output (CI logs) would otherwise wrap tables at 80 columns.
     console = Console() if sys.stdout.isatty() else Console(width=120)
-    commands = {"run": cmd_run, "report": cmd_report, "scenarios": cmd_scenarios}
+    commands = {"run": cmd_run, "report": cmd_report, "scenarios": cmd_scenarios, "compare": cmd_compare}
     try:
         sys.exit(commands[args.command](args, console))
     except UsageError as exc:

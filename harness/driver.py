@@ -59,7 +59,8 @@ def deadline_s(s: Scenario) -> float:
     schedule = sum(policy.base_delay(n) * policy.time_scale for n in range(policy.max_retries))
     span = s.jobs / s.enqueue_rate if s.enqueue_rate else 0.0
     # Slack covers polling granularity (RQ rounds to whole seconds, ARQ polls every 0.5 s) and work time.
-    per_job = (s.work_ms / 1000 + 0.02) * (policy.max_retries + 1) * s.jobs / (s.workers * s.concurrency)
+    # ARQ starts at most max_jobs jobs per 0.5 s poll, so a slot may need ~0.125 s per short attempt.
+    per_job = (s.work_ms / 1000 + 0.15) * (policy.max_retries + 1) * s.jobs / (s.workers * s.concurrency)
     return span + schedule + policy.max_retries * 1.5 + per_job + 30.0
 
 

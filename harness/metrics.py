@@ -114,3 +114,11 @@ def format_value(name: str, value: object, *, with_unit: bool = False) -> str:
             return "-" if math.isnan(value) else f"{value:.4g}"
         return "-" if value is None else str(value)
     return metric.format(value, with_unit=with_unit)
+
+
+def markdown_table() -> str:
+    """The registry as the Markdown table README documents (a test keeps the two identical)."""
+    lines = ["| metric | unit | better | meaning |", "| --- | --- | --- | --- |"]
+    for m in METRICS.values():
+        lines.append(f"| `{m.name}` | {m.unit or '-'} | {m.better or '-'} | {m.description} |")
+    return "\n".join(lines)

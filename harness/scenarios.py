@@ -28,7 +28,7 @@ class Scenario:
     faults: tuple[Mapping[str, Any], ...] = ()
     jobs: int = 20
     workers: int = 2
-    concurrency: int = 1
+    concurrency: int = 4  # slots per worker: RQ work processes, ARQ max_jobs, Celery pool size
     seed: int = 42
     time_scale: float = 1.0
     enqueue_rate: float = 0.0  # jobs per second; 0 = all at once
@@ -47,7 +47,7 @@ class Scenario:
         return RetryPolicy.from_dict(self.policy).scaled(self.time_scale)
 
     def fault_plan(self) -> FaultPlan:
-        return FaultPlan.from_list(list(self.faults), seed=self.seed)
+        return FaultPlan.from_list(list(self.faults), seed=self.seed).scaled(self.time_scale)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -26,9 +26,12 @@ def _best(values: dict[str, Any], name: str) -> str | None:
         return None
     if name.startswith("lateness"):
         # For lateness the best is the closest to zero, not the most negative (early is a violation).
-        return min(numeric, key=lambda b: abs(numeric[b]))
-    pick = min if better == "lower" else max
-    return pick(numeric, key=lambda b: numeric[b])
+        score = {b: abs(v) for b, v in numeric.items()}
+    else:
+        score = {b: v if better == "lower" else -v for b, v in numeric.items()}
+    top = min(score.values())
+    winners = [b for b, v in score.items() if v == top]
+    return winners[0] if len(winners) == 1 else None  # a tie marks nobody
 
 
 def scenario_table(scenario: str, rows: dict[str, dict[str, Any]], *, versions: dict[str, dict[str, str]],
@@ -86,3 +89,22 @@ def print_results(results: dict[str, Any], console: Console) -> None:
     for cell in results.get("cells", []):
         if not cell.get("complete"):
             console.print(f"[yellow]{cell['backend']} · {cell['scenario']}: {cell['reason']}[/]")
+
+
+def compare_table(rows: list[Any], *, only_changed: bool = True) -> Table:
+    """``retrybench compare`` as a rich table (rows are ``compare.Row``)."""
+    table = Table(title="BASE → NEW", title_justify="left", header_style="bold", box=box.SIMPLE_HEAD)
+    for name in ("scenario", "backend", "metric", "base", "new", "change", "direction", "significant"):
+        table.add_column(name, justify="right" if name in ("base", "new", "change") else "left", no_wrap=True)
+    for r in rows:
+        if only_changed and r.direction in ("same", "-") and not r.failed:
+            continue
+        sig = {True: "yes", False: "no (noise)", None: "n/a (1 run)"}[r.significant]
+        colour = {"better": "green", "worse": "red"}.get(r.direction, "")
+        direction = f"[{colour}]{r.direction}[/]" if colour else r.direction
+        if r.failed:
+            direction += " [bold red]FAIL " + ", ".join(r.failed) + "[/]"
+        table.add_row(r.scenario, r.backend, r.metric, format_value(r.metric, r.base, with_unit=True),
+                      format_value(r.metric, r.new, with_unit=True),
+                      "-" if r.change_pct is None else f"{r.change_pct:+.1f}%", direction, sig)
+    return table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -112,14 +113,20 @@ class ProcessWorkers:
         return time.monotonic() - start
 
     def stop(self, timeout: float = 10.0) -> None:
+        # Warm shutdown first: only the leader gets SIGTERM, so it can let its work horse / pool child
+        # finish and store the result. Signalling the whole group at once made Celery's parent see its
+        # pool child die and record a finished task as FAILURE (WorkerLostError).
         for proc in self.procs:
             if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, 15)
-                except ProcessLookupError:
-                    pass
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
         for proc in self.procs:
-            terminate(proc, timeout=timeout)
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self.procs:
+            terminate(proc, timeout=2.0)  # whatever is left of the group, then SIGKILL
         self.procs.clear()
 
     def pids(self) -> list[int]:

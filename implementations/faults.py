@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 KINDS = ("fail_first", "probability", "permanent", "non_retryable", "outage", "slow", "timeout", "crash")
@@ -115,6 +115,14 @@ class FaultPlan:
         if not isinstance(rules, Sequence) or isinstance(rules, (str, bytes)):
             raise FaultPlanError(f"{where}: expected a list of fault tables, got {rules!r}")
         return cls(tuple(FaultRule.from_dict(r, f"{where}[{i}]") for i, r in enumerate(rules)), seed)
+
+    def scaled(self, time_scale: float) -> FaultPlan:
+        """Outage windows follow ``--time-scale`` like retry delays, so a scaled run keeps its shape."""
+        if time_scale == 1:
+            return self
+        rules = tuple(replace(r, start=r.start * time_scale, duration=r.duration * time_scale)
+                      if r.kind == "outage" else r for r in self.rules)
+        return FaultPlan(rules, self.seed)
 
     def to_list(self) -> list[dict[str, Any]]:
         return [r.to_dict() for r in self.rules]

@@ -96,7 +96,7 @@ class Runtime:
         cfg = app.config
         self.app = app
         self.sink = sink
-        self.plan = FaultPlan.from_list(cfg.faults, seed=cfg.seed)
+        self.plan = FaultPlan.from_list(cfg.faults, seed=cfg.seed).scaled(cfg.time_scale)
         self.base = {"run_id": cfg.run_id, "backend": cfg.label, "scenario": cfg.scenario}
         self._t0 = 0
 

@@ -39,3 +39,27 @@ def backend_envs() -> dict[str, BackendEnv]:
     """rq, arq and celery environments under .venvs/ (created once, then reused)."""
     envs = ensure_envs([parse_backend_spec(b) for b in QUEUE_BACKENDS], root=ROOT / ".venvs")
     return {env.spec.backend: env for env in envs}
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium, installed with apt-get on first use when we are root (as on CI)."""
+    import os
+    import shutil
+    import subprocess
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    apt = shutil.which("apt-get")
+    if not apt or os.geteuid() != 0:
+        pytest.skip("chromium is not installed and cannot be installed here (needs root and apt-get): "
+                    "sudo apt-get install chromium")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([apt, "update", "-qq"], env=env, capture_output=True, check=False, timeout=600)
+    done = subprocess.run([apt, "install", "-y", "-qq", "--no-install-recommends", "chromium"], env=env,
+                          capture_output=True, text=True, check=False, timeout=900)
+    found = shutil.which("chromium")
+    if not found:
+        pytest.fail(f"installing chromium with apt-get failed: {done.stderr.strip()[-500:]}")
+    return found

@@ -105,3 +105,33 @@ def test_ctrl_c_mid_run_leaves_no_redis_or_worker_behind(tmp_path: Path, backend
     report = retrybench("report", str(run_dir))
     assert report.returncode == 0, report.stderr
     assert "partial" in report.stdout
+
+
+def test_a_user_scenario_file_runs_like_a_preset_and_report_recomputes_it_without_redis(
+        tmp_path: Path, redis_url: str) -> None:
+    # Given the example scenario file from README, run on the reference backend
+    done = retrybench("run", "-b", "reference", "-s", "tests/scenarios/flaky-api.toml", "--redis-url", redis_url,
+                      "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    run_dir = (tmp_path / "latest").resolve()
+    first = json.loads((run_dir / "results.json").read_text())
+    cell = first["cells"][0]
+    # Then every job did what the seeded plan predicted, and the run is complete and valid
+    assert cell["scenario"] == "flaky-api" and cell["complete"]
+    assert cell["summary"]["plan_mismatches"] == 0 and cell["summary"]["valid"] is True
+    assert cell["summary"]["jobs"] == 12
+    # When the results are recomputed later, from the history alone (no Redis URL anywhere)
+    (run_dir / "results.json").unlink()
+    again = retrybench("report", str(run_dir), env={"REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert again.returncode == 0, again.stderr
+    # Then every metric comes out the same
+    assert json.loads((run_dir / "results.json").read_text())["cells"][0]["summary"] == cell["summary"]
+
+
+def test_a_corrupt_history_gets_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "history.jsonl").write_bytes(b"\x00\xffnot json at all\n{\"type\": \n")
+    assert_clear_error(retrybench("report", str(tmp_path)), str(tmp_path))
+
+
+def test_report_on_a_directory_that_is_not_a_results_directory(tmp_path: Path) -> None:
+    assert_clear_error(retrybench("report", str(tmp_path)), "history.jsonl")

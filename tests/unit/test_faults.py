@@ -76,3 +76,10 @@ def test_time_dependent_faults_are_not_predicted() -> None:
 def test_malformed_plans_name_the_rule_and_key(rules: object, message: str) -> None:
     with pytest.raises(FaultPlanError, match=message):
         FaultPlan.from_list(rules)  # type: ignore[arg-type]
+
+
+def test_time_scale_shrinks_outage_windows_like_delays() -> None:
+    plan = FaultPlan.from_list([{"kind": "outage", "start": 10, "duration": 20}], seed=1).scaled(0.1)
+    assert plan.fault_for("000001", 1, elapsed_s=0.5) is None
+    assert plan.fault_for("000001", 1, elapsed_s=1.5) is not None
+    assert plan.fault_for("000001", 1, elapsed_s=3.5) is None

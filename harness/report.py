@@ -1,0 +1,136 @@
+"""``report.md`` and a self-contained ``report.html`` beside ``results.json``, from the results and history.
+
+Both are rendered from one context by jinja2 templates, so the Markdown (GitHub, CI job summaries) and
+the HTML (offline: inline CSS, plots embedded as data URIs) always say the same thing.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from . import plots
+from .checks import lateness_values
+from .history import group_runs, index_run, read_history
+from .metrics import METRICS, format_value
+from .storage import HISTORY
+from .tables import SUMMARY_COLUMNS, _best, _median
+
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+PLOTS_DIR = "plots"
+_ALWAYS_RED = {"early_retries", "lost_jobs", "duplicate_executions", "missing_records", "duplicate_records"}
+
+
+def _rows(scenario: str, rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    values = {name: {b: _median(r.get(name)) for b, r in rows.items()} for name in SUMMARY_COLUMNS}
+    best = {name: _best(values[name], name) for name in SUMMARY_COLUMNS}
+    out = []
+    for backend in rows:
+        cells = []
+        for name in SUMMARY_COLUMNS:
+            value = values[name][backend]
+            bad = (name == "valid" and value is False) or (name in _ALWAYS_RED and bool(value))
+            cells.append({"text": format_value(name, value), "best": best[name] == backend and not bad, "bad": bad})
+        out.append({"backend": backend, "cells": cells})
+    return {"columns": [{"name": n, "unit": METRICS[n].unit, "description": METRICS[n].description}
+                        for n in SUMMARY_COLUMNS], "rows": out}
+
+
+def _failure_rate(scenario: dict[str, Any]) -> float | None:
+    """The per-attempt failure probability of a scenario whose only faults are ``probability`` rules."""
+    faults = scenario.get("faults") or []
+    if not faults:
+        return 0.0
+    if all(f.get("kind") == "probability" and f.get("fraction", 1) == 1 for f in faults):
+        ok = 1.0
+        for f in faults:
+            ok *= 1 - float(f["p"])
+        return 1 - ok
+    return None
+
+
+def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
+    """Everything both templates show, plus the plots as PNG bytes keyed by file name."""
+    history = read_history(run_dir / HISTORY)
+    indexes: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
+    for events in group_runs(history.events).values():
+        idx = index_run(events)
+        if idx.scenario and idx.backend:
+            indexes[idx.scenario][idx.backend].append((idx, events))
+    images: dict[str, bytes] = {}
+    sections = []
+    descriptions = results.get("scenarios", {})
+    for scenario, rows in results.get("aggregates", {}).items():
+        cells = indexes.get(scenario, {})
+        lateness = {b: [v for _, ev in runs for v in lateness_values(ev)] for b, runs in cells.items()}
+        tolerance = (descriptions.get(scenario) or {}).get("tolerance_s", 0.002)
+        section: dict[str, Any] = {"name": scenario, "description": (descriptions.get(scenario) or {})
+                                   .get("description", ""), "table": _rows(scenario, rows), "plots": []}
+        for kind, png in (("lateness", plots.lateness_plot(scenario, lateness, tolerance_s=tolerance)),
+                          ("timeline", plots.timeline_plot(scenario, {b: runs[0][0] for b, runs in cells.items()}))):
+            if png:
+                name = f"{scenario}-{kind}.png"
+                images[name] = png
+                section["plots"].append({"file": f"{PLOTS_DIR}/{name}", "alt": f"{scenario} {kind}", "name": name})
+        section["findings"] = [
+            f"{c['backend']} · {check}: " + ("; ".join(e for k, v in verdict.items() if k.endswith("examples")
+                                                       for e in v[:3]) or "see results.json")
+            for c in results.get("cells", []) if c["scenario"] == scenario
+            for check, verdict in c.get("checks", {}).items() if not verdict.get("valid", True)]
+        sections.append(section)
+    points: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for scenario, rows in results.get("aggregates", {}).items():
+        rate = _failure_rate(descriptions.get(scenario) or {})
+        if rate is None:
+            continue
+        for backend, agg in rows.items():
+            value = _median(agg.get("throughput_jobs_s"))
+            if value is not None:
+                points[backend].append((rate, value))
+    completeness = {s: {b: {k: _median(v.get(k)) for k in ("failure_records", "missing_records",
+                                                           "duplicate_records", "failure_log_completeness")}
+                        for b, v in rows.items()} for s, rows in results.get("aggregates", {}).items()}
+    overall = []
+    for kind, png in (("throughput", plots.throughput_plot(points) if len(
+            {p for pts in points.values() for p, _ in pts}) > 1 else None),
+                      ("completeness", plots.completeness_plot(completeness))):
+        if png:
+            images[f"{kind}.png"] = png
+            overall.append({"file": f"{PLOTS_DIR}/{kind}.png", "alt": kind, "name": f"{kind}.png"})
+    env = results.get("environment", {})
+    return {"run_id": results.get("run_id"), "partial": results.get("partial"), "repeat": results.get("repeat", 1),
+            "environment": env, "sections": sections, "overall": overall,
+            "problems": results.get("history_problems", [])[:10],
+            "incomplete": [c for c in results.get("cells", []) if not c.get("complete")],
+            "metrics": [METRICS[n] for n in SUMMARY_COLUMNS], "images": images}
+
+
+def _jinja() -> Environment:
+    env = Environment(loader=PackageLoader("harness", "templates"), undefined=StrictUndefined,
+                      autoescape=False, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    return env
+
+
+def write_reports(run_dir: Path, results: dict[str, Any]) -> tuple[Path, Path]:
+    """Render ``report.md`` (plots as files under ``plots/``) and a self-contained ``report.html``."""
+    ctx = build_context(run_dir, results)
+    images: dict[str, bytes] = ctx.pop("images")
+    (run_dir / PLOTS_DIR).mkdir(exist_ok=True)
+    for name, png in images.items():
+        (run_dir / PLOTS_DIR / name).write_bytes(png)
+    data_uri = {name: "data:image/png;base64," + base64.b64encode(png).decode() for name, png in images.items()}
+    env = _jinja()
+    md = env.get_template("report.md.j2").render(**ctx)
+    env.autoescape = True
+    html = env.get_template("report.html.j2").render(**ctx, data_uri=data_uri)
+    md_path, html_path = run_dir / REPORT_MD, run_dir / REPORT_HTML
+    for path, text in ((md_path, md), (html_path, html)):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return md_path, html_path
