@@ -1,11 +1,13 @@
-# One image per backend (build arg BACKEND=rq|arq|celery): the project plus that backend's pinned requirements.
-FROM python:3.11-slim
+# One image per backend (build arg BACKEND=rq|arq|celery): the project plus that backend's pinned
+# requirements, running the supervisor that starts workers for `retrybench run --external-workers`.
+FROM python:3.12-slim
 ARG BACKEND=rq
 WORKDIR /app
 COPY requirements/ requirements/
-RUN pip install --no-cache-dir -U pip && pip install --no-cache-dir -r requirements/${BACKEND}.txt
+RUN pip install --no-cache-dir -r requirements/${BACKEND}.txt
 COPY implementations/ implementations/
 COPY harness/ harness/
-ENV PYTHONPATH=/app PYTHONUNBUFFERED=1
-# RETRYBENCH_CONFIG (the run's JSON config) comes from the environment; see README "docker compose".
-CMD ["python", "-m", "implementations.worker", "--concurrency", "1"]
+ENV PYTHONPATH=/app PYTHONUNBUFFERED=1 RETRYBENCH_BACKEND=${BACKEND} \
+    RETRYBENCH_REDIS_URL=redis://redis:6379/0
+# SIGTERM (docker stop) stops the workers warm, then the supervisor exits.
+CMD ["python", "-m", "implementations.external"]

@@ -14,7 +14,7 @@ from typing import Any
 from .checks import summarize
 from .history import read_history
 from .metrics import METRICS
-from .storage import HISTORY, RESULTS, SCHEMA_VERSION, ResultsError, write_json_atomic
+from .storage import HISTORY, RESULTS, SCHEMA_VERSION, ResultsError, history_file, write_json_atomic
 
 
 def _cells(events: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
@@ -56,7 +56,7 @@ def aggregate(values: list[float]) -> dict[str, float | int | None]:
 
 def analyze(run_dir: Path) -> dict[str, Any]:
     """Recompute every metric of a run directory from its history and write ``results.json``."""
-    history_path = run_dir / HISTORY
+    history_path = history_file(run_dir)
     if not history_path.exists():
         raise ResultsError(f"{run_dir}: no {HISTORY} here — is this a retrybench results directory?")
     history = read_history(history_path)
@@ -83,7 +83,7 @@ def analyze(run_dir: Path) -> dict[str, Any]:
             aggregates[scenario][backend] = metrics
     results = {
         "schema_version": SCHEMA_VERSION,
-        "run_id": run_dir.name,
+        "run_id": meta.get("run_id") or run_dir.name,  # the run keeps its id when its directory is renamed
         "environment": meta.get("environment", {}),
         "scenarios": meta.get("scenarios", {}),
         "repeat": meta.get("repeat", 1),

@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--option", "-o", action="append", type=_option, default=[], metavar="KEY=VALUE",
                      help="backend tuning, e.g. rq_worker_class=SimpleWorker, arq_poll_delay=0.1, celery_pool=threads")
 
+    run.add_argument("--external-workers", type=int, nargs="?", const=1, default=0, metavar="N",
+                     help="start no workers: measure N (default 1) started elsewhere, e.g. by docker compose "
+                     "(needs --redis-url; README: Workers started elsewhere)")
     run.add_argument("--junit", type=Path, metavar="FILE", help="also write every check of every cell as JUnit XML")
 
     report = sub.add_parser("report", help="recompute every metric of a results directory from its history and "
@@ -110,8 +113,17 @@ def _plan(args: argparse.Namespace) -> RunPlan:
         raise UsageError(str(exc)) from None
     if args.repeat < 1:
         raise UsageError(f"--repeat must be >= 1, got {args.repeat}")
+    if args.external_workers:
+        if args.external_workers < 0:
+            raise UsageError(f"--external-workers must be >= 1, got {args.external_workers}")
+        if not args.redis_url:
+            raise UsageError("--external-workers needs --redis-url: the Redis that the external workers use")
+        if any(b.backend == "reference" for b in backends):
+            raise UsageError("--external-workers: the reference backend runs in-process; choose rq, arq or celery "
+                             "with --backend")
     return RunPlan(backends=backends, scenarios=scenarios, repeat=args.repeat, redis_url=args.redis_url,
-                   broker_url=args.broker_url, out=args.out, options=dict(args.option), command=sys.argv)
+                   broker_url=args.broker_url, out=args.out, options=dict(args.option), command=sys.argv,
+                   external_workers=args.external_workers)
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:

@@ -19,6 +19,7 @@ from typing import IO, Any
 from implementations.base import BackendError
 from implementations.config import AppConfig
 from implementations.events import now_ns
+from implementations.external import ExternalWorkers
 from implementations.scenarios import build_app
 
 from .expect import predict
@@ -64,6 +65,29 @@ def deadline_s(s: Scenario) -> float:
     return span + schedule + policy.max_retries * 1.5 + per_job + 30.0
 
 
+def settle(app: Any, failed: set[str], timeout: float = 5.0) -> None:
+    """Wait (bounded) until the backend's own store lists every failure before stopping its workers.
+
+    Terminal events come from the task wrapper, *before* the library's bookkeeping: RQ moves a job to
+    FailedJobRegistry after its on_failure callback, ARQ stores the result after the coroutine raises.
+    Stopping workers at once cuts that short (ARQ cancels running jobs on SIGTERM), and the native
+    cross-check would then blame the backend for the harness's haste.
+    """
+    deadline = time.monotonic() + timeout
+    while failed:
+        native = app.backend.native_failures()
+        if not native or failed <= set(native.get("job_ids", ())) or time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
+
+
+def copy_records(events: list[dict[str, Any]], path: str | None) -> None:
+    records = [{k: v for k, v in e.items() if k != "type"} for e in events if e.get("type") == "failure_record"]
+    if path and records:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write("".join(json.dumps(r, default=str) + "\n" for r in records))
+
+
 def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
     scenario = Scenario(**{**spec["scenario"], "faults": tuple(spec["scenario"]["faults"]),
                            "messages": tuple(spec["scenario"]["messages"])})
@@ -90,13 +114,19 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                     "policy": policy.to_dict(), "faults": plan.to_list(), "seed": scenario.seed,
                     "time_scale": scenario.time_scale, "jobs": scenario.jobs, "workers": scenario.workers,
                     "concurrency": scenario.concurrency, "tolerance_s": scenario.tolerance_s,
-                    "deadline_s": limit, "options": config.options}])
+                    "deadline_s": limit, "options": config.options,
+                    "external_workers": spec.get("external_workers", 0)}])
     app = build_app(config)
+    external = (ExternalWorkers(config, minimum=spec["external_workers"], concurrency=scenario.concurrency)
+                if spec.get("external_workers") else None)
+    # Workers elsewhere cannot append to this host's failed_jobs.log: copy their records from the stream.
+    failure_log = spec.get("failure_log") if external else None
     tally = Tally(jobs=scenario.jobs)
+    failed_ids: set[str] = set()
     reason, code = "complete", 0
     try:
         try:
-            startup = app.start_workers(scenario.workers, scenario.concurrency)
+            startup = external.start() if external else app.start_workers(scenario.workers, scenario.concurrency)
         except BackendError as exc:
             history.write([{"type": "end", **base, "ts_ns": now_ns(), "complete": False, "reason": str(exc)}])
             print(json.dumps({"error": str(exc)}), file=out, flush=True)
@@ -128,24 +158,35 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                 break
             events = sink.drain(block_ms=100)
             history.write(events)
+            copy_records(events, failure_log)
             for e in events:
                 kind = e.get("type")
                 if kind == "terminal":
                     tally.terminal += 1
-                    tally.failed += e.get("state") == "failure"
+                    if e.get("state") == "failure":
+                        tally.failed += 1
+                        failed_ids.add(e["job_id"])
                 elif kind == "attempt":
                     tally.attempts += 1
             if now - last_tick >= 0.25:
                 last_tick = now
                 print(json.dumps({"done": tally.terminal, "jobs": tally.jobs, "attempts": tally.attempts,
                                   "failed": tally.failed, "elapsed": now - started}), file=out, flush=True)
+        if reason == "complete":
+            settle(app, failed_ids)
     except BaseException as exc:
         reason, code = f"error: {type(exc).__name__}: {exc}", 1
         raise
     finally:
-        app.stop_workers(timeout=5.0)
+        if external:
+            external.stop()
+            external.close()
+        else:
+            app.stop_workers(timeout=5.0)
         try:
-            history.write(app.runtime.sink.drain())
+            events = app.runtime.sink.drain()
+            history.write(events)
+            copy_records(events, failure_log)
             native = app.backend.native_failures()
             if native:
                 history.write([{"type": "native", **base, **native}])

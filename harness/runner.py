@@ -40,6 +40,7 @@ class RunPlan:
     options: dict[str, Any] = field(default_factory=dict)
     command: list[str] = field(default_factory=list)
     env_root: Path | None = None
+    external_workers: int = 0  # > 0: start no workers, wait for this many started elsewhere
 
 
 @dataclass
@@ -93,7 +94,7 @@ def run_cell(cell: Cell, *, python: str, run_dir: Path, redis_url: str, plan: Ru
         "run_id": cell.run_id,
         "repeat": cell.repeat, "redis_url": redis_url, "broker_url": plan.broker_url,
         "history_path": str(run_dir / HISTORY), "failure_log": str(run_dir / "failed_jobs.log"),
-        "log_dir": str(logs), "options": plan.options,
+        "log_dir": str(logs), "options": plan.options, "external_workers": plan.external_workers,
     }
     spec_path = logs / f"{cell.run_id}.json"
     spec_path.write_text(json.dumps(spec, indent=1))

@@ -17,6 +17,13 @@ RESULTS = "results.json"
 HISTORY = "history.jsonl"
 
 
+def history_file(run_dir: Path) -> Path:
+    """``history.jsonl``, or its gzipped form (how committed example runs are stored)."""
+    plain = run_dir / HISTORY
+    packed = run_dir / (HISTORY + ".gz")
+    return packed if not plain.exists() and packed.exists() else plain
+
+
 class ResultsError(ValueError):
     """A results directory or file that cannot be read."""
 

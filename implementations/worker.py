@@ -39,7 +39,8 @@ def main() -> None:
                         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     app = load_app(config)
     runtime = app.runtime
-    runtime.emit("worker", event="start", host=HOST, pid=os.getpid(), index=args.index, ts_ns=now_ns())
+    runtime.emit("worker", event="start", host=HOST, pid=os.getpid(), ppid=os.getppid(), index=args.index,
+                 ts_ns=now_ns())
     try:
         load_backend(config.backend).run_worker(app, args.concurrency, args.index)
     finally:

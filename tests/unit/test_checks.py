@@ -407,3 +407,17 @@ def test_runs_are_grouped_by_run_id_in_order_of_appearance(tmp_path: Path) -> No
     assert list(runs) == ["r1", "r2"]
     assert [e["type"] for e in runs["r1"]] == ["run", "enqueue"]
     assert runs["r2"][1]["job_id"] == "b"
+
+
+def test_a_gzipped_history_reads_like_the_plain_one_and_a_corrupt_one_is_a_clear_error(tmp_path: Path) -> None:
+    import gzip
+
+    lines = [json.dumps(e) for e in one_retry_then_success(second_start=2.010)]
+    plain = tmp_path / "history.jsonl"
+    plain.write_text("\n".join(lines) + "\n")
+    packed = tmp_path / "history.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert read_history(packed).events == read_history(plain).events
+    packed.write_bytes(gzip.compress(plain.read_bytes())[:-30])
+    with pytest.raises(HistoryError, match="cannot read history"):
+        read_history(packed)

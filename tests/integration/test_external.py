@@ -1,0 +1,88 @@
+"""`retrybench run --external-workers`: workers started elsewhere (docker compose, other hosts) are measured.
+
+The supervisors here are plain processes on this host, started exactly as the docker-compose services
+start them (``python -m implementations.external --backend … --redis-url …``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_cli import ROOT, _pids_mentioning, assert_clear_error, retrybench
+
+from harness.envs import BackendEnv
+from harness.redis_server import RedisServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def own_redis() -> Iterator[str]:
+    # The supervisors' channel (retrybench:external:<backend>) is per Redis: keep it away from other tests.
+    with RedisServer() as server:
+        yield server.url
+
+
+@pytest.fixture(params=["rq", "arq", "celery"])
+def supervisors(request: pytest.FixtureRequest, backend_envs: dict[str, BackendEnv],
+                own_redis: str) -> Iterator[tuple[str, list[subprocess.Popen[str]]]]:
+    backend = request.param
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([str(backend_envs[backend].python), "-m", "implementations.external",
+                               "--backend", backend, "--redis-url", own_redis], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+             for _ in range(2)]
+    try:
+        yield backend, procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def test_a_run_measures_workers_started_elsewhere(supervisors: tuple[str, list[subprocess.Popen[str]]],
+                                                 own_redis: str, tmp_path: Path) -> None:
+    backend, procs = supervisors
+    # Given two supervisors waiting on the Redis, and a run that starts no workers of its own
+    done = retrybench("run", "-b", backend, "-s", "transient-1", "-s", "permanent", "--jobs", "6",
+                      "--time-scale", "0.1", "--redis-url", own_redis, "--external-workers", "2",
+                      "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    run_dir = (tmp_path / "latest").resolve()
+    results = json.loads((run_dir / "results.json").read_text())
+    # Then both cells completed valid, on workers that the supervisors started (one set per cell)
+    assert [(c["scenario"], c["complete"], c["summary"]["valid"]) for c in results["cells"]] == \
+        [("transient-1", True, True), ("permanent", True, True)]
+    events = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    starts = [e for e in events if e["type"] == "worker" and e["event"] == "start"]
+    supervisor_pids = {p.pid for p in procs}
+    assert starts and {e["ppid"] for e in starts} == supervisor_pids
+    # And the failure records of workers elsewhere reached this run's failed_jobs.log
+    records = (run_dir / "failed_jobs.log").read_text().splitlines()
+    assert len(records) == 6 and all(json.loads(r)["exc_type"] == "ConnectionError" for r in records)
+    # And after the run the supervisors idle with no worker left (workers carry the Redis URL in their config)
+    assert all(proc.poll() is None for proc in procs)
+    assert set(_pids_mentioning(own_redis)) == supervisor_pids
+    # And they stop cleanly on SIGTERM
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
+    assert _pids_mentioning(own_redis) == []
+
+
+def test_external_workers_need_a_redis_url(tmp_path: Path) -> None:
+    assert_clear_error(retrybench("run", "-b", "rq", "--external-workers", "--out", str(tmp_path)), "--redis-url")
+
+
+def test_the_reference_backend_cannot_run_elsewhere(tmp_path: Path) -> None:
+    assert_clear_error(retrybench("run", "-b", "reference", "--external-workers", "--redis-url",
+                                  "redis://127.0.0.1:1/0", "--out", str(tmp_path)), "reference")

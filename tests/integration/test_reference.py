@@ -1,0 +1,34 @@
+"""On the reference backend (exact timers, in-process), every preset does exactly what its seeded plan
+predicts: the control row against which the real backends are read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_cli import retrybench
+
+from harness.scenarios import PRESETS
+
+pytestmark = pytest.mark.integration
+# Outage outcomes depend on when each attempt lands relative to the window, so the plan is not exact.
+TIMING_DEPENDENT = {"outage"}
+
+
+def test_every_preset_on_reference_matches_its_plan(tmp_path: Path, redis_url: str) -> None:
+    # Given every preset, shrunk (20 jobs, delays × 0.05) so the whole set runs in seconds
+    args = [a for name in PRESETS for a in ("-s", name)]
+    done = retrybench("run", "-b", "reference", *args, "--jobs", "20", "--time-scale", "0.05",
+                      "--redis-url", redis_url, "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    cells = json.loads((tmp_path / "latest" / "results.json").read_text())["cells"]
+    assert [c["scenario"] for c in cells] == list(PRESETS)
+    for cell in cells:
+        s = cell["summary"]
+        # Then every cell completed, valid, with no job lost or run twice
+        assert cell["complete"] and s["valid"] is True, (cell["scenario"], cell.get("checks"))
+        assert (s["lost_jobs"], s["duplicate_executions"], s["early_retries"]) == (0, 0, 0), cell["scenario"]
+        # And each job's attempts and final state are the ones the seeded plan predicted
+        if cell["scenario"] not in TIMING_DEPENDENT:
+            assert s["plan_mismatches"] == 0, cell["scenario"]
