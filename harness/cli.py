@@ -17,6 +17,7 @@ from .compare import CompareError, Threshold, compare, environment_differences, 
 from .envs import EnvError, parse_backend_spec
 from .history import HistoryError
 from .junit import write_junit
+from .ops_cli import Command, OpsUsageError, add_commands
 from .redis_server import RedisUnavailable
 from .report import write_reports
 from .runner import Cell, Interrupted, RunPlan, execute
@@ -27,6 +28,7 @@ from .tables import compare_table, print_results
 DEFAULT_BACKENDS = ["reference", "rq", "arq", "celery"]
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+OPS_COMMANDS: dict[str, Command] = {}
 
 
 class UsageError(Exception):
@@ -100,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--all", action="store_true", help="also list metrics that did not change")
 
     sub.add_parser("scenarios", help="list the built-in scenarios")
+    OPS_COMMANDS.update(add_commands(sub))
     return parser
 
 
@@ -222,10 +225,11 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     # Piped output (CI logs) would otherwise wrap tables at 80 columns.
     console = Console() if sys.stdout.isatty() else Console(width=120)
-    commands = {"run": cmd_run, "report": cmd_report, "scenarios": cmd_scenarios, "compare": cmd_compare}
+    commands = {"run": cmd_run, "report": cmd_report, "scenarios": cmd_scenarios, "compare": cmd_compare,
+                **OPS_COMMANDS}
     try:
         sys.exit(commands[args.command](args, console))
-    except UsageError as exc:
+    except (UsageError, OpsUsageError) as exc:
         _die(str(exc))
     except KeyboardInterrupt:
         print("retrybench: interrupted", file=sys.stderr)

@@ -89,6 +89,9 @@ class Task:
         scaled = countdown * app.config.time_scale if countdown else None
         ts = now_ns()
         runtime = app.runtime
+        if not app._config_saved:
+            runtime.sink.save_config(app.config.to_json())
+            app._config_saved = True
         runtime.sink.mark_enqueued(job_id, ts)
         runtime.emit("enqueue", job_id=job_id, task=self.name, ts_ns=ts, countdown=scaled, **(meta or {}))
         app.backend.enqueue(self, tuple(args), dict(kwargs or {}), job_id=job_id, countdown=scaled)
@@ -112,6 +115,7 @@ class RetryApp:
         self._backend: Backend | None = None
         self._runtime: Runtime | None = None
         self._lock = threading.RLock()
+        self._config_saved = False
 
     def task(self, fn: Callable[..., Any] | None = None, *, name: str | None = None, bind: bool = False,
              autoretry_for: Sequence[type[BaseException] | str] = (),

@@ -57,6 +57,16 @@ class Backend(ABC):
         """What the library's own bookkeeping says failed, for cross-checking the failure log."""
         return {}
 
+    def requeue(self, record: dict[str, Any]) -> str:
+        """Run a terminally failed job again through the library's own API; returns the job id it runs as.
+
+        The default is a new ``apply_async`` with the same task, arguments and id (Celery's way).
+        """
+        task = self.app.tasks[record["task"]]
+        task.apply_async(record.get("args") or (), record.get("kwargs") or {}, task_id=record["job_id"],
+                         meta={"requeued_from": record["job_id"]})
+        return str(record["job_id"])
+
     def make_sink(self) -> EventSink:
         if not self.config.redis_url:
             raise BackendError(f"backend {self.name!r} needs a Redis URL")

@@ -30,6 +30,10 @@ def failures_key(prefix: str) -> str:
     return f"{prefix}:failures"
 
 
+def config_key(prefix: str) -> str:
+    return f"{prefix}:config"
+
+
 class EventSink(Protocol):
     def emit(self, event: dict[str, Any]) -> None: ...
 
@@ -50,6 +54,8 @@ class EventSink(Protocol):
     def t0(self) -> int | None: ...
 
     def drain(self, block_ms: int = 0) -> list[dict[str, Any]]: ...
+
+    def save_config(self, config_json: str) -> None: ...
 
 
 def _append_line(path: str, data: dict[str, Any]) -> None:
@@ -118,6 +124,10 @@ class RedisSink:
         raw = self._redis.hget(f"{self.prefix}:enqueued", job_id)
         return int(raw) if raw is not None else None
 
+    def save_config(self, config_json: str) -> None:
+        # What `retrybench failed-jobs requeue` needs to rebuild this app long after the run ended.
+        self._redis.set(config_key(self.prefix), config_json)
+
     def record_failure(self, record: dict[str, Any]) -> None:
         if self.failure_log:
             _append_line(self.failure_log, record)
@@ -167,6 +177,9 @@ class MemorySink:
 
     def mark_ready(self, worker: str) -> None:
         self._ready.add(worker)
+
+    def save_config(self, config_json: str) -> None:
+        self.config_json = config_json
 
     def ready_count(self) -> int:
         return len(self._ready)

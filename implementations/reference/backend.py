@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..base import Backend
+from ..base import Backend, BackendError
 from ..events import HOST, EventSink, MemorySink
 
 if TYPE_CHECKING:
@@ -104,6 +104,9 @@ class ReferenceBackend(Backend):
                 self.failed.append(job_id)
                 runtime.fire_failure(task, job_id, outcome.exc, outcome.tb, attempt, args, kwargs,
                                      worker=f"{HOST}:{os.getpid()}:{threading.current_thread().name}")
+
+    def requeue(self, record: dict[str, Any]) -> str:
+        raise BackendError("the reference backend runs in-process: its jobs end with the run that ran them")
 
     def native_failures(self) -> dict[str, Any]:
         return {"store": "reference failed list", "job_ids": sorted(self.failed)}

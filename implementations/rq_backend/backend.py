@@ -76,5 +76,10 @@ class RQBackend(Backend):
         registry = FailedJobRegistry(queue=self.queue)
         return {"store": "rq FailedJobRegistry", "job_ids": sorted(registry.get_job_ids())}
 
+    def requeue(self, record: dict[str, Any]) -> str:
+        # RQ's own way (what `rq requeue` does): back on its queue, same job, same id, meta kept.
+        FailedJobRegistry(queue=self.queue).requeue(record["job_id"])
+        return str(record["job_id"])
+
     def close(self) -> None:
         self.redis.close()

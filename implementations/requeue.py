@@ -1,0 +1,59 @@
+"""``python -m implementations.requeue``: run a failed job again, inside its backend's own virtualenv.
+
+``retrybench failed-jobs requeue`` and ``POST /failed-jobs/{id}/requeue`` call this: the harness never
+imports celery, rq or arq itself. The app is rebuilt from the config the run saved in Redis
+(``<prefix>:config``), so the job runs again under the same task, policy and fault plan, and its new
+attempts reach the same event stream as the run's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+
+from .base import BackendError
+from .config import AppConfig
+from .events import HOST, config_key, now_ns
+from .worker import load_app
+
+
+def requeue(redis_url: str, prefix: str, record: dict[str, object]) -> dict[str, object]:
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=5)
+    raw = client.get(config_key(prefix))
+    if raw is None:
+        raise BackendError(f"{prefix}: no saved config in Redis (was the run made by this retrybench version, "
+                           "and is its data still there?)")
+    config = AppConfig.from_json(raw.decode() if isinstance(raw, bytes) else str(raw))
+    same_broker = config.broker_url in (None, config.redis_url)
+    # The run may have reached Redis by another address; the caller's is the one that works from here.
+    config = replace(config, redis_url=redis_url, broker_url=redis_url if same_broker else config.broker_url,
+                     failure_log=None)
+    app = load_app(config)
+    try:
+        new_id = app.backend.requeue(dict(record))
+        app.runtime.emit("requeue", job_id=record["job_id"], requeued_as=new_id, task=record["task"],
+                         ts_ns=now_ns(), by=HOST)
+    finally:
+        app.close()
+    return {"job_id": record["job_id"], "requeued_as": new_id, "backend": config.label}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m implementations.requeue")
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--prefix", required=True)
+    parser.add_argument("--record", required=True, help="the failure record, as JSON")
+    args = parser.parse_args()
+    try:
+        print(json.dumps(requeue(args.redis_url, args.prefix, json.loads(args.record))))
+    except Exception as exc:  # noqa: BLE001 - the caller shows one line, not a traceback
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
