@@ -16,8 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .alerts import Alerts
 from .events import HOST, EventSink, now_ns
 from .faults import Fault, FaultPlan, plan_key
+from .joblog import job_logger, log_attempt
 from .policy import RetryPolicy, resolve_exception
 
 if TYPE_CHECKING:
@@ -99,6 +101,13 @@ class Runtime:
         self.plan = FaultPlan.from_list(cfg.faults, seed=cfg.seed).scaled(cfg.time_scale)
         self.base = {"run_id": cfg.run_id, "backend": cfg.label, "scenario": cfg.scenario}
         self._t0 = 0
+        self.alerts: Alerts | None = None
+        if cfg.options.get("alert_webhook"):
+            # In-process backends (reference) have no worker main to run a sender: they queue in memory.
+            shared = cfg.redis_url if cfg.backend != "reference" else None
+            self.alerts = Alerts(str(cfg.options["alert_webhook"]), prefix=cfg.prefix, redis_url=shared,
+                                 window_s=float(cfg.options.get("alert_window_s", 60.0)))
+        self._joblog = job_logger(str(cfg.options["log_json"])) if cfg.options.get("log_json") else None
 
     def _elapsed(self) -> float | None:
         """Seconds since the run's first enqueue (published by the driver); only outages need it."""
@@ -109,7 +118,10 @@ class Runtime:
         return (time.time_ns() - self._t0) / 1e9 if self._t0 else None
 
     def emit(self, type_: str, **fields: Any) -> None:
-        self.sink.emit({"type": type_, **self.base, **fields})
+        event = {"type": type_, **self.base, **fields}
+        self.sink.emit(event)
+        if type_ == "attempt" and self._joblog is not None:
+            log_attempt(self._joblog, event)
 
     # -- one attempt ------------------------------------------------------------------------------
     def run_attempt(self, task: Task, job_id: str, attempt: int, args: tuple[Any, ...],
@@ -208,6 +220,8 @@ class Runtime:
         self.emit("callback", name="on_failure", job_id=job_id, task=task.name, attempt=attempts, ts_ns=failed)
         self.emit("terminal", job_id=job_id, task=task.name, state="failure", attempts=attempts, ts_ns=failed,
                   exc_type=record["exc_type"], exc_message=record["exc_message"])
+        if self.alerts is not None:
+            self.alerts.notify(record)  # queued, never sent from here: a slow webhook cannot hold the job
         if task.on_failure is not None:
             task.on_failure(job_id, exc, tb, args, kwargs, attempts)
         return record

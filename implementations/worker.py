@@ -39,11 +39,15 @@ def main() -> None:
                         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     app = load_app(config)
     runtime = app.runtime
+    if runtime.alerts is not None:
+        runtime.alerts.start_sender()  # this process lives as long as the worker; RQ's work horses do not
     runtime.emit("worker", event="start", host=HOST, pid=os.getpid(), ppid=os.getppid(), index=args.index,
                  ts_ns=now_ns())
     try:
         load_backend(config.backend).run_worker(app, args.concurrency, args.index)
     finally:
+        if runtime.alerts is not None:
+            runtime.alerts.flush()
         runtime.emit("worker", event="stop", host=HOST, pid=os.getpid(), index=args.index, ts_ns=now_ns())
 
 

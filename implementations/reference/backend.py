@@ -71,6 +71,9 @@ class ReferenceBackend(Backend):
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
+        alerts = self.app.runtime.alerts
+        if alerts is not None:
+            alerts.flush()  # the workers were threads of this process: deliver before it moves on
 
     @classmethod
     def run_worker(cls, app: RetryApp, concurrency: int, index: int) -> None:
