@@ -20,12 +20,13 @@ from .junit import write_junit
 from .ops_cli import Command, OpsUsageError, add_commands
 from .redis_server import RedisUnavailable
 from .report import write_reports
-from .runner import Cell, Interrupted, RunPlan, execute
+from .runner import Cell, Interrupted, RunAborted, RunPlan, execute
 from .scenarios import PRESETS, ScenarioError, resolve, with_overrides
 from .storage import ResultsError, read_results
 from .tables import compare_table, print_results
 
 DEFAULT_BACKENDS = ["reference", "rq", "arq", "celery"]
+EXIT_ABORTED = 1  # the run broke off (Redis went away): partial results are written
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 OPS_COMMANDS: dict[str, Command] = {}
@@ -153,7 +154,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             failures.append(f"{cell.label}: {last['reason']}")
 
     run_dir: Path | None = None
-    interrupted = False
+    interrupted = aborted = False
     try:
         with progress:
             run_dir = execute(plan, log=lambda m: progress.console.print(f"[dim]{m}[/]"),
@@ -161,19 +162,22 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     except Interrupted as exc:
         interrupted, run_dir = True, Path(str(exc))
         console.print("[yellow]interrupted: workers and Redis stopped; what was recorded is kept[/]")
+    except RunAborted as exc:
+        aborted, run_dir = True, Path(exc.args[0])
+        print(f"retrybench: run stopped: {exc.args[1]}; the history gathered so far is in {run_dir}", file=sys.stderr)
     except (EnvError, RedisUnavailable) as exc:
         raise UsageError(str(exc)) from None
     try:
         results = analyze(run_dir)
     except (ResultsError, HistoryError) as exc:
         console.print(f"[yellow]nothing to report: {exc}[/]")
-        return EXIT_INTERRUPTED if interrupted else EXIT_USAGE
+        return EXIT_INTERRUPTED if interrupted else EXIT_ABORTED if aborted else EXIT_USAGE
     print_results(results, console)
     for failure in failures:
         console.print(f"[red]{failure}[/]")
     console.print(f"results: {run_dir / 'results.json'}  history: {run_dir / 'history.jsonl'}")
     _write_reports(run_dir, results, console, args.junit)
-    return EXIT_INTERRUPTED if interrupted else 0
+    return EXIT_INTERRUPTED if interrupted else EXIT_ABORTED if aborted else 0
 
 
 def _write_reports(run_dir: Path, results: dict[str, Any], console: Console, junit: Path | None = None) -> None:

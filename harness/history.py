@@ -202,8 +202,9 @@ class RunIndex:
 
     @property
     def partial(self) -> bool:
-        """Interrupted (no end event, or stopped by the user): unfinished jobs are not proof of loss."""
-        return self.end is None or str(self.end.get("reason", "")).startswith("interrupted")
+        """Interrupted (no end event, stopped by the user, or broken off by an error such as Redis going
+        away): unfinished jobs are not proof of loss. A deadline is not partial: that is loss."""
+        return self.end is None or str(self.end.get("reason", "")).startswith(("interrupted", "error"))
 
 
 _JOB_EVENTS = frozenset({"attempt_start", "attempt", "callback", "terminal", "failure_record", "enqueue"})

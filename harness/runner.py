@@ -16,7 +16,7 @@ from implementations.base import SOURCE_ROOT
 from implementations.procs import spawn, terminate
 
 from .envs import EnvSpec, ensure_envs
-from .redis_server import RedisServer, check_redis_url
+from .redis_server import RedisServer, RedisUnavailable, check_redis_url
 from .scenarios import Scenario
 from .storage import HISTORY, environment, new_run_id, point_latest
 
@@ -25,6 +25,10 @@ Progress = Callable[[dict[str, Any]], None]
 
 class Interrupted(Exception):
     """The user pressed Ctrl-C (or sent SIGTERM); what was recorded is kept."""
+
+
+class RunAborted(Exception):
+    """The run cannot go on (Redis went away); what was recorded is kept. Args: run_dir, message."""
 
 
 @dataclass
@@ -161,6 +165,12 @@ def execute(plan: RunPlan, *, log: Callable[[str], None], progress_factory: Call
                                 redis_url=redis_info["url"], plan=plan, progress=progress_factory(cell))
                 if on_cell_done:
                     on_cell_done(cell, last)
+                if last.get("error") or str(last.get("reason", "")).startswith("error"):
+                    # One broken cell is a finding; a Redis that is gone breaks every cell after it.
+                    try:
+                        check_redis_url(redis_info["url"])
+                    except RedisUnavailable as exc:
+                        raise RunAborted(str(run_dir), f"Redis went away during {cell.label}: {exc}") from None
         except KeyboardInterrupt:
             interrupted = True
     if interrupted:

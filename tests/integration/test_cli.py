@@ -135,3 +135,36 @@ def test_a_corrupt_history_gets_a_clear_error(tmp_path: Path) -> None:
 
 def test_report_on_a_directory_that_is_not_a_results_directory(tmp_path: Path) -> None:
     assert_clear_error(retrybench("report", str(tmp_path)), "history.jsonl")
+
+
+def test_redis_going_away_mid_run_stops_the_run_with_a_clear_message_and_keeps_the_history(
+        tmp_path: Path, backend_envs: object) -> None:
+    from harness.redis_server import RedisServer
+
+    # Given a run of two cells on a Redis of its own, well under way
+    server = RedisServer()
+    server.start()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "-b", "rq", "-s", "transient-3",
+                                 "-s", "permanent", "--redis-url", server.url, "--out", str(tmp_path)], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        run_dirs = lambda: [p for p in tmp_path.iterdir() if p.is_dir() and not p.is_symlink()]  # noqa: E731
+        _wait_for(lambda: run_dirs() and (run_dirs()[0] / "history.jsonl").exists() and
+                  '"attempt"' in (run_dirs()[0] / "history.jsonl").read_text(), 120, "the first attempt")
+        run_dir = run_dirs()[0]
+        # When the Redis disappears
+        os.kill(server.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        server.stop()
+    # Then the run stops (exit 1) with one clear line, and nothing of it is left running
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    assert "retrybench: run stopped: Redis went away during rq · transient-3" in stderr
+    assert _pids_mentioning(str(run_dir)) == []
+    # And the history gathered so far is analysed: a partial run whose unfinished jobs are not called lost
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["partial"] and [c["scenario"] for c in results["cells"]] == ["transient-3"]
+    summary = results["cells"][0]["summary"]
+    assert summary["attempts"] > 0 and summary["lost_jobs"] == 0 and summary["unfinished"] > 0
+    assert (run_dir / "report.md").exists()
