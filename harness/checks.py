@@ -15,6 +15,7 @@ from typing import Any
 
 from .history import Event, RunIndex, index_run, paused_gc
 from .metrics import METRICS
+from .resilience import check_outage
 
 DEFAULT_TOLERANCE_S = 0.002
 RECORD_FIELDS = ("run_id", "backend", "task", "job_id", "args", "exc_type", "exc_message", "traceback",
@@ -311,7 +312,8 @@ def summarize(events: Run, *, tolerance_s: float | None = None, deadline_ns: int
 def _summarize(idx: RunIndex, *, tolerance_s: float | None, deadline_ns: int | None,
                keep_values: bool) -> dict[str, Any]:
     checks = {"timing": check_retry_timing(idx, tolerance_s=tolerance_s), "throughput": check_throughput(idx),
-              "failure_log": check_failure_log(idx), "delivery": check_delivery(idx, deadline_ns=deadline_ns)}
+              "failure_log": check_failure_log(idx), "delivery": check_delivery(idx, deadline_ns=deadline_ns),
+              "outage": check_outage(idx)}
     if not keep_values:
         checks["timing"].pop("lateness")
     end = idx.end or {}

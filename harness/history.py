@@ -195,6 +195,7 @@ class RunIndex:
     native: set[str] | None = None  # None: the backend's own store was never read
     first_enqueue_ns: int | None = None
     last_terminal_ns: int | None = None
+    deferrals: int = 0  # attempts a circuit breaker turned away without calling the dependency
 
     @property
     def policy(self) -> Mapping[str, Any]:
@@ -263,5 +264,7 @@ def _index(events: Iterable[Event]) -> RunIndex:
             idx.end = e
         elif kind == "native":
             idx.native = (idx.native or set()) | set(e.get("job_ids") or ())
+        elif kind == "deferral":
+            idx.deferrals += 1
         # Anything else (worker lifecycle, event types added later) is not evidence for these checks.
     return idx

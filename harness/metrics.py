@@ -101,6 +101,10 @@ METRICS: dict[str, Metric] = dict([
     _m("non_retryable_retried", "retries after an exception the policy does not retry", better=_LOWER),
     _m("plan_mismatches", "terminal jobs whose state or attempt count differs from the seeded plan",
        better=_LOWER),
+    # -- dependency outage and circuit breaker ----------------------------------------------------------
+    _m("deferrals", "attempts a circuit breaker turned away without calling the dependency"),
+    _m("outage_calls", "attempts that called the dependency while an injected outage was on", better=_LOWER),
+    _m("recovery_s", "from the end of the outage to the first attempt that succeeded", "s", _LOWER, ".2f"),
     # -- verdict -----------------------------------------------------------------------------------
     _m("valid", "every check passed", better=_HIGHER, fmt=""),
 ])

@@ -18,7 +18,7 @@ from .checks import lateness_values
 from .history import group_runs, index_run, read_history
 from .metrics import METRICS, format_value
 from .storage import history_file
-from .tables import SUMMARY_COLUMNS, _best, _median
+from .tables import OUTAGE_COLUMNS, SUMMARY_COLUMNS, _best, _median, columns_for
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -26,19 +26,20 @@ PLOTS_DIR = "plots"
 _ALWAYS_RED = {"early_retries", "lost_jobs", "duplicate_executions", "missing_records", "duplicate_records"}
 
 
-def _rows(scenario: str, rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    values = {name: {b: _median(r.get(name)) for b, r in rows.items()} for name in SUMMARY_COLUMNS}
-    best = {name: _best(values[name], name) for name in SUMMARY_COLUMNS}
+def _rows(scenario: str, rows: dict[str, dict[str, Any]], columns: tuple[str, ...] = SUMMARY_COLUMNS
+          ) -> dict[str, Any]:
+    values = {name: {b: _median(r.get(name)) for b, r in rows.items()} for name in columns}
+    best = {name: _best(values[name], name) for name in columns}
     out = []
     for backend in rows:
         cells = []
-        for name in SUMMARY_COLUMNS:
+        for name in columns:
             value = values[name][backend]
             bad = (name == "valid" and value is False) or (name in _ALWAYS_RED and bool(value))
             cells.append({"text": format_value(name, value), "best": best[name] == backend and not bad, "bad": bad})
         out.append({"backend": backend, "cells": cells})
     return {"columns": [{"name": n, "unit": METRICS[n].unit, "description": METRICS[n].description}
-                        for n in SUMMARY_COLUMNS], "rows": out}
+                        for n in columns], "rows": out}
 
 
 def _failure_rate(scenario: dict[str, Any]) -> float | None:
@@ -70,7 +71,8 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
         lateness = {b: [v for _, ev in runs for v in lateness_values(ev)] for b, runs in cells.items()}
         tolerance = (descriptions.get(scenario) or {}).get("tolerance_s", 0.002)
         section: dict[str, Any] = {"name": scenario, "description": (descriptions.get(scenario) or {})
-                                   .get("description", ""), "table": _rows(scenario, rows), "plots": []}
+                                   .get("description", ""), "plots": [],
+                                   "table": _rows(scenario, rows, columns_for(descriptions.get(scenario)))}
         for kind, png in (("lateness", plots.lateness_plot(scenario, lateness, tolerance_s=tolerance)),
                           ("timeline", plots.timeline_plot(scenario, {b: runs[0][0] for b, runs in cells.items()}))):
             if png:
@@ -107,7 +109,7 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
             "environment": env, "sections": sections, "overall": overall,
             "problems": results.get("history_problems", [])[:10],
             "incomplete": [c for c in results.get("cells", []) if not c.get("complete")],
-            "metrics": [METRICS[n] for n in SUMMARY_COLUMNS], "images": images}
+            "metrics": [METRICS[n] for n in SUMMARY_COLUMNS + OUTAGE_COLUMNS], "images": images}
 
 
 def _jinja() -> Environment:

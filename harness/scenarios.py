@@ -82,6 +82,11 @@ PRESETS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("outage", "A 3 s dependency outage while jobs arrive at 10/s: every attempt inside it fails.",
              policy={**_BACKOFF, "max_retries": 5, "retry_backoff": 1}, jobs=60, enqueue_rate=10,
              faults=({"kind": "outage", "start": 1.5, "duration": 3},)),
+    Scenario("outage-breaker", "The same outage with a circuit breaker shared by all workers (opens after 5 "
+             "failures, half-opens after 2 s): fewer calls reach the dependency while it is down.",
+             policy={**_BACKOFF, "max_retries": 5, "retry_backoff": 1, "breaker_fail_max": 5,
+                     "breaker_reset_timeout": 2}, jobs=60, enqueue_rate=10,
+             faults=({"kind": "outage", "start": 1.5, "duration": 3},)),
     Scenario("backoff-jitter", "Celery's exponential backoff with full jitter (factor 2, cap 8 s), 3 failures.",
              policy={**_BACKOFF, "max_retries": 4, "retry_backoff": 2, "retry_backoff_max": 8,
                      "retry_jitter": True}, faults=({"kind": "fail_first", "k": 3},), jobs=30),

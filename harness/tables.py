@@ -13,10 +13,24 @@ from .metrics import METRICS, format_value
 SUMMARY_COLUMNS = ("jobs", "attempts", "succeeded", "failed", "failure_records", "lateness_median",
                    "lateness_p99", "early_retries", "throughput_jobs_s", "lost_jobs", "duplicate_executions",
                    "valid")
+OUTAGE_COLUMNS = ("deferrals", "outage_calls", "recovery_s")
+# For an outage, what the dependency went through replaces the failure-log and p50 columns (still in
+# results.json and in the other scenarios' tables), so the table still fits 120 columns.
+_OUTAGE_TABLE = ("jobs", "attempts", "succeeded", "failed", "lateness_p99", "early_retries", "throughput_jobs_s",
+                 "lost_jobs", *OUTAGE_COLUMNS, "valid")
+
+
+def columns_for(definition: dict[str, Any] | None) -> tuple[str, ...]:
+    """The headline columns; scenarios that inject an outage show the outage columns instead of some."""
+    faults = (definition or {}).get("faults") or ()
+    return _OUTAGE_TABLE if any(f.get("kind") == "outage" for f in faults) else SUMMARY_COLUMNS
+
+
 # Headers short enough for an 80-column terminal; the full meaning is in the README's metric table.
 SHORT = {"jobs": "jobs", "attempts": "tries", "succeeded": "ok", "failed": "fail", "failure_records": "f.log",
          "lateness_median": "late p50", "lateness_p99": "late p99", "early_retries": "early",
-         "throughput_jobs_s": "jobs/s", "lost_jobs": "lost", "duplicate_executions": "dup", "valid": "valid"}
+         "throughput_jobs_s": "jobs/s", "lost_jobs": "lost", "duplicate_executions": "dup", "valid": "valid",
+         "deferrals": "defer", "outage_calls": "out.calls", "recovery_s": "recov s"}
 
 
 def _best(values: dict[str, Any], name: str) -> str | None:
@@ -71,7 +85,8 @@ def _median(entry: Any) -> Any:
 def print_results(results: dict[str, Any], console: Console) -> None:
     versions = results.get("environment", {}).get("backends", {})
     for scenario, rows in results.get("aggregates", {}).items():
-        console.print(scenario_table(scenario, rows, versions=versions, repeat=results.get("repeat", 1)))
+        console.print(scenario_table(scenario, rows, versions=versions, repeat=results.get("repeat", 1),
+                                     columns=columns_for(results.get("scenarios", {}).get(scenario))))
     for backend, libs in versions.items():
         if libs:
             console.print(f"[dim]{backend}: {', '.join(f'{k} {v}' for k, v in libs.items())}[/]")

@@ -57,6 +57,10 @@ class EventSink(Protocol):
 
     def save_config(self, config_json: str) -> None: ...
 
+    def add_deferral(self, job_id: str) -> None: ...
+
+    def deferrals(self, job_id: str) -> int: ...
+
 
 def _append_line(path: str, data: dict[str, Any]) -> None:
     line = json.dumps(data, default=str) + "\n"
@@ -124,6 +128,12 @@ class RedisSink:
         raw = self._redis.hget(f"{self.prefix}:enqueued", job_id)
         return int(raw) if raw is not None else None
 
+    def add_deferral(self, job_id: str) -> None:
+        self._redis.hincrby(f"{self.prefix}:deferrals", job_id, 1)
+
+    def deferrals(self, job_id: str) -> int:
+        return int(self._redis.hget(f"{self.prefix}:deferrals", job_id) or 0)
+
     def save_config(self, config_json: str) -> None:
         # What `retrybench failed-jobs requeue` needs to rebuild this app long after the run ended.
         self._redis.set(config_key(self.prefix), config_json)
@@ -149,6 +159,7 @@ class MemorySink:
         self._enqueued: dict[str, int] = {}
         self._states: dict[str, dict[str, Any]] = {}
         self._ready: set[str] = set()
+        self._deferrals: dict[str, int] = {}
         self._t0: int | None = None
         self._cond = threading.Condition(self._lock)
 
@@ -180,6 +191,13 @@ class MemorySink:
 
     def save_config(self, config_json: str) -> None:
         self.config_json = config_json
+
+    def add_deferral(self, job_id: str) -> None:
+        with self._lock:
+            self._deferrals[job_id] = self._deferrals.get(job_id, 0) + 1
+
+    def deferrals(self, job_id: str) -> int:
+        return self._deferrals.get(job_id, 0)
 
     def ready_count(self) -> int:
         return len(self._ready)

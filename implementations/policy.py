@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+DEFERRAL_ALLOWANCE = 1000  # native tries kept free for circuit-breaker deferrals
+
 
 class PolicyError(ValueError):
     """A retry policy with values that cannot work."""
@@ -68,6 +70,10 @@ class RetryPolicy:
     retry_jitter: bool = False
     default_retry_delay: float = 180.0
     intervals: tuple[float, ...] | None = None
+    # Circuit breaker (pybreaker, state shared through Redis): open after this many consecutive
+    # retryable failures (0 = no breaker); while open, attempts are deferred, not counted as retries.
+    breaker_fail_max: int = 0
+    breaker_reset_timeout: float = 60.0
     time_scale: float = 1.0
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
@@ -86,6 +92,14 @@ class RetryPolicy:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise PolicyError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        if isinstance(self.breaker_fail_max, bool) or not isinstance(self.breaker_fail_max, int) \
+                or self.breaker_fail_max < 0:
+            raise PolicyError("breaker_fail_max must be a whole number >= 0 (0: no breaker), "
+                              f"got {self.breaker_fail_max!r}")
+        if isinstance(self.breaker_reset_timeout, bool) or not isinstance(self.breaker_reset_timeout, (int, float)) \
+                or self.breaker_reset_timeout <= 0:
+            raise PolicyError("breaker_reset_timeout must be a number of seconds > 0, "
+                              f"got {self.breaker_reset_timeout!r}")
         if not isinstance(self.retry_jitter, bool):
             raise PolicyError(f"retry_jitter must be true or false, got {self.retry_jitter!r}")
         if not isinstance(self.time_scale, (int, float)) or isinstance(self.time_scale, bool) \
@@ -102,6 +116,12 @@ class RetryPolicy:
             if not ivals or any(v < 0 for v in ivals):
                 raise PolicyError(f"intervals must be a non-empty list of seconds >= 0, got {self.intervals!r}")
             set_(self, "intervals", ivals)
+
+    @property
+    def native_max_retries(self) -> int:
+        """What the library's own retry limit is set to: with a breaker, deferrals consume native tries,
+        so the library gets room for them and the shared runtime decides when retries are used up."""
+        return self.max_retries + (DEFERRAL_ALLOWANCE if self.breaker_fail_max else 0)
 
     # -- decisions -------------------------------------------------------------------------------
     def is_retryable(self, exc: BaseException) -> bool:
@@ -151,13 +171,16 @@ class RetryPolicy:
             "retry_jitter": self.retry_jitter,
             "default_retry_delay": self.default_retry_delay,
             "intervals": list(self.intervals) if self.intervals is not None else None,
+            "breaker_fail_max": self.breaker_fail_max,
+            "breaker_reset_timeout": self.breaker_reset_timeout,
             "time_scale": self.time_scale,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RetryPolicy:
         known = {"autoretry_for", "dont_autoretry_for", "max_retries", "retry_backoff", "retry_backoff_max",
-                 "retry_jitter", "default_retry_delay", "intervals", "time_scale"}
+                 "retry_jitter", "default_retry_delay", "intervals", "time_scale", "breaker_fail_max",
+                 "breaker_reset_timeout"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise PolicyError(f"unknown policy key(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .alerts import Alerts
+from .breaker import Breakers, CircuitOpen
 from .events import HOST, EventSink, now_ns
 from .faults import Fault, FaultPlan, plan_key
 from .joblog import job_logger, log_attempt
@@ -71,6 +72,8 @@ class Outcome:
     fault: Fault | None = None
     started_ns: int = 0
     finished_ns: int = 0
+    attempt: int = 0  # the policy's count: the backend's own count minus circuit-breaker deferrals
+    deferred: bool = False  # the breaker was open: the dependency was not called, no retry was used
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -108,6 +111,7 @@ class Runtime:
             self.alerts = Alerts(str(cfg.options["alert_webhook"]), prefix=cfg.prefix, redis_url=shared,
                                  window_s=float(cfg.options.get("alert_window_s", 60.0)))
         self._joblog = job_logger(str(cfg.options["log_json"])) if cfg.options.get("log_json") else None
+        self.breakers = Breakers(prefix=cfg.prefix, redis_url=cfg.redis_url if cfg.backend != "reference" else None)
 
     def _elapsed(self) -> float | None:
         """Seconds since the run's first enqueue (published by the driver); only outages need it."""
@@ -128,37 +132,67 @@ class Runtime:
                     kwargs: dict[str, Any], native: dict[str, Any] | None = None,
                     store_error: Callable[[dict[str, Any]], None] | None = None) -> Outcome:
         """Run attempt ``attempt`` (1-based, the backend's own count) and record it."""
+        breaker = self.breakers.get(task) if task.policy.breaker_fail_max else None
+        if breaker is not None:
+            attempt -= self.sink.deferrals(job_id)
         fault = self.plan.fault_for(plan_key(job_id), attempt, elapsed_s=self._elapsed()) if self.plan.rules else None
-        started = now_ns()
         common = {"job_id": job_id, "task": task.name, "attempt": attempt, "host": HOST, "pid": os.getpid()}
-        self.emit("attempt_start", **common, started_ns=started, fault=fault.kind if fault else None,
-                  native=native or {})
-        try:
+        started = 0
+
+        def call_dependency() -> Any:
+            # Inside the breaker: while it is open this never runs, and no attempt is recorded.
+            nonlocal started
+            started = now_ns()
+            self.emit("attempt_start", **common, started_ns=started, fault=fault.kind if fault else None,
+                      native=native or {})
             self._inject(fault, task)
             if task.bind:
-                value = task.fn(BoundTask(task, Request(job_id, attempt - 1, args, kwargs)), *args, **kwargs)
-            else:
-                value = task.fn(*args, **kwargs)
+                return task.fn(BoundTask(task, Request(job_id, attempt - 1, args, kwargs)), *args, **kwargs)
+            return task.fn(*args, **kwargs)
+
+        try:
+            value = breaker.call(call_dependency) if breaker is not None else call_dependency()
+        except CircuitOpen as exc:
+            if started:  # raised by the task body itself: an ordinary failure
+                return self._record_failure(task, job_id, attempt, exc, fault, started, common, native,
+                                            store_error)
+            return self._defer(task, job_id, attempt, exc.wait)
         except BaseException as exc:  # noqa: B036 - every failure is recorded, then handed back
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
-            outcome = self._failed(task, job_id, attempt, exc, fault, started)
-            error = {"attempt": attempt, "exc_type": exc_type_name(outcome.exc or exc),
-                     "exc_message": str(outcome.exc or exc), "traceback": outcome.tb,
-                     "failed_ns": outcome.finished_ns}
-            if store_error is not None:
-                store_error(error)
-            self.emit("attempt", **common, started_ns=started, finished_ns=outcome.finished_ns,
-                      outcome="retry" if outcome.retry else "failure", exc_type=error["exc_type"],
-                      exc_message=error["exc_message"], fault=fault.kind if fault else None,
-                      expected_delay=outcome.delay, native=native or {})
-            return outcome
+            return self._record_failure(task, job_id, attempt, exc, fault, started, common, native, store_error)
         finished = now_ns()
         self.emit("attempt", **common, started_ns=started, finished_ns=finished, outcome="success",
                   fault=fault.kind if fault else None, native=native or {})
         self.emit("terminal", job_id=job_id, task=task.name, state="success", attempts=attempt, ts_ns=finished,
                   result=_jsonable(value))
-        return Outcome(ok=True, value=value, fault=fault, started_ns=started, finished_ns=finished)
+        return Outcome(ok=True, value=value, fault=fault, started_ns=started, finished_ns=finished, attempt=attempt)
+
+    def _record_failure(self, task: Task, job_id: str, attempt: int, exc: BaseException, fault: Fault | None,
+                        started: int, common: dict[str, Any], native: dict[str, Any] | None,
+                        store_error: Callable[[dict[str, Any]], None] | None) -> Outcome:
+        outcome = self._failed(task, job_id, attempt, exc, fault, started)
+        error = {"attempt": attempt, "exc_type": exc_type_name(outcome.exc or exc),
+                 "exc_message": str(outcome.exc or exc), "traceback": outcome.tb, "failed_ns": outcome.finished_ns}
+        if store_error is not None:
+            store_error(error)
+        self.emit("attempt", **common, started_ns=started, finished_ns=outcome.finished_ns,
+                  outcome="retry" if outcome.retry else "failure", exc_type=error["exc_type"],
+                  exc_message=error["exc_message"], fault=fault.kind if fault else None,
+                  expected_delay=outcome.delay, native=native or {})
+        outcome.attempt = attempt
+        return outcome
+
+    def _defer(self, task: Task, job_id: str, attempt: int, wait: float) -> Outcome:
+        # Fail fast without calling the dependency, and come back when the breaker may half-open. The
+        # native retry this causes is not one of the policy's: the deferral count is subtracted again.
+        now = now_ns()
+        self.sink.add_deferral(job_id)
+        self.emit("deferral", job_id=job_id, task=task.name, attempt=attempt, host=HOST, pid=os.getpid(),
+                  started_ns=now, delay=wait)
+        exc = CircuitOpen(f"circuit breaker for {task.name} is open: deferred {wait:.3f}s", wait)
+        return Outcome(ok=False, exc=exc, retry=True, delay=wait, started_ns=now, finished_ns=now,
+                       attempt=attempt, deferred=True)
 
     def _inject(self, fault: Fault | None, task: Task) -> None:
         if fault is None:

@@ -34,7 +34,7 @@ def make_job(app: RetryApp, task: Task, executor: ThreadPoolExecutor, meta: redi
             pipe.rpush(f"{key}:errors", json.dumps(error))
             pipe.execute()
 
-        native = {"job_try": attempt, "max_tries": task.policy.max_retries + 1}
+        native = {"job_try": attempt, "max_tries": task.policy.native_max_retries + 1}
         loop = asyncio.get_running_loop()
         # Task bodies are synchronous: run them off the event loop so max_jobs really run at once.
         outcome = await loop.run_in_executor(
@@ -43,11 +43,12 @@ def make_job(app: RetryApp, task: Task, executor: ThreadPoolExecutor, meta: redi
         if outcome.ok:
             return outcome.value
         if outcome.retry:
-            await loop.run_in_executor(
-                executor, lambda: runtime.fire_retry(task, job_id, outcome.exc, attempt, args, kwargs))
+            if not outcome.deferred:  # a breaker deferral is not one of the task's retries
+                await loop.run_in_executor(
+                    executor, lambda: runtime.fire_retry(task, job_id, outcome.exc, outcome.attempt, args, kwargs))
             raise Retry(defer=outcome.delay)
         await loop.run_in_executor(
-            executor, lambda: runtime.fire_failure(task, job_id, outcome.exc, outcome.tb, attempt, args, kwargs,
+            executor, lambda: runtime.fire_failure(task, job_id, outcome.exc, outcome.tb, outcome.attempt, args, kwargs,
                                                    worker=f"{HOST}:{os.getpid()}"))
         assert outcome.exc is not None
         raise outcome.exc
@@ -61,7 +62,7 @@ def run(app: RetryApp, concurrency: int, index: int) -> None:
     executor = ThreadPoolExecutor(max_workers=max(1, concurrency))
     meta = redis.Redis.from_url(cfg.redis_url or "")
     functions = [
-        func(make_job(app, t, executor, meta), name=t.name, max_tries=t.policy.max_retries + 1,
+        func(make_job(app, t, executor, meta), name=t.name, max_tries=t.policy.native_max_retries + 1,
              timeout=t.time_limit or cfg.options.get("arq_job_timeout", 300))
         for t in app.tasks.values()
     ]

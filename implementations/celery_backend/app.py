@@ -30,18 +30,26 @@ class RetryBenchTask(CeleryTask):  # type: ignore[misc]
         # autoretry_for calls this with Celery's own countdown (whole seconds from retry_backoff, and an
         # unseeded jitter). The harness needs a delay it can predict, so the plan's delay for this attempt
         # replaces it; the retry itself — a new message with an ETA — is Celery's.
+        if getattr(self.request, "rb_final", False) and exc is not None:
+            # The shared runtime said the retries are used up. Celery's own limit only differs when a
+            # circuit breaker made room for deferrals; this failure is final either way.
+            raise exc
         planned = getattr(self.request, "rb_delay", None)
         if planned is not None:
             countdown, eta = planned, None
         return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
-        self.rb_app.runtime.fire_retry(self.rb_task, task_id, exc, self.request.retries + 1, tuple(args),
-                                       dict(kwargs))
+        if getattr(self.request, "rb_deferred", False):  # a breaker deferral is not one of the task's retries
+            return
+        self.rb_app.runtime.fire_retry(self.rb_task, task_id, exc, self._rb_attempt(), tuple(args), dict(kwargs))
+
+    def _rb_attempt(self) -> int:
+        return int(getattr(self.request, "rb_attempt", None) or self.request.retries + 1)
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         tb = getattr(einfo, "traceback", "") or ""
-        self.rb_app.runtime.fire_failure(self.rb_task, task_id, exc, tb, self.request.retries + 1, tuple(args),
+        self.rb_app.runtime.fire_failure(self.rb_task, task_id, exc, tb, self._rb_attempt(), tuple(args),
                                          dict(kwargs), worker=f"{HOST}:{os.getpid()}")
 
 
@@ -57,8 +65,11 @@ def make_body(app: RetryApp, task: Task) -> Any:
         if outcome.ok:
             return outcome.value
         self.request.rb_delay = outcome.delay
+        self.request.rb_attempt = outcome.attempt
+        self.request.rb_deferred = outcome.deferred
+        self.request.rb_final = not outcome.retry
         assert outcome.exc is not None
-        if outcome.retry and not policy.is_retryable(outcome.exc):
+        if outcome.retry and (outcome.deferred or not policy.is_retryable(outcome.exc)):
             # A bound task's explicit self.retry(): Celery's explicit retry, not autoretry_for.
             raise self.retry(exc=outcome.exc, countdown=outcome.delay)
         # autoretry_for / dont_autoretry_for / max_retries decide natively from here.
@@ -89,7 +100,7 @@ def build_celery(app: RetryApp) -> Celery:
         options: dict[str, Any] = {
             "name": task.name, "bind": True, "base": RetryBenchTask,
             "autoretry_for": policy.autoretry_for, "dont_autoretry_for": policy.dont_autoretry_for,
-            "max_retries": policy.max_retries, "retry_jitter": policy.retry_jitter,
+            "max_retries": policy.native_max_retries, "retry_jitter": policy.retry_jitter,
             "retry_backoff": policy.retry_backoff if policy.intervals is None else False,
             "retry_backoff_max": int(policy.retry_backoff_max),
             "default_retry_delay": policy.default_retry_delay * policy.time_scale,

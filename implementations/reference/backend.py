@@ -99,13 +99,14 @@ class ReferenceBackend(Backend):
             if outcome.ok:
                 continue
             if outcome.retry:
-                runtime.fire_retry(task, job_id, outcome.exc, attempt, args, kwargs)
+                if not outcome.deferred:  # a breaker deferral is not one of the task's retries
+                    runtime.fire_retry(task, job_id, outcome.exc, outcome.attempt, args, kwargs)
                 # Due exactly `delay` after the attempt ended: the timer is the only source of lateness.
                 due = time.monotonic() - (time.time_ns() - outcome.finished_ns) / 1e9 + (outcome.delay or 0.0)
                 self._push(due, (task, args, kwargs, job_id, attempt + 1))
             else:
                 self.failed.append(job_id)
-                runtime.fire_failure(task, job_id, outcome.exc, outcome.tb, attempt, args, kwargs,
+                runtime.fire_failure(task, job_id, outcome.exc, outcome.tb, outcome.attempt, args, kwargs,
                                      worker=f"{HOST}:{os.getpid()}:{threading.current_thread().name}")
 
     def requeue(self, record: dict[str, Any]) -> str:

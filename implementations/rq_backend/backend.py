@@ -37,10 +37,12 @@ class RQBackend(Backend):
         """RQ's native ``Retry``: one interval per retry, so RQ's index (counted from the end of the list)
         lands on the delay the plan expects for that retry."""
         policy = task.policy
-        if policy.max_retries == 0:
+        if policy.native_max_retries == 0:
             return None
-        schedule = [retry_delay(policy, self.config.seed, job_id, n) for n in range(policy.max_retries)]
-        return Retry(max=policy.max_retries, interval=schedule)
+        schedule = [retry_delay(policy, self.config.seed, job_id, n) for n in range(policy.max_retries)] or [0.0]
+        # With a circuit breaker, RQ gets room for deferrals; the worker writes each delay into the slot
+        # RQ reads next, so the list stays right however the counts shift.
+        return Retry(max=policy.native_max_retries, interval=schedule)
 
     def enqueue(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], *, job_id: str,
                 countdown: float | None) -> None:
@@ -49,7 +51,7 @@ class RQBackend(Backend):
             "retry": self.retry_for(task, job_id),
             "on_failure": Callback(ON_FAILURE, timeout=60),
             "description": task.name,
-            "meta": {"rb_max_retries": task.policy.max_retries},
+            "meta": {"rb_max_retries": task.policy.native_max_retries},
             "job_timeout": task.time_limit or self.config.options.get("rq_job_timeout", 180),
             "failure_ttl": 7 * 24 * 3600,
         }

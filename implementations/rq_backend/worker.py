@@ -52,6 +52,8 @@ def execute(task_name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
               "worker": os.environ.get("RB_WORKER_NAME", "")}
     outcome = app.runtime.run_attempt(task, job.id, attempt, tuple(args), kwargs, native=native,
                                       store_error=store_error)
+    job._rb_attempt = outcome.attempt  # type: ignore[attr-defined]  # the policy's count, deferrals excluded
+    job._rb_deferred = outcome.deferred  # type: ignore[attr-defined]
     if outcome.ok:
         return outcome.value
     intervals = job.retry_intervals
@@ -76,7 +78,8 @@ def on_failure(job: Job, connection: Redis, exc_type: type[BaseException], value
     # Read before ``retries_left`` was zeroed for a non-retryable error, so the count stays true.
     attempt = getattr(job, "_rb_attempt", None) or attempt_of(job)
     if job.should_retry:
-        app.runtime.fire_retry(task, job.id, value, attempt, args, kwargs)
+        if not getattr(job, "_rb_deferred", False):  # a breaker deferral is not one of the task's retries
+            app.runtime.fire_retry(task, job.id, value, attempt, args, kwargs)
         return
     text = "".join(traceback.format_exception(exc_type, value, tb))
     app.runtime.fire_failure(task, job.id, value, text, attempt, args, kwargs,
