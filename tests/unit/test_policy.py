@@ -65,6 +65,9 @@ def test_exception_names_resolve_like_classes() -> None:
     ({"autoretry_for": ["NoSuchError"]}, "unknown exception class"),
     ({"time_scale": 0}, "time_scale"),
     ({"retry_jitter": "yes"}, "retry_jitter"),
+    ({"breaker_fail_max": -1}, "breaker_fail_max must be a whole number >= 0"),
+    ({"breaker_fail_max": True}, "breaker_fail_max"),
+    ({"breaker_reset_timeout": 0}, "breaker_reset_timeout must be a number of seconds > 0"),
 ])
 def test_bad_values_get_a_clear_error(kwargs: dict, message: str) -> None:
     with pytest.raises(PolicyError, match=message):
@@ -74,3 +77,11 @@ def test_bad_values_get_a_clear_error(kwargs: dict, message: str) -> None:
 def test_unknown_keys_in_a_policy_table_are_named() -> None:
     with pytest.raises(PolicyError, match="max_retry"):
         RetryPolicy.from_dict({"max_retry": 3})
+
+
+def test_a_breaker_leaves_the_policy_its_retries_and_gives_the_library_room_for_deferrals() -> None:
+    plain = RetryPolicy(max_retries=3)
+    guarded = RetryPolicy(max_retries=3, breaker_fail_max=5, breaker_reset_timeout=2)
+    assert plain.native_max_retries == 3
+    assert guarded.max_retries == 3 and guarded.native_max_retries > 3
+    assert RetryPolicy.from_dict(guarded.to_dict()) == guarded
