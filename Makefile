@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: bench test lint setup clean
+.PHONY: bench test benchmark lint setup clean
 
 setup:
 	@$(PYTHON) harness/bootstrap.py
@@ -17,8 +17,13 @@ bench: setup
 test: setup
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Timed runs of benchmarks/ (BENCH_EVENTS=1000000 for the issue's figure); JSON kept in results/benchmarks/.
+benchmark: setup
+	@$(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-only --benchmark-autosave \
+		--benchmark-storage=file://results/benchmarks $(PYTEST_ARGS)
+
 lint: setup
-	$(BIN)/ruff check harness implementations tests
+	$(BIN)/ruff check harness implementations tests benchmarks
 	$(BIN)/mypy harness implementations
 
 clean:

@@ -1,0 +1,53 @@
+"""pytest-benchmark suites for the pure parts: the policy's delay, fault decisions, reading a history and
+the checkers. ``make benchmark`` runs them for real and stores JSON under ``results/benchmarks/`` (so
+``pytest-benchmark compare`` works across commits); ``make test`` runs each once as a smoke test.
+``BENCH_EVENTS`` sets the synthetic history size (default 100,000; the issue's figure is 1,000,000).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.checks import summarize
+from harness.history import read_history
+from implementations.faults import FaultPlan
+from implementations.policy import RetryPolicy
+
+from .synthetic import events, write_history
+
+N_EVENTS = int(os.environ.get("BENCH_EVENTS", "100000"))
+
+
+@pytest.fixture(scope="module")
+def history_events() -> list[dict[str, Any]]:
+    return list(events(N_EVENTS))
+
+
+def test_policy_delay_with_backoff_and_jitter(benchmark: Any) -> None:
+    policy = RetryPolicy(autoretry_for=(ConnectionError,), max_retries=5, retry_backoff=2, retry_jitter=True)
+    rng = random.Random(1)
+    delay = benchmark(policy.delay, 3, rng)
+    assert 0 <= delay <= 16
+
+
+def test_fault_plan_decision(benchmark: Any) -> None:
+    plan = FaultPlan.from_list([{"kind": "probability", "p": 0.2}, {"kind": "fail_first", "k": 1}], seed=7)
+    benchmark(plan.fault_for, "job-000123", 2)
+
+
+def test_checkers_over_a_synthetic_history(benchmark: Any, history_events: list[dict[str, Any]]) -> None:
+    summary = benchmark.pedantic(summarize, args=(history_events,), rounds=3, iterations=1)
+    metrics = summary["metrics"]
+    jobs = N_EVENTS // 8
+    assert metrics["valid"] is True and metrics["jobs"] == jobs and metrics["retries_measured"] == jobs
+
+
+def test_reading_a_history_file(benchmark: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    path = write_history(Path(tmp_path_factory.mktemp("bench")) / "history.jsonl", N_EVENTS)
+    history = benchmark.pedantic(read_history, args=(path,), rounds=3, iterations=1)
+    assert not history.problems and len(history.events) == N_EVENTS // 8 * 8 + 3
