@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from .checks import summarize
-from .history import read_history
 from .metrics import METRICS
-from .storage import HISTORY, RESULTS, SCHEMA_VERSION, ResultsError, history_file, write_json_atomic
+from .storage import HISTORY, RESULTS, SCHEMA_VERSION, ResultsError, history_file, load_history, write_json_atomic
 
 
 def _cells(events: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
@@ -59,7 +58,7 @@ def analyze(run_dir: Path) -> dict[str, Any]:
     history_path = history_file(run_dir)
     if not history_path.exists():
         raise ResultsError(f"{run_dir}: no {HISTORY} here — is this a retrybench results directory?")
-    history = read_history(history_path)
+    history = load_history(run_dir)
     meta, cells = _cells(history.events)
     out_cells = []
     for run_id, events in cells.items():

@@ -15,9 +15,9 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from . import plots
 from .checks import lateness_values
-from .history import group_runs, index_run, read_history
+from .history import group_runs, index_run
 from .metrics import METRICS, format_value
-from .storage import history_file
+from .storage import load_history
 from .tables import OUTAGE_COLUMNS, SUMMARY_COLUMNS, _best, _median, columns_for
 
 REPORT_MD = "report.md"
@@ -57,7 +57,7 @@ def _failure_rate(scenario: dict[str, Any]) -> float | None:
 
 def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
     """Everything both templates show, plus the plots as PNG bytes keyed by file name."""
-    history = read_history(history_file(run_dir))
+    history = load_history(run_dir)
     indexes: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
     for events in group_runs(history.events).values():
         idx = index_run(events)
