@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -201,7 +202,7 @@ def requeue(source: Source, job_id: str, *, env_root: Path | None = None) -> Rec
     done = subprocess.run([str(env.python), "-m", "implementations.requeue", "--redis-url", source.url,
                            "--prefix", f"{PREFIX}{record['run_id']}", "--record", json.dumps(plain, default=str)],
                           capture_output=True, text=True, timeout=120, cwd=SOURCE_ROOT, check=False,
-                          env=_env(SOURCE_ROOT))
+                          env={**os.environ, "PYTHONPATH": SOURCE_ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")})
     try:
         result: Record = json.loads(done.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -209,9 +210,3 @@ def requeue(source: Source, job_id: str, *, env_root: Path | None = None) -> Rec
     if "error" in result:
         raise FailedJobsError(f"requeue of {job_id} failed: {result['error']}")
     return result
-
-
-def _env(root: str) -> dict[str, str]:
-    import os
-
-    return {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}

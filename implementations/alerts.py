@@ -51,6 +51,7 @@ class Alerts:
         self._suppressed: dict[str, int] = {}
         self._sender: threading.Thread | None = None
         self._busy = False
+        self._stopping = threading.Event()
         self._lock = threading.Lock()
         if redis_url:
             import redis
@@ -99,8 +100,14 @@ class Alerts:
                 self._sender = threading.Thread(target=self._send_forever, name="retrybench-alerts", daemon=True)
                 self._sender.start()
 
+    def stop(self, timeout: float = 3.0) -> None:
+        """Stop the sender (after its current delivery): for embedders and tests; workers just exit."""
+        self._stopping.set()
+        if self._sender is not None:
+            self._sender.join(timeout)
+
     def _send_forever(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 if self._redis is not None:
                     item = self._redis.brpop([self.outbox], timeout=1)
@@ -109,7 +116,10 @@ class Alerts:
                     self._busy = True
                     body = item[1].decode()
                 else:
-                    body = self._local.get()
+                    try:
+                        body = self._local.get(timeout=1)
+                    except queue.Empty:
+                        continue
                     self._busy = True
                 self._deliver(body)
             except Exception:  # noqa: BLE001 - Redis gone or a bug: keep the worker alive, try again

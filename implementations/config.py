@@ -39,6 +39,15 @@ class AppConfig:
         if not self.prefix:
             self.prefix = f"retrybench:{self.run_id}"
 
+    def reached_at(self, redis_url: str, broker_url: str | None = None) -> AppConfig:
+        """The same app seen from another host: the run's Redis under the address that works from here
+        (and the broker too, when it was that Redis or when ``broker_url`` names it)."""
+        from dataclasses import replace
+
+        same_broker = self.broker_url in (None, self.redis_url)
+        return replace(self, redis_url=redis_url,
+                       broker_url=broker_url or (redis_url if same_broker else self.broker_url))
+
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 

@@ -68,19 +68,22 @@ class ExternalWorkers:
         """Retract the config and wait (up to ``wait`` s) until every worker that started has stopped."""
         self._redis.delete(channel(self.config.backend))
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and self._running() > 0:
+        running, last = 0, "-"
+        while time.monotonic() < deadline:
+            # Only the events added since the last look: the stream can hold a whole cell's history.
+            entries: list[tuple[bytes, dict[bytes, bytes]]] = self._redis.xrange(  # type: ignore[assignment]
+                f"{self.config.prefix}:events", min=last)
+            for entry_id, fields in entries:
+                if entry_id == last:
+                    continue
+                event = json.loads(fields[b"e"])
+                if event.get("type") == "worker":
+                    running += {"start": 1, "stop": -1}.get(str(event.get("event")), 0)
+            if entries:
+                last = entries[-1][0].decode() if isinstance(entries[-1][0], bytes) else str(entries[-1][0])
+            if running <= 0:
+                return
             time.sleep(0.1)
-
-    def _running(self) -> int:
-        starts = stops = 0
-        entries: list[tuple[bytes, dict[bytes, bytes]]] = self._redis.xrange(  # type: ignore[assignment]
-            f"{self.config.prefix}:events")
-        for _, fields in entries:
-            event = json.loads(fields[b"e"])
-            if event.get("type") == "worker":
-                starts += event.get("event") == "start"
-                stops += event.get("event") == "stop"
-        return starts - stops
 
     def close(self) -> None:
         self._redis.close()
@@ -118,11 +121,8 @@ class Supervisor:
     def _start_workers(self, payload: dict[str, Any]) -> None:
         from .worker import load_app
 
-        config = AppConfig(**payload["config"])
         # The harness reached Redis by its own address; this host may need another (redis://redis:6379).
-        same_broker = config.broker_url in (None, config.redis_url)
-        config = replace(config, redis_url=self.redis_url,
-                         broker_url=self.broker_url or (self.redis_url if same_broker else config.broker_url))
+        config = AppConfig(**payload["config"]).reached_at(self.redis_url, self.broker_url)
         self._app = load_app(config)
         try:
             self._app.start_workers(1, int(payload.get("concurrency", 1)))

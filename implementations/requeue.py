@@ -28,10 +28,8 @@ def requeue(redis_url: str, prefix: str, record: dict[str, object]) -> dict[str,
         raise BackendError(f"{prefix}: no saved config in Redis (was the run made by this retrybench version, "
                            "and is its data still there?)")
     config = AppConfig.from_json(raw.decode() if isinstance(raw, bytes) else str(raw))
-    same_broker = config.broker_url in (None, config.redis_url)
     # The run may have reached Redis by another address; the caller's is the one that works from here.
-    config = replace(config, redis_url=redis_url, broker_url=redis_url if same_broker else config.broker_url,
-                     failure_log=None)
+    config = replace(config.reached_at(redis_url), failure_log=None)
     app = load_app(config)
     try:
         new_id = app.backend.requeue(dict(record))

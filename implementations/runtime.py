@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -111,7 +112,18 @@ class Runtime:
             self.alerts = Alerts(str(cfg.options["alert_webhook"]), prefix=cfg.prefix, redis_url=shared,
                                  window_s=float(cfg.options.get("alert_window_s", 60.0)))
         self._joblog = job_logger(str(cfg.options["log_json"])) if cfg.options.get("log_json") else None
-        self.breakers = Breakers(prefix=cfg.prefix, redis_url=cfg.redis_url if cfg.backend != "reference" else None)
+        self._breakers: Breakers | None = None
+        self._breakers_lock = threading.Lock()  # reference workers are threads: one shared state per task
+
+    @property
+    def breakers(self) -> Breakers:
+        # Built on first use: only tasks with a breaker policy need one (and its Redis client).
+        with self._breakers_lock:
+            if self._breakers is None:
+                cfg = self.app.config
+                self._breakers = Breakers(prefix=cfg.prefix,
+                                          redis_url=cfg.redis_url if cfg.backend != "reference" else None)
+            return self._breakers
 
     def _elapsed(self) -> float | None:
         """Seconds since the run's first enqueue (published by the driver); only outages need it."""

@@ -88,9 +88,9 @@ def test_one_alert_per_task_per_window_survives_a_failing_webhook_and_every_atte
 
 def test_the_window_reopens_and_the_next_alert_reports_what_was_suppressed(redis_url: str) -> None:
     hook = Webhook()
+    alerts = Alerts(hook.url, prefix=f"retrybench:alerts-test-{time.time_ns()}", redis_url=redis_url,
+                    window_s=0.3)
     try:
-        alerts = Alerts(hook.url, prefix=f"retrybench:alerts-test-{time.time_ns()}", redis_url=redis_url,
-                        window_s=0.3)
         alerts.start_sender()
         record = {"task": "t", "job_id": "j", "backend": "rq", "attempts": 1, "exc_type": "E", "exc_message": "m"}
         for _ in range(3):
@@ -102,6 +102,7 @@ def test_the_window_reopens_and_the_next_alert_reports_what_was_suppressed(redis
         assert alerts.flush()
         assert hook.bodies[0]["retrybench"]["suppressed"] == 0 and hook.bodies[1]["retrybench"]["suppressed"] >= 2
     finally:
+        alerts.stop()
         hook.close()
 
 

@@ -6,8 +6,6 @@ the builders below, so every history reads as a small timeline.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +20,6 @@ from harness.checks import (
     percentile,
     summarize,
 )
-from harness.history import HistoryError, group_runs, iter_history, read_history
 from harness.metrics import METRICS, format_value
 
 T0 = 1_700_000_000_000_000_000  # an arbitrary wall-clock origin, in ns
@@ -364,60 +361,3 @@ def test_metric_values_are_formatted_from_the_registry() -> None:
     assert format_value("failure_log_completeness", 100.0, with_unit=True) == "100.0%"
     assert format_value("lost_jobs", 3) == "3" and format_value("lost_jobs", None) == "-"
     assert format_value("valid", False) == "no"
-
-
-# -- reading history files -------------------------------------------------------------------------------
-def write_lines(path: Path, lines: list[str]) -> Path:
-    path.write_text("".join(lines), encoding="utf-8")
-    return path
-
-
-def test_a_corrupt_line_in_the_middle_is_reported_and_every_other_line_is_read(tmp_path: Path) -> None:
-    path = write_lines(tmp_path / "history.jsonl", [
-        json.dumps(header()) + "\n",
-        json.dumps(enqueue("j1", 0.0)) + "\n",
-        '{"type": "attempt", "job_id": "j1", "att\n',  # line 3: torn
-        json.dumps(terminal("j1", "success", 1, 0.2)) + "\n",
-    ])
-    history = read_history(path)
-    assert [e["type"] for e in history.events] == ["run", "enqueue", "terminal"]
-    assert len(history.problems) == 1
-    assert history.problems[0].startswith(f"{path}:3: not valid JSON (")
-    with pytest.raises(HistoryError, match=":3: not valid JSON"):
-        read_history(path, strict=True)
-
-
-def test_a_torn_last_line_says_the_write_was_cut_short(tmp_path: Path) -> None:
-    path = write_lines(tmp_path / "history.jsonl", [json.dumps(header()) + "\n", '{"type": "end", "ts'])
-    history = read_history(path)
-    assert len(history.events) == 1 and "cut short" in history.problems[0]
-
-
-def test_missing_and_empty_history_files_are_errors(tmp_path: Path) -> None:
-    with pytest.raises(HistoryError, match="no such history file"):
-        read_history(tmp_path / "nope.jsonl")
-    with pytest.raises(HistoryError, match="empty"):
-        iter_history(write_lines(tmp_path / "empty.jsonl", []))
-
-
-def test_runs_are_grouped_by_run_id_in_order_of_appearance(tmp_path: Path) -> None:
-    events = [header(), ev("run", run_id="r2"), enqueue("a", 0.0), ev("enqueue", run_id="r2", job_id="b")]
-    path = write_lines(tmp_path / "history.jsonl", [json.dumps(e) + "\n" for e in events])
-    runs = group_runs(iter_history(path))
-    assert list(runs) == ["r1", "r2"]
-    assert [e["type"] for e in runs["r1"]] == ["run", "enqueue"]
-    assert runs["r2"][1]["job_id"] == "b"
-
-
-def test_a_gzipped_history_reads_like_the_plain_one_and_a_corrupt_one_is_a_clear_error(tmp_path: Path) -> None:
-    import gzip
-
-    lines = [json.dumps(e) for e in one_retry_then_success(second_start=2.010)]
-    plain = tmp_path / "history.jsonl"
-    plain.write_text("\n".join(lines) + "\n")
-    packed = tmp_path / "history.jsonl.gz"
-    packed.write_bytes(gzip.compress(plain.read_bytes()))
-    assert read_history(packed).events == read_history(plain).events
-    packed.write_bytes(gzip.compress(plain.read_bytes())[:-30])
-    with pytest.raises(HistoryError, match="cannot read history"):
-        read_history(packed)
