@@ -23,6 +23,15 @@ from typing import Any
 from .policy import RetryPolicy
 
 log = logging.getLogger("retrybench.alerts")
+_ADMIT = """
+if redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[1]) then
+  local n = redis.call('GET', KEYS[2])
+  redis.call('DEL', KEYS[2])
+  return tonumber(n or 0)
+end
+redis.call('INCR', KEYS[2])
+return -1
+"""
 DELIVERY = RetryPolicy(max_retries=4, retry_backoff=0.5, retry_backoff_max=8.0, retry_jitter=True)
 
 
@@ -89,10 +98,10 @@ class Alerts:
                 self._limits[task] = now + self.window_s
                 return True, self._suppressed.pop(task, 0)
         key = f"{self.prefix}:alerts:limit:{task}"
-        if not self._redis.set(key, 1, nx=True, px=max(1, int(self.window_s * 1000))):
-            self._redis.incr(f"{key}:suppressed")
-            return False, 0
-        return True, int(self._redis.getdel(f"{key}:suppressed") or 0)
+        # One script, so that opening the window and taking the suppressed count are one step: a failure
+        # suppressed by another worker in between would otherwise be reported by the wrong alert.
+        n = int(self._redis.eval(_ADMIT, 2, key, f"{key}:suppressed", max(1, int(self.window_s * 1000))))
+        return (n >= 0), max(n, 0)
 
     def start_sender(self) -> None:
         with self._lock:

@@ -68,19 +68,17 @@ class ExternalWorkers:
         """Retract the config and wait (up to ``wait`` s) until every worker that started has stopped."""
         self._redis.delete(channel(self.config.backend))
         deadline = time.monotonic() + wait
-        running, last = 0, "-"
+        running, after = 0, "-"
         while time.monotonic() < deadline:
-            # Only the events added since the last look: the stream can hold a whole cell's history.
+            # Only the events added since the last look ("(" = exclusive): the stream holds the whole cell.
             entries: list[tuple[bytes, dict[bytes, bytes]]] = self._redis.xrange(  # type: ignore[assignment]
-                f"{self.config.prefix}:events", min=last)
-            for entry_id, fields in entries:
-                if entry_id == last:
-                    continue
+                f"{self.config.prefix}:events", min=after)
+            for _, fields in entries:
                 event = json.loads(fields[b"e"])
                 if event.get("type") == "worker":
                     running += {"start": 1, "stop": -1}.get(str(event.get("event")), 0)
             if entries:
-                last = entries[-1][0].decode() if isinstance(entries[-1][0], bytes) else str(entries[-1][0])
+                after = "(" + entries[-1][0].decode()
             if running <= 0:
                 return
             time.sleep(0.1)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_cli import ROOT, _pids_mentioning, assert_clear_error, retrybench
+from test_cli import ROOT, _pids_mentioning, _wait_for, assert_clear_error, retrybench
 
 from harness.envs import BackendEnv
 from harness.redis_server import RedisServer
@@ -70,7 +70,7 @@ def test_a_run_measures_workers_started_elsewhere(supervisors: tuple[str, list[s
     assert len(records) == 6 and all(json.loads(r)["exc_type"] == "ConnectionError" for r in records)
     # And after the run the supervisors idle with no worker left (workers carry the Redis URL in their config)
     assert all(proc.poll() is None for proc in procs)
-    assert set(_pids_mentioning(own_redis)) == supervisor_pids
+    _wait_for(lambda: set(_pids_mentioning(own_redis)) == supervisor_pids, 15, "workers to exit after the run")
     # And they stop cleanly on SIGTERM
     for proc in procs:
         proc.send_signal(signal.SIGTERM)
