@@ -13,13 +13,11 @@ import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .history import Event, RunIndex, index_run, paused_gc
 from .metrics import METRICS
 from .resilience import check_outage
+from .runindex import RECORD_FIELDS, Event, RunIndex, index_run, paused_gc
 
 DEFAULT_TOLERANCE_S = 0.002
-RECORD_FIELDS = ("run_id", "backend", "task", "job_id", "args", "exc_type", "exc_message", "traceback",
-                 "attempts", "enqueued_ns", "failed_ns", "worker")
 MAX_EXAMPLES = 5
 
 
@@ -97,15 +95,15 @@ def check_retry_timing(events: Run, *, tolerance_s: float | None = None) -> dict
     examples: list[str] = []
     for jv in idx.jobs.values():
         for n, ends in jv.ends.items():
-            ev = next((a for a in ends if a.get("outcome") == "retry"), None)
+            ev = next((a for a in ends if a.outcome == "retry"), None)
             if ev is None:
                 continue
             retries += 1
-            delay = ev.get("expected_delay")
+            delay = ev.expected_delay
             planned = (jv.expected or {}).get("delays") or ()
             if delay is None and 0 < n <= len(planned):
                 delay = planned[n - 1]
-            nxt, finished = jv.start_ns(n + 1), ev.get("finished_ns")
+            nxt, finished = jv.start_ns(n + 1), ev.finished_ns
             if nxt is None or delay is None or finished is None:
                 unmeasured += 1  # the job stopped here (lost, crashed, interrupted) or no delay is known
                 continue
@@ -136,7 +134,7 @@ def check_throughput(events: Run) -> dict[str, Any]:
     latencies: list[float] = []
     for jv in idx.jobs.values():
         attempts += sum(max(len(jv.starts.get(n, ())), len(jv.ends.get(n, ()))) for n in jv.attempts_seen())
-        done = [ts for t in jv.terminals if (ts := t.get("ts_ns")) is not None]
+        done = [ts for t in jv.terminals if (ts := t.ts_ns) is not None]
         terminal += bool(jv.terminals)
         if jv.enqueued_ns is not None:
             jobs += 1
@@ -183,7 +181,7 @@ def check_failure_log(events: Run) -> dict[str, Any]:
             what = ("was never enqueued" if jv.enqueued_ns is None
                     else "succeeded" if jv.state == "success" else "never became terminal")
             _example(examples, f"{jid}: failure record for a job that {what}")
-        retries = sum(a.get("outcome") == "retry" for ends in jv.ends.values() for a in ends)
+        retries = sum(a.outcome == "retry" for ends in jv.ends.values() for a in ends)
         bad_retry, bad_failure = jv.on_retry != retries, jv.on_failure != (jv.state == "failure")
         c["on_retry_mismatch"] += bad_retry
         c["on_failure_mismatch"] += bad_failure
@@ -234,7 +232,7 @@ def check_delivery(events: Run, *, deadline_ns: int | None = None) -> dict[str, 
         ran = jv.attempts_seen()
         used = len(ran)
         term = jv.terminals[0] if jv.terminals else None
-        state = term.get("state") if term is not None else None
+        state = term.state if term is not None else None
         c["succeeded"] += state == "success" and jv.enqueued_ns is not None
         c["failed"] += state == "failure" and jv.enqueued_ns is not None
         c["duplicate_terminals"] += max(0, len(jv.terminals) - 1)
@@ -246,7 +244,7 @@ def check_delivery(events: Run, *, deadline_ns: int | None = None) -> dict[str, 
             c["unfinished" if idx.partial else "lost_jobs"] += 1
             if not idx.partial:
                 _example(examples, f"{jid}: enqueued, never terminal ({used} attempt(s) seen)")
-        elif deadline_ns is not None and (term.get("ts_ns") or 0) > deadline_ns:
+        elif deadline_ns is not None and (term.ts_ns or 0) > deadline_ns:
             c["lost_jobs"] += 1
             c["late_jobs"] += 1
             _example(examples, f"{jid}: terminal only after the deadline")
@@ -259,9 +257,9 @@ def check_delivery(events: Run, *, deadline_ns: int | None = None) -> dict[str, 
                 _example(examples, f"{jid}: attempt {n} ran {len(ends)} times")
             c["redelivered_attempts"] += max(0, len(jv.starts.get(n, ())) - len(ends))
             for a in ends:
-                if a.get("outcome") == "success":
+                if a.outcome == "success":
                     first_win = n if first_win is None else min(first_win, n)
-                elif exc := a.get("exc_type"):
+                elif exc := a.exc_type:
                     if n >= last_n:
                         last_exc, last_n = exc, n
                     if policy and not retryable(exc):
@@ -279,7 +277,7 @@ def check_delivery(events: Run, *, deadline_ns: int | None = None) -> dict[str, 
         if allowed is not None and used > allowed:
             c["over_retries"] += 1
             _example(examples, f"{jid}: {used} attempts, allowed {allowed}")
-        exc = (term or {}).get("exc_type") or last_exc
+        exc = (term.exc_type if term is not None else None) or last_exc
         gave_up = state == "failure" and cap is not None and used < cap and exc and retryable(exc)
         if term is not None and (gave_up or (want is not None and used < want)):
             c["under_retries"] += 1

@@ -2,22 +2,32 @@
 
 A history is the only input of the checkers. It is written append-only while workers run, so an
 interrupted run may leave a torn last line; reading keeps every valid line and reports the rest as
-problems (``strict=True`` turns the first problem into an error instead). ``group_runs`` splits a file
-into its runs and ``index_run`` organises one run by job, in one pass, for the checkers.
+problems (``strict=True`` turns the first problem into an error instead). ``iter_history`` streams a file
+(what ``harness.analysis`` uses, so memory stays flat), ``group_runs`` splits events into their runs and
+``index_run`` (``harness.runindex``) organises one run by job for the checkers.
 """
 
 from __future__ import annotations
 
-import gc
 import gzip
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-Event = dict[str, Any]
+from .runindex import Event, JobView, RunIndex, index_run, paused_gc
+
+_LOADS: Callable[[bytes], Any] = json.loads
+try:  # parsing is most of the cost of reading a history; orjson does it several times faster
+    from orjson import loads as _orjson_loads
+
+    _LOADS = _orjson_loads
+except ImportError:  # backend environments (worker-side drivers import harness) do not install it
+    pass
+
+__all__ = ["Event", "History", "HistoryError", "JobView", "RunIndex", "group_runs", "index_run", "iter_history",
+           "paused_gc", "read_history"]
 
 
 class HistoryError(Exception):
@@ -35,22 +45,6 @@ class History:
     def runs(self) -> dict[str, list[Event]]:
         """The events grouped by ``run_id`` (see ``group_runs``)."""
         return group_runs(self.events)
-
-
-@contextmanager
-def paused_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building millions of acyclic dicts.
-
-    Each collection rescans every live event, so with the collector on, reading and indexing a
-    million-event history takes several times longer; nothing built here forms reference cycles.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _open(path: str | os.PathLike[str]) -> tuple[str, Any]:
@@ -103,14 +97,19 @@ def _stream(name: str, fh: Any, problems: list[str] | None, strict: bool) -> Ite
 
 
 def _lines(name: str, fh: Any, problems: list[str] | None, strict: bool) -> Iterator[Event]:
-    loads = json.loads
+    loads = _LOADS
     with fh:
         for lineno, line in enumerate(fh, 1):
             # The happy path is one loads() per line; only bad lines pay for a diagnosis.
             try:
                 event = loads(line)
             except ValueError:
-                event = None
+                # orjson refuses a few things the json module (which wrote the file) accepts: NaN,
+                # integers past 64 bits, lone surrogates. Those lines are valid, so ask json too.
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    event = None
             if type(event) is dict and type(event.get("type")) is str:
                 yield event
                 continue
@@ -133,9 +132,14 @@ def read_history(path: str | os.PathLike[str], *, strict: bool = False) -> Histo
         events = list(iter_history(path, problems=problems, strict=strict))
     name = os.fspath(path)
     if not events:
-        detail = f" ({len(problems)} unreadable line(s), first: {problems[0]})" if problems else ""
-        raise HistoryError(f"{name}: history holds no readable events{detail}")
+        raise no_events(name, problems)
     return History(path=name, events=events, problems=problems)
+
+
+def no_events(name: str, problems: list[str]) -> HistoryError:
+    """The error for a history with no readable event at all."""
+    detail = f" ({len(problems)} unreadable line(s), first: {problems[0]})" if problems else ""
+    return HistoryError(f"{name}: history holds no readable events{detail}")
 
 
 def group_runs(events: Iterable[Event]) -> dict[str, list[Event]]:
@@ -151,120 +155,3 @@ def group_runs(events: Iterable[Event]) -> dict[str, list[Event]]:
             bucket = runs[rid] = []
         bucket.append(event)
     return runs
-
-
-@dataclass(slots=True)
-class JobView:
-    """Everything one job left in the history, by attempt number."""
-
-    job_id: str
-    enqueued_ns: int | None = None
-    expected: Mapping[str, Any] | None = None
-    starts: dict[int, list[int]] = field(default_factory=dict)  # attempt_start started_ns, per attempt
-    ends: dict[int, list[Event]] = field(default_factory=dict)  # "attempt" events, per attempt
-    terminals: list[Event] = field(default_factory=list)
-    records: list[Event] = field(default_factory=list)
-    on_retry: int = 0
-    on_failure: int = 0
-
-    def attempts_seen(self) -> set[int]:
-        return self.starts.keys() | self.ends.keys()
-
-    def start_ns(self, attempt: int) -> int | None:
-        # attempt_start is written before the body runs, so it exists even when the attempt crashed.
-        starts = self.starts.get(attempt)
-        if not starts:
-            starts = [s for e in self.ends.get(attempt, ()) if (s := e.get("started_ns")) is not None]
-        return min(starts) if starts else None
-
-    @property
-    def state(self) -> str | None:
-        return self.terminals[0].get("state") if self.terminals else None
-
-
-@dataclass
-class RunIndex:
-    """One run's history indexed by job, built in a single pass by ``index_run``."""
-
-    run_id: str | None = None
-    backend: str | None = None
-    scenario: str | None = None
-    header: Event | None = None
-    end: Event | None = None
-    jobs: dict[str, JobView] = field(default_factory=dict)
-    native: set[str] | None = None  # None: the backend's own store was never read
-    first_enqueue_ns: int | None = None
-    last_terminal_ns: int | None = None
-    deferrals: int = 0  # attempts a circuit breaker turned away without calling the dependency
-
-    @property
-    def policy(self) -> Mapping[str, Any]:
-        return (self.header or {}).get("policy") or {}
-
-    @property
-    def partial(self) -> bool:
-        """Interrupted (no end event, stopped by the user, or broken off by an error such as Redis going
-        away): unfinished jobs are not proof of loss. A deadline is not partial: that is loss."""
-        return self.end is None or str(self.end.get("reason", "")).startswith(("interrupted", "error"))
-
-
-_JOB_EVENTS = frozenset({"attempt_start", "attempt", "callback", "terminal", "failure_record", "enqueue"})
-
-
-def index_run(events: Iterable[Event]) -> RunIndex:
-    """Index the events of ONE run; raises ValueError if they belong to several run_ids."""
-    with paused_gc():
-        return _index(events)
-
-
-def _index(events: Iterable[Event]) -> RunIndex:
-    idx = RunIndex()
-    jobs = idx.jobs
-    for e in events:
-        rid = e.get("run_id")
-        if rid != idx.run_id and rid is not None:
-            if idx.run_id is not None:
-                raise ValueError(f"events of several runs ({idx.run_id!r}, {rid!r}): split them with group_runs")
-            idx.run_id, idx.backend, idx.scenario = rid, e.get("backend"), e.get("scenario")
-        kind = e.get("type")
-        jid = e.get("job_id")
-        if jid is not None and kind in _JOB_EVENTS:
-            jv = jobs.get(jid)
-            if jv is None:
-                jv = jobs[jid] = JobView(jid)
-            n = e.get("attempt")
-            if kind == "attempt_start":
-                if isinstance(n, int):
-                    started = jv.starts.setdefault(n, [])
-                    if (ts := e.get("started_ns")) is not None:
-                        started.append(ts)
-            elif kind == "attempt":
-                if isinstance(n, int):
-                    jv.ends.setdefault(n, []).append(e)
-            elif kind == "callback":
-                if e.get("name") == "on_retry":
-                    jv.on_retry += 1
-                elif e.get("name") == "on_failure":
-                    jv.on_failure += 1
-            elif kind == "terminal":
-                jv.terminals.append(e)
-                ts = e.get("ts_ns")
-                if ts is not None and (idx.last_terminal_ns is None or ts > idx.last_terminal_ns):
-                    idx.last_terminal_ns = ts
-            elif kind == "failure_record":
-                jv.records.append(e)
-            elif jv.enqueued_ns is None:  # kind == "enqueue": the first one counts, as in the sink
-                jv.enqueued_ns = ts = e.get("ts_ns")
-                jv.expected = e.get("expected")
-                if ts is not None and (idx.first_enqueue_ns is None or ts < idx.first_enqueue_ns):
-                    idx.first_enqueue_ns = ts
-        elif kind == "run":
-            idx.header = idx.header or e
-        elif kind == "end":
-            idx.end = e
-        elif kind == "native":
-            idx.native = (idx.native or set()) | set(e.get("job_ids") or ())
-        elif kind == "deferral":
-            idx.deferrals += 1
-        # Anything else (worker lifecycle, event types added later) is not evidence for these checks.
-    return idx

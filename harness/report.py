@@ -14,10 +14,8 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from . import plots
-from .checks import lateness_values
-from .history import group_runs, index_run
+from .analysis import CellPlot, plot_inputs
 from .metrics import METRICS, format_value
-from .storage import load_history
 from .tables import OUTAGE_COLUMNS, SUMMARY_COLUMNS, _best, _median, columns_for
 
 REPORT_MD = "report.md"
@@ -57,24 +55,24 @@ def _failure_rate(scenario: dict[str, Any]) -> float | None:
 
 def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
     """Everything both templates show, plus the plots as PNG bytes keyed by file name."""
-    history = load_history(run_dir)
-    indexes: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
-    for events in group_runs(history.events).values():
-        idx = index_run(events)
-        if idx.scenario and idx.backend:
-            indexes[idx.scenario][idx.backend].append((idx, events))
+    # What the plots need was gathered by the same pass over the history that computed the metrics.
+    indexes: dict[str, dict[str, list[CellPlot]]] = defaultdict(lambda: defaultdict(list))
+    for cell in plot_inputs(run_dir):
+        if cell.scenario and cell.backend:
+            indexes[cell.scenario][cell.backend].append(cell)
     images: dict[str, bytes] = {}
     sections = []
     descriptions = results.get("scenarios", {})
     for scenario, rows in results.get("aggregates", {}).items():
         cells = indexes.get(scenario, {})
-        lateness = {b: [v for _, ev in runs for v in lateness_values(ev)] for b, runs in cells.items()}
+        lateness = {b: [v for cell in runs for v in cell.lateness] for b, runs in cells.items()}
         tolerance = (descriptions.get(scenario) or {}).get("tolerance_s", 0.002)
         section: dict[str, Any] = {"name": scenario, "description": (descriptions.get(scenario) or {})
                                    .get("description", ""), "plots": [],
                                    "table": _rows(scenario, rows, columns_for(descriptions.get(scenario)))}
+        timeline = {b: runs[0].sample for b, runs in cells.items()}  # the first repetition's busiest jobs
         for kind, png in (("lateness", plots.lateness_plot(scenario, lateness, tolerance_s=tolerance)),
-                          ("timeline", plots.timeline_plot(scenario, {b: runs[0][0] for b, runs in cells.items()}))):
+                          ("timeline", plots.timeline_plot(scenario, timeline))):
             if png:
                 name = f"{scenario}-{kind}.png"
                 images[name] = png

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .history import RunIndex
+from .runindex import RunIndex
 
 
 def outage_windows(idx: RunIndex) -> list[tuple[int, int]]:
@@ -21,14 +21,12 @@ def outage_windows(idx: RunIndex) -> list[tuple[int, int]]:
 
 def check_outage(idx: RunIndex) -> dict[str, Any]:
     windows = outage_windows(idx)
-    starts = [(e.get("started_ns"), e.get("outcome")) for jv in idx.jobs.values() for ends in jv.ends.values()
-              for e in ends]
+    if not windows:  # most scenarios: nothing to measure, so no list of every attempt either
+        return {"deferrals": idx.deferrals, "outage_calls": None, "recovery_s": None, "valid": True}
+    starts = [(e.started_ns, e.outcome) for jv in idx.jobs.values() for ends in jv.ends.values() for e in ends]
     calls = sum(1 for ts, _ in starts if ts is not None and any(a <= ts < b for a, b in windows))
-    recovery = None
-    if windows:
-        end = max(b for _, b in windows)
-        first_ok = min((ts for ts, outcome in starts if ts is not None and ts >= end and outcome == "success"),
-                       default=None)
-        recovery = (first_ok - end) / 1e9 if first_ok is not None else None
-    return {"deferrals": idx.deferrals, "outage_calls": calls if windows else None, "recovery_s": recovery,
-            "valid": True}
+    end = max(b for _, b in windows)
+    first_ok = min((ts for ts, outcome in starts if ts is not None and ts >= end and outcome == "success"),
+                   default=None)
+    return {"deferrals": idx.deferrals, "outage_calls": calls,
+            "recovery_s": (first_ok - end) / 1e9 if first_ok is not None else None, "valid": True}

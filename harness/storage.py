@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import platform
@@ -16,21 +15,6 @@ from typing import Any
 SCHEMA_VERSION = 1
 RESULTS = "results.json"
 HISTORY = "history.jsonl"
-
-
-def load_history(run_dir: Path) -> Any:
-    """The run's parsed history, read once: ``report`` needs it for the metrics and again for the plots,
-    and parsing is most of its cost. Keyed by size and mtime, so a changed file is read again."""
-    path = history_file(run_dir)
-    st = path.stat()
-    return _read_cached(str(path.resolve()), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=1)
-def _read_cached(path: str, size: int, mtime_ns: int) -> Any:
-    from .history import read_history
-
-    return read_history(path)
 
 
 def history_file(run_dir: Path) -> Path:
