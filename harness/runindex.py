@@ -48,7 +48,11 @@ def paused_gc() -> Iterator[None]:
 
 
 class _Fields:
-    """Dict-style reads over a slotted entry. A field the event lacked reads as None, like ``dict.get``."""
+    """Dict-style reads over a slotted entry, for code written against the raw event dicts.
+
+    A field the event lacked and one it held as null both read as ``default`` (every checker treats them
+    alike). A checker that needs another field of the event adds it to the entry's slots.
+    """
 
     __slots__ = ()
 
