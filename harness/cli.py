@@ -20,8 +20,8 @@ from .junit import write_junit
 from .ops_cli import Command, OpsUsageError, add_commands
 from .redis_server import RedisUnavailable
 from .report import write_reports
-from .runner import Cell, Interrupted, RunAborted, RunPlan, execute
-from .scenarios import PRESETS, ScenarioError, resolve, with_overrides
+from .runner import Cell, Interrupted, RunAborted, RunPlan, execute, restart_spec
+from .scenarios import PRESETS, ScenarioError, check_options, resolve, with_overrides
 from .storage import ResultsError, read_results
 from .tables import compare_table, print_results
 
@@ -113,10 +113,15 @@ def _plan(args: argparse.Namespace) -> RunPlan:
         scenarios = [with_overrides(resolve(s), jobs=args.jobs, workers=args.workers,
                                     concurrency=args.concurrency, seed=args.seed, time_scale=args.time_scale)
                      for s in (args.scenario or ["seed-lesson"])]
+        check_options(dict(args.option), "--option")
     except (EnvError, ScenarioError, PolicyError) as exc:
         raise UsageError(str(exc)) from None
     if args.repeat < 1:
         raise UsageError(f"--repeat must be >= 1, got {args.repeat}")
+    restarting = [s.name for s in scenarios if restart_spec(s)]
+    if restarting and args.redis_url:
+        raise UsageError(f"{', '.join(restarting)} restart(s) the broker mid-run: that needs the private Redis "
+                         "retrybench starts itself (drop --redis-url)")
     if args.external_workers:
         if args.external_workers < 0:
             raise UsageError(f"--external-workers must be >= 1, got {args.external_workers}")

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import sys
 import time
 from dataclasses import dataclass
 from typing import IO, Any
+
+import redis
 
 from implementations.base import BackendError
 from implementations.config import AppConfig
@@ -26,6 +29,7 @@ from .expect import predict
 from .scenarios import Scenario
 
 EXIT_INTERRUPTED = 130
+BROKER_WAIT_S = 30.0  # how long the driver waits for a restarting broker before the cell fails
 EXIT_SETUP = 2
 
 
@@ -54,10 +58,16 @@ class History:
         self._fh.close()
 
 
+def retry_schedule_s(s: Scenario) -> float:
+    """Every retry delay of one job that uses all its retries, in seconds (jitter at its maximum)."""
+    policy = s.retry_policy()
+    return sum(policy.base_delay(n) * policy.time_scale for n in range(policy.max_retries))
+
+
 def deadline_s(s: Scenario) -> float:
     """Time after the first enqueue by which every job must be terminal, or it counts as lost."""
     policy = s.retry_policy()
-    schedule = sum(policy.base_delay(n) * policy.time_scale for n in range(policy.max_retries))
+    schedule = retry_schedule_s(s)
     span = s.jobs / s.enqueue_rate if s.enqueue_rate else 0.0
     # Slack covers polling granularity (RQ rounds to whole seconds, ARQ polls every 0.5 s) and work time.
     # ARQ starts at most max_jobs jobs per 0.5 s poll, so a slot may need ~0.125 s per short attempt.
@@ -79,6 +89,21 @@ def settle(app: Any, failed: set[str], timeout: float = 5.0) -> None:
         if not native or failed <= set(native.get("job_ids", ())) or time.monotonic() > deadline:
             return
         time.sleep(0.05)
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """Redis cannot be reached right now (redis-py's or the OS's connection errors)."""
+    return isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError))
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """The client library refused a payload (it cannot serialise the arguments): the run goes on.
+
+    Anything else (Redis gone, a bug) still stops the cell."""
+    if isinstance(exc, (TypeError, ValueError, OverflowError, RecursionError)):
+        return True
+    names = {c.__name__ for c in type(exc).__mro__}
+    return bool(names & {"EncodeError", "PicklingError", "SerializationError"})
 
 
 def copy_records(events: list[dict[str, Any]], path: str | None) -> None:
@@ -109,7 +134,7 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
     history = History(spec["history_path"])
     base = {"run_id": config.run_id, "backend": config.label, "scenario": scenario.name}
     policy, plan = scenario.retry_policy(), scenario.fault_plan()
-    limit = spec.get("deadline_s") or deadline_s(scenario)
+    limit = spec.get("deadline_s") or float(scenario.options.get("deadline_s") or 0) or deadline_s(scenario)
     history.write([{"type": "run", **base, "ts_ns": now_ns(), "repeat": spec.get("repeat", 0),
                     "policy": policy.to_dict(), "faults": plan.to_list(), "seed": scenario.seed,
                     "time_scale": scenario.time_scale, "jobs": scenario.jobs, "workers": scenario.workers,
@@ -123,6 +148,8 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
     failure_log = spec.get("failure_log") if external else None
     tally = Tally(jobs=scenario.jobs)
     failed_ids: set[str] = set()
+    terminal_ids: set[Any] = set()
+    poison_ids: set[str] = set()
     reason, code = "complete", 0
     try:
         try:
@@ -136,6 +163,8 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
         sink = app.runtime.sink
         t0 = now_ns()
         sink.set_t0(t0)
+        restart_workers = bool(config.options.get("restart_workers", True))
+        down_since: float | None = None
         started = time.monotonic()
         last_tick = 0.0
         enqueued = 0
@@ -149,19 +178,57 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
             while enqueued < due:
                 job_id = f"{config.run_id}-{enqueued:06d}"
                 args, kwargs = scenario.job_args(enqueued)
-                expected = predict(policy, plan, seed=scenario.seed, job_id=job_id, task=scenario.task,
-                                   args=args)
-                task.apply_async(args, kwargs, task_id=job_id, meta={"expected": expected})
+                expected = ({"state": "poison"} if scenario.is_poison(enqueued) else
+                            predict(policy, plan, seed=scenario.seed, job_id=job_id, task=scenario.task, args=args))
                 enqueued += 1
+                poison = scenario.is_poison(enqueued - 1)
+                if poison:
+                    # No task body ever sees a poison job, so nothing may ever make it terminal here: the
+                    # run waits for the others, then (settle) for the backend's own store to list it.
+                    tally.jobs -= 1
+                try:
+                    task.apply_async(args, kwargs, task_id=job_id, meta={"expected": expected})
+                    if poison:
+                        poison_ids.add(job_id)
+                except Exception as exc:  # noqa: BLE001 - a payload the library refuses is a result, not a crash
+                    if is_disconnect(exc):
+                        enqueued -= 1  # the broker is restarting: this job goes in on a later tick
+                        tally.jobs += poison
+                        break
+                    if not is_refusal(exc):
+                        raise
+                    if not poison:
+                        tally.jobs -= 1  # never queued (the history has its enqueue_error): nothing will end it
+            if restart_workers and not external:
+                history.write([{"type": "worker", **base, "event": "restarted", "ts_ns": now_ns(), **w}
+                               for w in app.backend.revive_workers()])
             if now - started > limit:
                 reason = f"deadline: {tally.jobs - tally.terminal} job(s) not terminal after {limit:.0f}s"
                 break
-            events = sink.drain(block_ms=100)
+            try:
+                events = sink.drain(block_ms=100)
+                down_since = None
+            except Exception as exc:
+                # A broker restart (the broker-restart scenario): wait for it, as workers must, but not forever.
+                if not is_disconnect(exc):
+                    raise
+                down_since = down_since or now
+                if now - down_since > BROKER_WAIT_S:
+                    raise
+                time.sleep(0.1)
+                continue
             history.write(events)
             copy_records(events, failure_log)
             for e in events:
                 kind = e.get("type")
                 if kind == "terminal":
+                    # A job that ran twice (at-least-once delivery after a crash) is terminal twice: count
+                    # jobs, not events, or the run would stop while another job is still to recover.
+                    if e.get("job_id") in terminal_ids:
+                        continue
+                    terminal_ids.add(e.get("job_id"))
+                    if e.get("job_id") in poison_ids:
+                        continue  # not in tally.jobs: counting it would end the run one job early
                     tally.terminal += 1
                     if e.get("state") == "failure":
                         tally.failed += 1
@@ -173,7 +240,11 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                 print(json.dumps({"done": tally.terminal, "jobs": tally.jobs, "attempts": tally.attempts,
                                   "failed": tally.failed, "elapsed": now - started}), file=out, flush=True)
         if reason == "complete":
-            settle(app, failed_ids)
+            # RQ retries a job it cannot decode like any failure, so a poison job reaches the failed store only
+            # after the whole retry schedule: wait that long for it (never past the deadline).
+            waiting = poison_ids - terminal_ids
+            grace = min(max(0.0, limit - (time.monotonic() - started)), retry_schedule_s(scenario) + 5.0)
+            settle(app, failed_ids | waiting, timeout=grace if waiting else 5.0)
     except BaseException as exc:
         reason, code = f"error: {type(exc).__name__}: {exc}", 1
         raise
@@ -192,8 +263,10 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                 history.write([{"type": "native", **base, **native}])
         except Exception as exc:  # noqa: BLE001 - Redis may be gone; what was recorded stays recorded
             reason = f"{reason}; could not read the final events: {exc}"
+        # The harness's own footprint, for the claim that it streams the history rather than holds it.
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         history.write([{"type": "end", **base, "ts_ns": now_ns(), "complete": reason == "complete",
-                        "reason": reason}])
+                        "reason": reason, "driver_peak_rss_mb": round(peak_mb, 1)}])
         history.close()
         app.close()
         print(json.dumps({"done": tally.terminal, "jobs": tally.jobs, "attempts": tally.attempts,

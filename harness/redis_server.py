@@ -239,9 +239,12 @@ class RedisServer:
         self._stop(timeout=timeout, hard=False)
         self._cleanup_dir()
 
-    def restart(self, *, timeout: float = 10.0, hard: bool = False) -> RedisServer:
-        """Stop and start again on the same port (AOF data kept); ``hard=True``: SIGKILL, like a crash."""
+    def restart(self, *, timeout: float = 10.0, hard: bool = False, down_s: float = 0.0) -> RedisServer:
+        """Stop and start again on the same port (AOF data kept); ``hard=True``: SIGKILL, like a crash.
+        ``down_s``: how long it stays down in between."""
         self._stop(timeout=timeout, hard=hard)
+        if down_s > 0:
+            time.sleep(down_s)  # the outage itself: nothing to wait for, the downtime is the point
         self._version = None
         return self.start(timeout=timeout)
 

@@ -40,6 +40,36 @@ def _rows(scenario: str, rows: dict[str, dict[str, Any]], columns: tuple[str, ..
                         for n in columns], "rows": out}
 
 
+RELIABILITY_TABLE = ("jobs", "crash_hit_jobs", "recovered_jobs", "lost_jobs", "failed_natively_after_crash",
+                     "duplicate_executions", "recovery_median_s", "recovery_max_s", "broker_recovery_s")
+
+
+def _reliability(results: dict[str, Any]) -> dict[str, Any] | None:
+    """One row per (scenario, backend) of every scenario that kills workers, stops tasks, poisons payloads
+    or restarts the broker: what each library lost under each configuration, side by side."""
+    definitions = results.get("scenarios", {})
+    rows = []
+    for scenario, by_backend in results.get("aggregates", {}).items():
+        definition = definitions.get(scenario) or {}
+        kinds = {f.get("kind") for f in definition.get("faults") or ()}
+        if not (kinds & {"crash", "timeout"} or definition.get("poison")
+                or (definition.get("options") or {}).get("broker_restart_at") is not None):
+            continue
+        for backend, agg in by_backend.items():
+            cells = []
+            for name in RELIABILITY_TABLE:
+                value = _median(agg.get(name))
+                bad = name in ("lost_jobs", "duplicate_executions", "failed_natively_after_crash") and bool(value)
+                cells.append({"text": format_value(name, value), "best": False, "bad": bad})
+            says = next((c["checks"].get("reliability", {}).get("crash_failure_says") for c in results.get("cells", [])
+                         if c["scenario"] == scenario and c["backend"] == backend), None)
+            rows.append({"backend": f"{scenario} · {backend}", "cells": cells, "says": says or "-"})
+    if not rows:
+        return None
+    return {"columns": [{"name": n, "unit": METRICS[n].unit, "description": METRICS[n].description}
+                        for n in RELIABILITY_TABLE], "rows": rows}
+
+
 def _failure_rate(scenario: dict[str, Any]) -> float | None:
     """The per-attempt failure probability of a scenario whose only faults are ``probability`` rules."""
     faults = scenario.get("faults") or []
@@ -107,7 +137,9 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
             "environment": env, "sections": sections, "overall": overall,
             "problems": results.get("history_problems", [])[:10],
             "incomplete": [c for c in results.get("cells", []) if not c.get("complete")],
-            "metrics": [METRICS[n] for n in SUMMARY_COLUMNS + OUTAGE_COLUMNS], "images": images}
+            "reliability": _reliability(results),
+            "metrics": [METRICS[n] for n in dict.fromkeys(SUMMARY_COLUMNS + OUTAGE_COLUMNS + RELIABILITY_TABLE)],
+            "images": images}
 
 
 def _jinja() -> Environment:

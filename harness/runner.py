@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,29 @@ class Cell:
         return f"{self.backend} · {self.scenario.name}" + (f" · #{self.repeat + 1}" if self.repeat else "")
 
 
+def restart_spec(s: Scenario) -> tuple[float, float] | None:
+    """``(at_s, down_s)`` when the scenario restarts the broker mid-run (options ``broker_restart_at``,
+    ``broker_down_s``), measured from the cell's first progress line."""
+    at = s.options.get("broker_restart_at")
+    return (float(at), float(s.options.get("broker_down_s", 1.0))) if at is not None else None
+
+
+def restart_broker(server: RedisServer, *, down_s: float, history: Path, base: dict[str, Any]) -> None:
+    """SIGKILL the private redis-server (a crash, not a clean shutdown), keep it down, start it again on the
+    same port from its append-only file; both moments go into the history for the checkers."""
+    down = time.time_ns()
+    server.restart(hard=True, down_s=down_s)
+    up = time.time_ns()
+    line = json.dumps({"type": "broker", **base, "event": "restart", "down_ns": down, "up_ns": up,
+                       "ts_ns": up, "appendonly": server.appendonly}) + "\n"
+    # O_APPEND: the driver appends to the same file; one short write stays one whole line.
+    fd = os.open(history, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def redis_for(plan: RunPlan, log: Callable[[str], None]) -> Iterator[dict[str, Any]]:
     """The user's Redis (checked) or a private one on a free port, stopped however we leave."""
@@ -66,12 +90,15 @@ def redis_for(plan: RunPlan, log: Callable[[str], None]) -> Iterator[dict[str, A
         info = check_redis_url(plan.redis_url)
         yield {"url": plan.redis_url, "embedded": False, **info}
         return
-    server = RedisServer()
+    # A scenario that restarts the broker needs it to keep its data: append-only file, fsync every second
+    # (Redis's recommended setting, which can lose the last second of writes — that is part of the finding).
+    server = RedisServer(appendonly=any(restart_spec(s) for s in plan.scenarios))
     server.start()
     log(f"started a private {server.version.get('server', 'redis')}-server "
-        f"{server.version.get('version', '')} on {server.url}")
+        f"{server.version.get('version', '')} on {server.url}" + (" (AOF on)" if server.appendonly else ""))
     try:
-        yield {"url": server.url, "embedded": True, "pid": server.pid, **server.version}
+        yield {"url": server.url, "embedded": True, "pid": server.pid, "appendonly": server.appendonly,
+               **server.version, "server_obj": server}
     finally:
         server.stop()
 
@@ -89,7 +116,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def run_cell(cell: Cell, *, python: str, run_dir: Path, redis_url: str, plan: RunPlan,
-             progress: Progress) -> dict[str, Any]:
+             progress: Progress, server: RedisServer | None = None) -> dict[str, Any]:
     """Run one driver to the end; returns its last progress line (``reason`` says how it ended)."""
     logs = run_dir / "logs"
     logs.mkdir(exist_ok=True)
@@ -107,6 +134,7 @@ def run_cell(cell: Cell, *, python: str, run_dir: Path, redis_url: str, plan: Ru
     proc = spawn([python, "-m", "harness.driver", str(spec_path)], env=env, pipe_stdout=True,
                  log_path=str(logs / f"{cell.run_id}-driver.log"))
     last: dict[str, Any] = {}
+    restart = restart_spec(cell.scenario) if server is not None else None
     try:
         assert proc.stdout is not None
         for raw in proc.stdout:
@@ -115,6 +143,10 @@ def run_cell(cell: Cell, *, python: str, run_dir: Path, redis_url: str, plan: Ru
             except ValueError:
                 continue
             progress(last)
+            if restart and server and float(last.get("elapsed") or 0) >= restart[0] and not last.get("finished"):
+                base = {"run_id": cell.run_id, "backend": str(cell.backend), "scenario": cell.scenario.name}
+                restart_broker(server, down_s=restart[1], history=run_dir / HISTORY, base=base)
+                restart = None
         proc.wait()
     except KeyboardInterrupt:
         # The driver stops its workers and writes its final events on SIGTERM; give it time to.
@@ -149,7 +181,8 @@ def execute(plan: RunPlan, *, log: Callable[[str], None], progress_factory: Call
     with sigterm_as_interrupt(), redis_for(plan, log) as redis_info:
         meta = {"type": "meta", "run_id": run_id, "backend": "", "scenario": "", "schema_version": 1,
                 "environment": environment(root=Path(SOURCE_ROOT), command=plan.command,
-                                           redis={k: v for k, v in redis_info.items() if k != "url"},
+                                           redis={k: v for k, v in redis_info.items()
+                                                  if k not in ("url", "server_obj")},
                                            backends=versions),
                 "scenarios": {s.name: s.to_dict() for s in plan.scenarios}, "repeat": plan.repeat,
                 "cells": plan.repeat * len(plan.scenarios) * len(plan.backends)}
@@ -162,7 +195,8 @@ def execute(plan: RunPlan, *, log: Callable[[str], None], progress_factory: Call
         try:
             for cell in cells:
                 last = run_cell(cell, python=pythons[str(cell.backend)], run_dir=run_dir,
-                                redis_url=redis_info["url"], plan=plan, progress=progress_factory(cell))
+                                redis_url=redis_info["url"], plan=plan, progress=progress_factory(cell),
+                                server=redis_info.get("server_obj"))
                 if on_cell_done:
                     on_cell_done(cell, last)
                 if last.get("error") or str(last.get("reason", "")).startswith("error"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from implementations.faults import FaultPlan, FaultPlanError
+from implementations.poison import Poison
 from implementations.policy import PolicyError, RetryPolicy
 from implementations.scenarios import LESSON_POLICY, TASKS
 
@@ -37,8 +39,14 @@ class Scenario:
     work_ms: float = 0.0
     task_options: Mapping[str, Any] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
+    poison: float = 0.0  # share of jobs whose argument cannot be serialised or deserialised
+
+    def is_poison(self, index: int) -> bool:
+        return bool(self.poison) and random.Random(f"{self.seed}:poison:{index}").random() < self.poison
 
     def job_args(self, index: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if self.is_poison(index):
+            return (Poison(index),), {}
         if self.task == "process_message":
             return (self.messages[index % len(self.messages)] if self.messages else f"message {index}",), {}
         return (index,), ({"work_ms": self.work_ms} if self.work_ms else {})
@@ -58,6 +66,18 @@ class Scenario:
 
 _BACKOFF = {"autoretry_for": ["ConnectionError"], "dont_autoretry_for": ["ValueError"]}
 _CONN = "ConnectionError"
+# Celery's retry on worker loss waits default_retry_delay (180 s by default), not the backoff.
+_CRASH_POLICY = {**_BACKOFF, "max_retries": 3, "retry_backoff": 1, "default_retry_delay": 1}
+# Each library's documented recovery from a lost worker, sized for a run that lasts seconds, not hours.
+_RECOVERY = {
+    "celery_acks_late": True, "celery_reject_on_worker_lost": True, "celery_retry_on_worker_lost": True,
+    "celery_visibility_timeout": 10, "celery_unacked_restore_interval": 1, "celery_unacked_restore_throttle": 1,
+    # RQ finds a dead worker's job once its entry in the started registry expires (job_timeout + 60 s) and
+    # a live worker runs maintenance, which it does only between blocking waits of worker_ttl - 15 s.
+    "rq_maintenance_interval": 5, "rq_worker_ttl": 20, "rq_job_timeout": 5,
+    "arq_job_timeout": 3,  # a dead worker's job runs again when its in-progress key expires: timeout + 10 s
+    "arq_conn_retries": 20,  # reconnect across a broker restart instead of exiting
+}
 
 PRESETS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("seed-lesson", "The lesson: empty → ValueError (never retried); 'retry' → ConnectionError, "
@@ -90,6 +110,43 @@ PRESETS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("backoff-jitter", "Celery's exponential backoff with full jitter (factor 2, cap 8 s), 3 failures.",
              policy={**_BACKOFF, "max_retries": 4, "retry_backoff": 2, "retry_backoff_max": 8,
                      "retry_jitter": True}, faults=({"kind": "fail_first", "k": 3},), jobs=30),
+    Scenario("worker-crash", "A fifth of the jobs SIGKILL the process running them (RQ's work horse, Celery's "
+             "pool child, the ARQ worker) on their first attempt; every library on its defaults.",
+             policy=_CRASH_POLICY, faults=({"kind": "crash", "fraction": 0.2},), jobs=20, workers=2,
+             concurrency=2, options={"deadline_s": 30}),
+    Scenario("worker-crash-recovery", "The same crashes with each library's documented recovery: Celery acks_late, "
+             "reject and retry on worker lost, a 10 s visibility timeout swept every second; ARQ job_timeout 3 s; "
+             "RQ maintenance every 5 s.", policy=_CRASH_POLICY, faults=({"kind": "crash", "fraction": 0.2},),
+             jobs=20, workers=2, concurrency=2, options={**_RECOVERY, "deadline_s": 30}),
+    Scenario("host-crash-recovery", "The whole worker (its main process and every child) is SIGKILLed, as when its "
+             "machine goes away; documented recovery settings as in worker-crash-recovery.", policy=_CRASH_POLICY,
+             faults=({"kind": "crash", "fraction": 0.2, "target": "worker"},), jobs=20, workers=2, concurrency=2,
+             options={**_RECOVERY, "deadline_s": 100}),
+    Scenario("time-limit", "A fifth of the jobs hang past their 2 s time limit on the first attempt: each library's "
+             "own limit stops them, and the time-out is retried under the policy.",
+             policy={**_BACKOFF, "autoretry_for": ["ConnectionError", "TimeoutError"], "max_retries": 3,
+                     "retry_backoff": 1}, task_options={"time_limit": 2},
+             faults=({"kind": "timeout", "fraction": 0.2},), jobs=20),
+    Scenario("poison", "A tenth of the jobs carry an argument that pickles but cannot be unpickled (and that JSON "
+             "cannot encode at all); every other job fails once and then succeeds.", poison=0.1,
+             policy={**_BACKOFF, "max_retries": 3, "retry_backoff": 1}, faults=({"kind": "fail_first", "k": 1},),
+             jobs=40, options={"deadline_s": 30}),
+    Scenario("broker-restart", "Redis is killed (SIGKILL) 2 s into the run and started again from its append-only "
+             "file (fsync every second) 1 s later, while jobs arrive at 10/s and a fifth of them fail once: workers "
+             "must reconnect.", policy={**_BACKOFF, "max_retries": 3, "retry_backoff": 1},
+             faults=({"kind": "fail_first", "k": 1, "fraction": 0.2},), jobs=60, enqueue_rate=10,
+             options={"broker_restart_at": 2, "broker_down_s": 1, "deadline_s": 60}),
+    Scenario("broker-restart-recovery", "The same broker restart with the documented settings of "
+             "worker-crash-recovery (ARQ reconnects with backoff, RQ's maintenance restarts its scheduler within "
+             "seconds, Celery's unacked messages come back after 10 s).",
+             policy={**_BACKOFF, "max_retries": 3, "retry_backoff": 1},
+             faults=({"kind": "fail_first", "k": 1, "fraction": 0.2},), jobs=60, enqueue_rate=10,
+             options={**_RECOVERY, "broker_restart_at": 2, "broker_down_s": 1, "deadline_s": 60}),
+    Scenario("load-10k", "10,000 jobs, a fifth of the attempts fail transiently and are retried at once, 4 workers: "
+             "the harness streams the history, so its memory stays flat (ARQ polls every 50 ms, or 10,000 jobs "
+             "would take it ten minutes).",
+             policy={**_BACKOFF, "max_retries": 5, "intervals": [0]}, faults=({"kind": "probability", "p": 0.2},),
+             jobs=10_000, workers=4, options={"arq_poll_delay": 0.05}),
     Scenario("throughput-0", "Throughput with no failures (1 ms of work per job).",
              policy={**_BACKOFF, "max_retries": 3, "intervals": [0]}, jobs=500, work_ms=1),
     Scenario("throughput-20", "Throughput with 20% transient failures, retried at once (interval 0).",
@@ -101,15 +158,38 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "description": (str,), "task": (str,), "jobs": (int,), "workers": (int,),
     "concurrency": (int,), "seed": (int,), "time_scale": (int, float), "enqueue_rate": (int, float),
     "tolerance_s": (int, float), "messages": (list,), "work_ms": (int, float), "policy": (dict,),
-    "faults": (list,), "task_options": (dict,), "options": (dict,),
+    "faults": (list,), "task_options": (dict,), "options": (dict,), "poison": (int, float),
 }
+
+
+# Every option a backend or the driver reads (README "Scenario files" documents them): a misspelt one
+# would otherwise be ignored without a word, and a run would measure the defaults it meant to change.
+KNOWN_OPTIONS = frozenset({
+    "rq_worker_class", "rq_with_scheduler", "rq_maintenance_interval", "rq_worker_ttl", "rq_job_timeout",
+    "arq_poll_delay", "arq_job_timeout", "arq_conn_retries",
+    "celery_pool", "celery_prefetch", "celery_acks_late", "celery_reject_on_worker_lost",
+    "celery_retry_on_worker_lost", "celery_visibility_timeout", "celery_unacked_restore_interval",
+    "celery_unacked_restore_throttle",
+    "restart_workers", "deadline_s", "broker_restart_at", "broker_down_s",
+    "alert_webhook", "alert_window_s", "log_json", "log_dir",
+})
+
+
+def check_options(options: Mapping[str, Any], where: str) -> None:
+    unknown = sorted(set(options) - KNOWN_OPTIONS)
+    if unknown:
+        raise ScenarioError(f"{where}: unknown option(s) {', '.join(unknown)} "
+                            f"(known: {', '.join(sorted(KNOWN_OPTIONS))})")
 
 
 def validate(s: Scenario, where: str) -> Scenario:
     """Check every value a run depends on; errors name the place and what was expected."""
+    check_options(s.options, where)
     for key in ("jobs", "workers", "concurrency"):
         if getattr(s, key) < 1:
             raise ScenarioError(f"{where}: {key}: expected a whole number >= 1, got {getattr(s, key)}")
+    if not 0 <= s.poison <= 1:
+        raise ScenarioError(f"{where}: poison: expected a share of jobs between 0 and 1, got {s.poison}")
     if s.enqueue_rate < 0 or s.tolerance_s < 0 or s.work_ms < 0:
         raise ScenarioError(f"{where}: enqueue_rate, tolerance_s and work_ms must be >= 0")
     if s.task not in TASKS:

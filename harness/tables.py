@@ -20,17 +20,46 @@ _OUTAGE_TABLE = ("jobs", "attempts", "succeeded", "failed", "lateness_p99", "ear
                  "lost_jobs", *OUTAGE_COLUMNS, "valid")
 
 
+# Crashes, time limits, poison and a broker restart: what was hit, what came back, what was lost.
+RELIABILITY_COLUMNS = ("interrupted_attempts", "recovered_jobs", "lost_after_crash", "failed_natively_after_crash",
+                       "duplicated_after_crash", "recovery_median_s", "recovery_max_s")
+_RELIABILITY_TABLE = ("jobs", "succeeded", "failed", "lost_jobs", "duplicate_executions", "interrupted_attempts",
+                      "recovered_jobs", "lost_after_crash", "failed_natively_after_crash", "recovery_median_s",
+                      "recovery_max_s", "valid")
+_TIMEOUT_TABLE = (*SUMMARY_COLUMNS[:-1], "timed_out_attempts", "timeouts_retried", "valid")
+_POISON_TABLE = ("jobs", "attempts", "succeeded", "failed", "failure_records", "lost_jobs", "poison_jobs",
+                 "poison_refused", "poison_failed_natively", "poison_recorded", "poison_unaccounted", "valid")
+_BROKER_TABLE = ("jobs", "attempts", "succeeded", "failed", "lost_jobs", "duplicate_executions",
+                 "interrupted_attempts", "broker_down_s", "broker_recovery_s", "valid")
+
+
 def columns_for(definition: dict[str, Any] | None) -> tuple[str, ...]:
-    """The headline columns; scenarios that inject an outage show the outage columns instead of some."""
-    faults = (definition or {}).get("faults") or ()
-    return _OUTAGE_TABLE if any(f.get("kind") == "outage" for f in faults) else SUMMARY_COLUMNS
+    """The headline columns; scenarios that inject an outage, a crash, a time-out, poison or a broker restart
+    show what that fault did instead of some of the general columns (all of them stay in results.json)."""
+    definition = definition or {}
+    kinds = {f.get("kind") for f in definition.get("faults") or ()}
+    if (definition.get("options") or {}).get("broker_restart_at") is not None:
+        return _BROKER_TABLE
+    if definition.get("poison"):
+        return _POISON_TABLE
+    if "crash" in kinds:
+        return _RELIABILITY_TABLE
+    if "timeout" in kinds:
+        return _TIMEOUT_TABLE
+    return _OUTAGE_TABLE if "outage" in kinds else SUMMARY_COLUMNS
 
 
 # Headers short enough for an 80-column terminal; the full meaning is in the README's metric table.
 SHORT = {"jobs": "jobs", "attempts": "tries", "succeeded": "ok", "failed": "fail", "failure_records": "f.log",
          "lateness_median": "late p50", "lateness_p99": "late p99", "early_retries": "early",
          "throughput_jobs_s": "jobs/s", "lost_jobs": "lost", "duplicate_executions": "dup", "valid": "valid",
-         "deferrals": "defer", "outage_calls": "out.calls", "recovery_s": "recov s"}
+         "deferrals": "defer", "outage_calls": "out.calls", "recovery_s": "recov s",
+         "interrupted_attempts": "killed", "recovered_jobs": "back", "lost_after_crash": "gone",
+         "failed_natively_after_crash": "native fail", "duplicated_after_crash": "twice",
+         "recovery_median_s": "rec p50 s", "recovery_max_s": "rec max s", "timed_out_attempts": "timed out",
+         "timeouts_retried": "t/o retried", "poison_jobs": "poison", "poison_refused": "refused",
+         "poison_failed_natively": "native fail", "poison_recorded": "recorded", "poison_unaccounted": "unacc.",
+         "broker_down_s": "down s", "broker_recovery_s": "back after s"}
 
 
 def _best(values: dict[str, Any], name: str) -> str | None:
@@ -67,7 +96,8 @@ def scenario_table(scenario: str, rows: dict[str, dict[str, Any]], *, versions: 
             text = format_value(name, value)
             if name == "valid":
                 text = "[green]yes[/]" if value else "[bold red]NO[/]"
-            elif name in ("early_retries", "lost_jobs", "duplicate_executions") and value:
+            elif name in ("early_retries", "lost_jobs", "duplicate_executions", "lost_after_crash",
+                          "poison_unaccounted") and value:
                 text = f"[bold red]{text}[/]"
             elif best[name] == backend:
                 text = f"[bold]{text}*[/]"

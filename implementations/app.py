@@ -93,8 +93,15 @@ class Task:
             runtime.sink.save_config(app.config.to_json())
             app._config_saved = True
         runtime.sink.mark_enqueued(job_id, ts)
+        try:
+            app.backend.enqueue(self, tuple(args), dict(kwargs or {}), job_id=job_id, countdown=scaled)
+        except Exception as exc:
+            # Refused by the library (a payload it cannot serialise) or the broker is gone: never queued.
+            runtime.emit("enqueue_error", job_id=job_id, task=self.name, ts_ns=now_ns(),
+                         exc_type=type(exc).__name__, exc_message=str(exc)[:500], **(meta or {}))
+            raise
+        # Written once the library holds the job; its first attempt may already be in the history.
         runtime.emit("enqueue", job_id=job_id, task=self.name, ts_ns=ts, countdown=scaled, **(meta or {}))
-        app.backend.enqueue(self, tuple(args), dict(kwargs or {}), job_id=job_id, countdown=scaled)
         return AsyncResult(app, job_id)
 
     def __repr__(self) -> str:

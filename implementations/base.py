@@ -67,6 +67,11 @@ class Backend(ABC):
                          meta={"requeued_from": record["job_id"]})
         return str(record["job_id"])
 
+    def revive_workers(self) -> list[dict[str, Any]]:
+        """Restart workers that died during the run; what was restarted (empty: all alive)."""
+        workers = getattr(self, "workers", None)
+        return workers.revive() if isinstance(workers, ProcessWorkers) else []
+
     def make_sink(self) -> EventSink:
         if not self.config.redis_url:
             raise BackendError(f"backend {self.name!r} needs a Redis URL")
@@ -96,21 +101,30 @@ class ProcessWorkers:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.procs: list[subprocess.Popen[bytes]] = []
+        self._concurrency = 1
+        self._next_index = 0
 
-    def start(self, count: int, concurrency: int, *, ready_timeout: float = 60.0) -> float:
+    def _spawn(self, index: int, concurrency: int) -> subprocess.Popen[bytes]:
         cfg = self.backend.config
         env = dict(os.environ)
         env[ENV_VAR] = cfg.to_json()
         env["PYTHONPATH"] = SOURCE_ROOT + os.pathsep + env.get("PYTHONPATH", "")
         log_dir = cfg.options.get("log_dir")
+        cmd = [sys.executable, "-m", "implementations.worker", "--concurrency", str(concurrency),
+               "--index", str(index)]
+        log = os.path.join(log_dir, f"{cfg.backend}-worker-{index}.log") if log_dir else None
+        return spawn(cmd, env=env, log_path=log)
+
+    def start(self, count: int, concurrency: int, *, ready_timeout: float = 60.0) -> float:
+        cfg = self.backend.config
+        log_dir = cfg.options.get("log_dir")
         sink = self.backend.app.runtime.sink
         start = time.monotonic()
         first = len(self.procs)
+        self._concurrency = concurrency
         for i in range(first, first + count):
-            cmd = [sys.executable, "-m", "implementations.worker", "--concurrency", str(concurrency),
-                   "--index", str(i)]
-            log = os.path.join(log_dir, f"{cfg.backend}-worker-{i}.log") if log_dir else None
-            self.procs.append(spawn(cmd, env=env, log_path=log))
+            self.procs.append(self._spawn(i, concurrency))
+        self._next_index = first + count
         deadline = start + ready_timeout
         while sink.ready_count() < first + count:
             dead = [p for p in self.procs if p.poll() is not None]
@@ -121,6 +135,20 @@ class ProcessWorkers:
                 raise BackendError(f"{cfg.backend} workers not ready after {ready_timeout:.0f}s")
             time.sleep(0.05)
         return time.monotonic() - start
+
+    def revive(self) -> list[dict[str, Any]]:
+        """Replace every worker that has died, as a process supervisor (systemd ``Restart=always``,
+        Kubernetes) would: a crash then costs what the library's own recovery costs, not the worker."""
+        revived = []
+        for i, proc in enumerate(self.procs):
+            code = proc.poll()
+            if code is None:
+                continue
+            terminate(proc, timeout=0.5)  # whatever it forked (work horse, pool children) goes with it
+            index, self._next_index = self._next_index, self._next_index + 1
+            self.procs[i] = self._spawn(index, self._concurrency)
+            revived.append({"pid": proc.pid, "exit_code": code, "new_pid": self.procs[i].pid, "index": index})
+        return revived
 
     def stop(self, timeout: float = 10.0) -> None:
         # Warm shutdown first: only the leader gets SIGTERM, so it can let its work horse / pool child

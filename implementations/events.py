@@ -61,6 +61,8 @@ class EventSink(Protocol):
 
     def deferrals(self, job_id: str) -> int: ...
 
+    def first_time(self, key: str) -> bool: ...
+
 
 def _append_line(path: str, data: dict[str, Any]) -> None:
     line = json.dumps(data, default=str) + "\n"
@@ -134,6 +136,10 @@ class RedisSink:
     def deferrals(self, job_id: str) -> int:
         return int(self._redis.hget(f"{self.prefix}:deferrals", job_id) or 0)
 
+    def first_time(self, key: str) -> bool:
+        """True for the first caller only, across every worker (SET NX)."""
+        return bool(self._redis.set(f"{self.prefix}:once:{key}", 1, nx=True))
+
     def save_config(self, config_json: str) -> None:
         # What `retrybench failed-jobs requeue` needs to rebuild this app long after the run ended.
         self._redis.set(config_key(self.prefix), config_json)
@@ -160,6 +166,7 @@ class MemorySink:
         self._states: dict[str, dict[str, Any]] = {}
         self._ready: set[str] = set()
         self._deferrals: dict[str, int] = {}
+        self._once: set[str] = set()
         self._t0: int | None = None
         self._cond = threading.Condition(self._lock)
 
@@ -191,6 +198,13 @@ class MemorySink:
 
     def save_config(self, config_json: str) -> None:
         self.config_json = config_json
+
+    def first_time(self, key: str) -> bool:
+        with self._lock:
+            if key in self._once:
+                return False
+            self._once.add(key)
+            return True
 
     def add_deferral(self, job_id: str) -> None:
         with self._lock:

@@ -25,6 +25,10 @@ _FIELDS = {
     "crash": set(),
 }
 _COMMON = {"kind", "exc", "fraction", "attempts"}
+_OPTIONAL = {"crash": {"target"}}
+# What a crash kills: the process running the job (RQ's work horse, a Celery pool child, an ARQ worker),
+# or the whole worker with everything it forked, as when its machine or container goes away.
+TARGETS = ("process", "worker")
 
 
 class FaultPlanError(ValueError):
@@ -42,6 +46,7 @@ class FaultRule:
     duration: float = 0.0
     ms: float = 0.0
     attempts: tuple[int, ...] | None = None  # slow/timeout/crash: which attempts (default: the first)
+    target: str = "process"  # crash only: see TARGETS
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "fault") -> FaultRule:
@@ -50,7 +55,7 @@ class FaultRule:
         kind = data.get("kind")
         if kind not in KINDS:
             raise FaultPlanError(f"{where}.kind: expected one of {', '.join(KINDS)}, got {kind!r}")
-        allowed = _COMMON | _FIELDS[kind]
+        allowed = _COMMON | _FIELDS[kind] | _OPTIONAL.get(kind, set())
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise FaultPlanError(f"{where}: unknown key(s) {', '.join(unknown)} for kind {kind!r} "
@@ -78,6 +83,8 @@ class FaultRule:
             raise bad("k", "a whole number >= 0", self.k)
         if not isinstance(self.p, (int, float)) or not 0 <= self.p <= 1:
             raise bad("p", "a probability between 0 and 1", self.p)
+        if self.target not in TARGETS:
+            raise bad("target", " or ".join(TARGETS), self.target)
         for key in ("start", "duration", "ms"):
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or value < 0:
@@ -91,6 +98,8 @@ class FaultRule:
             out[key] = getattr(self, key)
         if self.attempts is not None:
             out["attempts"] = list(self.attempts)
+        if self.target != "process":
+            out["target"] = self.target
         return out
 
 
@@ -102,6 +111,7 @@ class Fault:
     exc: str | None = None
     ms: float = 0.0
     rule: int = 0
+    target: str = "process"
 
 
 @dataclass(frozen=True)
@@ -155,7 +165,7 @@ class FaultPlan:
                 fires = attempt in (rule.attempts or (1,))
             if fires:
                 exc = rule.exc if kind not in ("slow", "crash") else None
-                return Fault(kind=kind, exc=exc, ms=rule.ms, rule=index)
+                return Fault(kind=kind, exc=exc, ms=rule.ms, rule=index, target=rule.target)
         return None
 
     @property

@@ -37,6 +37,28 @@ class RetryRequested(Exception):
         self.countdown = countdown
 
 
+WORKER_PID_ENV = "RB_WORKER_PID"  # set by the worker entry point; forked children inherit it
+
+
+class WorkerCrashed(BaseException):  # noqa: N818 - named for what it stands for, like SystemExit
+    """The in-process reference backend's stand-in for SIGKILL: unwinds the attempt, records nothing."""
+
+
+# Each library's own time-limit exception, as raised inside the task: RQ's work horse (SIGALRM), Celery's
+# soft limit (SIGUSR1 in the pool child). Mapped to the builtin TimeoutError, so one policy entry
+# (autoretry_for TimeoutError) retries a time-out on every backend and the checkers can judge it by name.
+NATIVE_TIMEOUTS = frozenset({"JobTimeoutException", "SoftTimeLimitExceeded"})
+
+
+def as_timeout(exc: BaseException, limit: float | None) -> BaseException:
+    if type(exc).__name__ not in NATIVE_TIMEOUTS:
+        return exc
+    mapped = TimeoutError(f"time limit of {limit:g}s exceeded ({type(exc).__name__}: {exc})" if limit
+                          else f"time limit exceeded ({type(exc).__name__}: {exc})")
+    mapped.__cause__ = exc
+    return mapped.with_traceback(exc.__traceback__)
+
+
 class Request:
     """Celery's ``self.request``: the id of the job and how many retries came before this attempt."""
 
@@ -142,12 +164,21 @@ class Runtime:
     # -- one attempt ------------------------------------------------------------------------------
     def run_attempt(self, task: Task, job_id: str, attempt: int, args: tuple[Any, ...],
                     kwargs: dict[str, Any], native: dict[str, Any] | None = None,
-                    store_error: Callable[[dict[str, Any]], None] | None = None) -> Outcome:
-        """Run attempt ``attempt`` (1-based, the backend's own count) and record it."""
+                    store_error: Callable[[dict[str, Any]], None] | None = None,
+                    cancel: threading.Event | None = None) -> Outcome:
+        """Run attempt ``attempt`` (1-based, the backend's own count) and record it.
+
+        ``cancel`` lets a backend whose time limit cannot interrupt a thread (ARQ's asyncio timeout)
+        stop an injected ``timeout`` fault; the attempt then fails with ``TimeoutError``.
+        """
         breaker = self.breakers.get(task) if task.policy.breaker_fail_max else None
         if breaker is not None:
             attempt -= self.sink.deferrals(job_id)
         fault = self.plan.fault_for(plan_key(job_id), attempt, elapsed_s=self._elapsed()) if self.plan.rules else None
+        if fault is not None and fault.kind == "crash" and not self.sink.first_time(f"crash:{job_id}:{attempt}"):
+            # A crash is one event: the worker died once. The copy a backend delivers again (acks_late,
+            # an expired in-progress key) runs normally, as it would after a real machine failure.
+            fault = None
         common = {"job_id": job_id, "task": task.name, "attempt": attempt, "host": HOST, "pid": os.getpid()}
         started = 0
 
@@ -157,7 +188,7 @@ class Runtime:
             started = now_ns()
             self.emit("attempt_start", **common, started_ns=started, fault=fault.kind if fault else None,
                       native=native or {})
-            self._inject(fault, task)
+            self._inject(fault, task, cancel)
             if task.bind:
                 return task.fn(BoundTask(task, Request(job_id, attempt - 1, args, kwargs)), *args, **kwargs)
             return task.fn(*args, **kwargs)
@@ -170,9 +201,10 @@ class Runtime:
                                             store_error)
             return self._defer(task, job_id, attempt, exc.wait)
         except BaseException as exc:  # noqa: B036 - every failure is recorded, then handed back
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            if isinstance(exc, (KeyboardInterrupt, SystemExit, WorkerCrashed)):
                 raise
-            return self._record_failure(task, job_id, attempt, exc, fault, started, common, native, store_error)
+            return self._record_failure(task, job_id, attempt, as_timeout(exc, task.time_limit), fault, started,
+                                        common, native, store_error)
         finished = now_ns()
         self.emit("attempt", **common, started_ns=started, finished_ns=finished, outcome="success",
                   fault=fault.kind if fault else None, native=native or {})
@@ -206,21 +238,36 @@ class Runtime:
         return Outcome(ok=False, exc=exc, retry=True, delay=wait, started_ns=now, finished_ns=now,
                        attempt=attempt, deferred=True)
 
-    def _inject(self, fault: Fault | None, task: Task) -> None:
+    def _inject(self, fault: Fault | None, task: Task, cancel: threading.Event | None = None) -> None:
         if fault is None:
             return
         scale = self.app.config.time_scale
+        in_process = self.app.config.backend == "reference"
         if fault.kind == "crash":
-            # SIGKILL ourselves: no finally blocks, no handlers — what an OOM kill looks like.
+            if in_process:  # killing this process would kill the harness: the reference worker unwinds
+                raise WorkerCrashed(f"injected crash of {HOST}:{os.getpid()}")
+            # SIGKILL: no finally blocks, no handlers — what an OOM kill looks like. Each worker leads its
+            # own process group (RQ's work horse starts a session of its own), so "worker" signals the
+            # group of the worker process itself, and with it everything that worker forked.
+            leader = os.environ.get(WORKER_PID_ENV)
+            if fault.target == "worker" and leader:
+                os.killpg(int(leader), signal.SIGKILL)
             os.kill(os.getpid(), signal.SIGKILL)
         if fault.kind == "slow":
             time.sleep(fault.ms / 1000 * scale)
             return
         if fault.kind == "timeout":
             limit = task.time_limit
+            if limit and in_process:
+                time.sleep(limit)  # the reference backend enforces the limit exactly, by construction
+                raise TimeoutError(f"time limit of {limit:g}s exceeded")
             if limit:
-                # Outlive the backend's own time limit so that its native enforcement fires.
-                time.sleep(limit + 5)
+                # Outlive the backend's own time limit so that its native enforcement fires: a signal in
+                # RQ and Celery interrupts the sleep, ARQ's cancellation sets ``cancel``.
+                if cancel is None:
+                    time.sleep(limit + 5)
+                elif cancel.wait(limit + 5):
+                    raise TimeoutError(f"time limit of {limit:g}s exceeded (the job was cancelled)")
         exc_cls = resolve_exception(fault.exc or "ConnectionError")
         raise exc_cls(f"injected {fault.kind} fault")
 

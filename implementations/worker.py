@@ -14,6 +14,7 @@ from .app import RetryApp
 from .backends import load_backend
 from .config import AppConfig
 from .events import HOST, now_ns
+from .runtime import WORKER_PID_ENV
 
 
 def load_app(config: AppConfig) -> RetryApp:
@@ -37,6 +38,7 @@ def main() -> None:
     config = AppConfig.from_env()
     logging.basicConfig(level=os.environ.get("RETRYBENCH_LOG_LEVEL", "WARNING").upper(),
                         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    os.environ[WORKER_PID_ENV] = str(os.getpid())  # what a crash fault with target "worker" kills
     app = load_app(config)
     runtime = app.runtime
     if runtime.alerts is not None:

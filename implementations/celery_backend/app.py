@@ -79,6 +79,18 @@ def make_body(app: RetryApp, task: Task) -> Any:
     return body
 
 
+def transport_options(options: dict[str, Any]) -> dict[str, Any]:
+    # Retries wait as ETA messages in a worker's memory; the Redis broker redelivers any unacked message
+    # older than the visibility timeout. Size it above the longest retry delay of a run. Messages of a
+    # worker that died are only restored by a sweep every unacked_restore_interval × throttle seconds
+    # (kombu's defaults: 10 × 10).
+    out = {"visibility_timeout": int(options.get("celery_visibility_timeout", 3600))}
+    for key in ("unacked_restore_interval", "unacked_restore_throttle"):
+        if f"celery_{key}" in options:  # only when asked: older kombu releases do not know them
+            out[key] = int(options[f"celery_{key}"])
+    return out
+
+
 def build_celery(app: RetryApp) -> Celery:
     cfg = app.config
     celery = Celery(f"retrybench-{cfg.run_id}", broker=cfg.broker_url or cfg.redis_url,
@@ -91,9 +103,13 @@ def build_celery(app: RetryApp) -> Celery:
         worker_prefetch_multiplier=int(cfg.options.get("celery_prefetch", 4)),
         broker_connection_retry_on_startup=True,
         result_expires=7 * 24 * 3600,
-        # Retries wait as ETA messages in a worker's memory; the Redis broker redelivers any unacked message
-        # older than the visibility timeout. Size it above the longest retry delay of a run.
-        broker_transport_options={"visibility_timeout": int(cfg.options.get("celery_visibility_timeout", 3600))},
+        broker_transport_options=transport_options(cfg.options),
+        # Worker loss (a pool child killed mid-task). Celery's defaults ack before running, so the task is
+        # marked FAILURE (WorkerLostError) by the parent and never run again; the documented recovery is
+        # late acks with a requeue on loss, and since 5.7 a retry on loss that counts against max_retries.
+        task_acks_late=bool(cfg.options.get("celery_acks_late", False)),
+        task_reject_on_worker_lost=bool(cfg.options.get("celery_reject_on_worker_lost", False)),
+        task_retry_on_worker_lost=bool(cfg.options.get("celery_retry_on_worker_lost", False)),
     )
     for task in app.tasks.values():
         policy = task.policy
@@ -107,6 +123,9 @@ def build_celery(app: RetryApp) -> Celery:
             "rb_app": app, "rb_task": task,
         }
         if task.time_limit:
-            options["time_limit"] = task.time_limit
+            # The soft limit raises SoftTimeLimitExceeded inside the task, which the runtime maps to a
+            # retryable TimeoutError; the hard limit (which kills the pool child) is only a backstop.
+            options["soft_time_limit"] = task.time_limit
+            options["time_limit"] = task.time_limit + max(1.0, task.time_limit)
         celery.task(**options)(make_body(app, task))
     return celery

@@ -9,13 +9,16 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
+import pickle
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..base import Backend, BackendError
 from ..events import HOST, EventSink, MemorySink
+from ..runtime import WorkerCrashed
 
 if TYPE_CHECKING:
     from ..app import RetryApp, Task
@@ -51,7 +54,10 @@ class ReferenceBackend(Backend):
 
     def enqueue(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], *, job_id: str,
                 countdown: float | None) -> None:
-        self._push(time.monotonic() + (countdown or 0.0), (task, args, kwargs, job_id, 1))
+        # Serialised like a real queue's message, so the control row sees the payloads the others see
+        # (a poison argument fails where a worker decodes it, not in the caller's hands).
+        payload = pickle.dumps((args, kwargs))
+        self._push(time.monotonic() + (countdown or 0.0), (task, (payload,), {}, job_id, 0))
 
     def start_workers(self, count: int, concurrency: int) -> float:
         start = time.monotonic()
@@ -95,7 +101,23 @@ class ReferenceBackend(Backend):
         runtime = self.app.runtime
         while (job := self._next()) is not None:
             task, args, kwargs, job_id, attempt = job
-            outcome = runtime.run_attempt(task, job_id, attempt, args, kwargs, native={"thread": True})
+            if attempt == 0:  # a new message: decode it once, as a worker fetching it would
+                try:
+                    args, kwargs = pickle.loads(args[0])
+                except Exception as exc:  # noqa: BLE001 - an undecodable message fails that job, not the worker
+                    self.failed.append(job_id)
+                    runtime.fire_failure(task, job_id, exc, traceback.format_exc(), 0, (), {},
+                                         worker=f"{HOST}:{os.getpid()}:{threading.current_thread().name}")
+                    continue
+                job = (task, args, kwargs, job_id, 1)
+                attempt = 1
+            try:
+                outcome = runtime.run_attempt(task, job_id, attempt, args, kwargs, native={"thread": True})
+            except WorkerCrashed:
+                # The control row for crash recovery: an at-least-once queue that notices the loss at
+                # once and delivers the same attempt again, as acks_late with an instant requeue would.
+                self._push(time.monotonic(), job)
+                continue
             if outcome.ok:
                 continue
             if outcome.retry:

@@ -95,7 +95,10 @@ def run(app: RetryApp, index: int) -> None:
     worker_cls = SimpleWorker if cfg.options.get("rq_worker_class") == "SimpleWorker" else Worker
     name = f"{cfg.prefix}:w{index}:{os.getpid()}"
     os.environ["RB_WORKER_NAME"] = name
+    # worker_ttl also sets how long an idle worker blocks waiting for a job (ttl - 15 s), and maintenance
+    # (which finds the jobs of dead workers and restarts a crashed scheduler) only runs between waits.
     worker = worker_cls([queue], connection=redis, name=name,
-                        maintenance_interval=int(cfg.options.get("rq_maintenance_interval", 600)))
+                        maintenance_interval=int(cfg.options.get("rq_maintenance_interval", 600)),
+                        worker_ttl=int(cfg.options.get("rq_worker_ttl", 420)))
     app.runtime.sink.mark_ready(name)
     worker.work(with_scheduler=cfg.options.get("rq_with_scheduler", True), logging_level="WARNING")

@@ -42,6 +42,10 @@ def test_a_user_file_runs_like_a_preset(tmp_path: Path) -> None:
     ("[policy]\nmax_retries = -1", "policy: max_retries must be >= 0"),
     ("[[faults]]\nkind = 'boom'", r"faults\[0\].kind"),
     ("jobs = [", "not valid TOML"),
+    ("poison = 1.5", "poison: expected a share of jobs between 0 and 1"),
+    ("[options]\ncelery_acks_lat = true", "unknown option.*celery_acks_lat.*known:.*celery_acks_late"),
+    ("[[faults]]\nkind = 'crash'\ntarget = 'host'", r"faults\[0\].target: expected process or worker"),
+    ("[[faults]]\nkind = 'timeout'\ntarget = 'worker'", "unknown key.*target"),
 ])
 def test_malformed_files_name_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.toml"
@@ -54,3 +58,29 @@ def test_malformed_files_name_the_file_and_key(tmp_path: Path, text: str, messag
 def test_unknown_preset_lists_the_presets() -> None:
     with pytest.raises(ScenarioError, match="seed-lesson"):
         resolve("nope")
+
+
+def test_the_reliability_presets_cover_every_failure_the_issue_names() -> None:
+    kinds = {name: {f["kind"] for f in PRESETS[name].faults} for name in PRESETS}
+    assert "crash" in kinds["worker-crash"] and "crash" in kinds["worker-crash-recovery"]
+    assert PRESETS["host-crash-recovery"].faults[0]["target"] == "worker"
+    assert "timeout" in kinds["time-limit"] and PRESETS["time-limit"].task_options["time_limit"] > 0
+    assert PRESETS["poison"].poison > 0
+    assert PRESETS["broker-restart"].options["broker_restart_at"] > 0
+    assert PRESETS["load-10k"].jobs == 10_000 and PRESETS["load-10k"].workers == 4
+    # The recovery presets differ from the defaults only in their settings
+    plain, tuned = PRESETS["worker-crash"], PRESETS["worker-crash-recovery"]
+    assert plain.faults == tuned.faults and plain.policy == tuned.policy
+    assert tuned.options["celery_acks_late"] is True and "celery_acks_late" not in plain.options
+
+
+def test_poison_jobs_are_picked_from_the_seed_and_carry_an_undecodable_argument() -> None:
+    import pickle
+
+    scenario = PRESETS["poison"]
+    picked = [i for i in range(scenario.jobs) if scenario.is_poison(i)]
+    assert picked == [i for i in range(scenario.jobs) if scenario.is_poison(i)] and picked
+    (arg,), _ = scenario.job_args(picked[0])
+    data = pickle.dumps(arg)  # it serialises ...
+    with pytest.raises(ValueError, match="cannot be decoded"):
+        pickle.loads(data)  # ... and a worker cannot decode it
