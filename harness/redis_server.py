@@ -239,6 +239,12 @@ class RedisServer:
         self._stop(timeout=timeout, hard=False)
         self._cleanup_dir()
 
+    def config_set(self, name: str, value: str) -> None:
+        """``CONFIG SET`` on the running server (e.g. ``appendfsync always`` for one cell)."""
+        if self.port is None:
+            raise RuntimeError("RedisServer is not started")
+        _call(self.host, self.port, "CONFIG", "SET", name, value, timeout=2.0)
+
     def restart(self, *, timeout: float = 10.0, hard: bool = False, down_s: float = 0.0) -> RedisServer:
         """Stop and start again on the same port (AOF data kept); ``hard=True``: SIGKILL, like a crash.
         ``down_s``: how long it stays down in between."""

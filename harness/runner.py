@@ -135,6 +135,11 @@ def run_cell(cell: Cell, *, python: str, run_dir: Path, redis_url: str, plan: Ru
                  log_path=str(logs / f"{cell.run_id}-driver.log"))
     last: dict[str, Any] = {}
     restart = restart_spec(cell.scenario) if server is not None else None
+    if restart and server is not None:
+        # everysec (Redis's default) can lose the last second of acknowledged writes when the server is
+        # killed; "always" fsyncs every write. A restart cell says which it measures; the rest of the run
+        # keeps the default.
+        server.config_set("appendfsync", str(cell.scenario.options.get("redis_appendfsync", "everysec")))
     try:
         assert proc.stdout is not None
         for raw in proc.stdout:

@@ -138,10 +138,11 @@ PRESETS: dict[str, Scenario] = {s.name: s for s in [
              options={"broker_restart_at": 2, "broker_down_s": 1, "deadline_s": 60}),
     Scenario("broker-restart-recovery", "The same broker restart with the documented settings of "
              "worker-crash-recovery (ARQ reconnects with backoff, RQ's maintenance restarts its scheduler within "
-             "seconds, Celery's unacked messages come back after 10 s).",
+             "seconds, Celery's unacked messages come back after 10 s) and Redis fsyncing every write.",
              policy={**_BACKOFF, "max_retries": 3, "retry_backoff": 1},
              faults=({"kind": "fail_first", "k": 1, "fraction": 0.2},), jobs=60, enqueue_rate=10,
-             options={**_RECOVERY, "broker_restart_at": 2, "broker_down_s": 1, "deadline_s": 60}),
+             options={**_RECOVERY, "broker_restart_at": 2, "broker_down_s": 1, "deadline_s": 60,
+                      "redis_appendfsync": "always"}),
     Scenario("load-10k", "10,000 jobs, a fifth of the attempts fail transiently and are retried at once, 4 workers: "
              "the harness streams the history, so its memory stays flat (ARQ polls every 50 ms, or 10,000 jobs "
              "would take it ten minutes).",
@@ -170,7 +171,7 @@ KNOWN_OPTIONS = frozenset({
     "celery_pool", "celery_prefetch", "celery_acks_late", "celery_reject_on_worker_lost",
     "celery_retry_on_worker_lost", "celery_visibility_timeout", "celery_unacked_restore_interval",
     "celery_unacked_restore_throttle",
-    "restart_workers", "deadline_s", "broker_restart_at", "broker_down_s",
+    "restart_workers", "deadline_s", "broker_restart_at", "broker_down_s", "redis_appendfsync",
     "alert_webhook", "alert_window_s", "log_json", "log_dir",
 })
 

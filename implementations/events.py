@@ -83,8 +83,15 @@ class RedisSink:
 
         self.prefix = prefix
         self.failure_log = failure_log
-        self._redis = redis.Redis.from_url(redis_url, socket_timeout=30, socket_connect_timeout=10,
-                                           retry_on_timeout=True)
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
+
+        # The harness's own events ride on the broker's Redis: across a broker restart (a few seconds) each
+        # write waits and retries rather than fail the task it instruments, or vanish from the history.
+        self._redis = redis.Redis.from_url(
+            redis_url, socket_timeout=30, socket_connect_timeout=10, retry_on_timeout=True,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 20),
+            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError])
         self._key = events_key(prefix)
         self._reader: StreamReader | None = None
 
