@@ -19,7 +19,7 @@ test: setup
 
 # Timed runs of benchmarks/ (BENCH_EVENTS=1000000 for the issue's figure); JSON kept in results/benchmarks/.
 benchmark: setup
-	@$(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-only --benchmark-autosave \
+	@BENCH_FULL=1 $(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-only --benchmark-autosave \
 		--benchmark-storage=file://results/benchmarks $(PYTEST_ARGS)
 
 lint: setup

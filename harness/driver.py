@@ -150,6 +150,7 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
     failed_ids: set[str] = set()
     terminal_ids: set[Any] = set()
     poison_ids: set[str] = set()
+    enqueue_s: float | None = None
     reason, code = "complete", 0
     try:
         try:
@@ -175,6 +176,7 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
             now = time.monotonic()
             due = tally.jobs if not scenario.enqueue_rate else min(
                 tally.jobs, int((now - started) * scenario.enqueue_rate) + 1)
+            batch_start = time.perf_counter() if enqueued == 0 and not scenario.enqueue_rate else None
             while enqueued < due:
                 job_id = f"{config.run_id}-{enqueued:06d}"
                 args, kwargs = scenario.job_args(enqueued)
@@ -199,6 +201,8 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                         raise
                     if not poison:
                         tally.jobs -= 1  # never queued (the history has its enqueue_error): nothing will end it
+            if batch_start is not None and enqueued == due:
+                enqueue_s = time.perf_counter() - batch_start  # every job at once: the client's enqueue rate
             if restart_workers and not external:
                 history.write([{"type": "worker", **base, "event": "restarted", "ts_ns": now_ns(), **w}
                                for w in app.backend.revive_workers()])
@@ -249,10 +253,12 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
         reason, code = f"error: {type(exc).__name__}: {exc}", 1
         raise
     finally:
+        cpu_s = None
         if external:
             external.stop()
             external.close()
         else:
+            cpu_s = app.backend.worker_cpu_s()  # before the stop: a stopped worker's times are gone with it
             app.stop_workers(timeout=5.0)
         try:
             events = app.runtime.sink.drain()
@@ -266,7 +272,8 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
         # The harness's own footprint, for the claim that it streams the history rather than holds it.
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         history.write([{"type": "end", **base, "ts_ns": now_ns(), "complete": reason == "complete",
-                        "reason": reason, "driver_peak_rss_mb": round(peak_mb, 1)}])
+                        "reason": reason, "driver_peak_rss_mb": round(peak_mb, 1), "worker_cpu_s": cpu_s,
+                        "enqueue_s": enqueue_s}])
         history.close()
         app.close()
         print(json.dumps({"done": tally.terminal, "jobs": tally.jobs, "attempts": tally.attempts,

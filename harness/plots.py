@@ -122,6 +122,26 @@ def throughput_plot(points: Mapping[str, Sequence[tuple[float, float]]]) -> byte
     return _png(fig)
 
 
+def scaling_plot(name: str, size: str, curves: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]]
+                 ) -> bytes | None:
+    """One panel per metric (``curves``: metric → backend → (size, value) points), one line per backend."""
+    panels = {m: pts for m, pts in curves.items() if any(pts.values())}
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.3), squeeze=False)
+    for ax, (metric, by_backend) in zip(axes[0], panels.items(), strict=True):
+        for backend, pts in by_backend.items():
+            ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=backend, color=_color(backend))
+        ax.set_xlabel(size)
+        ax.set_xscale("log", base=2)
+        ax.set_ylabel(METRICS[metric].unit or metric)
+        ax.set_title(metric.replace("_", " "), fontsize=9)
+        ax.set_ylim(bottom=0)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{name}: by {size}", fontsize=10)
+    return _png(fig)
+
+
 def completeness_plot(rows: Mapping[str, Mapping[str, Any]]) -> bytes | None:
     """Per scenario × backend: failure records expected vs found, and field completeness."""
     cells = [(s, b, v) for s, by_b in rows.items() for b, v in by_b.items()

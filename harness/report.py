@@ -16,6 +16,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from . import plots
 from .analysis import CellPlot, plot_inputs
 from .metrics import METRICS, format_value
+from .sweep import SIZES, SWEEP_COLUMNS, curve, sweeps
 from .tables import OUTAGE_COLUMNS, SUMMARY_COLUMNS, _best, _median, columns_for
 
 REPORT_MD = "report.md"
@@ -70,6 +71,27 @@ def _reliability(results: dict[str, Any]) -> dict[str, Any] | None:
                         for n in RELIABILITY_TABLE], "rows": rows}
 
 
+def _sweep_table(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out = []
+    for r in rows:
+        cells = []
+        for name in SWEEP_COLUMNS:
+            value = r["metrics"].get(name)
+            bad = (name == "valid" and value is False) or (name in _ALWAYS_RED and bool(value))
+            cells.append({"text": format_value(name, value), "best": False, "bad": bad})
+        settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items()) or "defaults"
+        out.append({"backend": f"{r['backend']} · {settings}", "cells": cells, "recommended": r["recommended"]})
+    return {"columns": [{"name": n, "unit": METRICS[n].unit, "description": METRICS[n].description}
+                        for n in SWEEP_COLUMNS], "rows": out}
+
+
+def _sweep_description(results: dict[str, Any], parent: str) -> str:
+    for definition in (results.get("scenarios") or {}).values():
+        if (definition or {}).get("sweep_of") == parent:
+            return str(definition.get("description", ""))
+    return ""
+
+
 def _failure_rate(scenario: dict[str, Any]) -> float | None:
     """The per-attempt failure probability of a scenario whose only faults are ``probability`` rules."""
     faults = scenario.get("faults") or []
@@ -94,6 +116,8 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
     sections = []
     descriptions = results.get("scenarios", {})
     for scenario, rows in results.get("aggregates", {}).items():
+        if (descriptions.get(scenario) or {}).get("sweep_of"):
+            continue  # a sweep's variants are one table below, not a section each
         cells = indexes.get(scenario, {})
         lateness = {b: [v for cell in runs for v in cell.lateness] for b, runs in cells.items()}
         tolerance = (descriptions.get(scenario) or {}).get("tolerance_s", 0.002)
@@ -132,13 +156,28 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
         if png:
             images[f"{kind}.png"] = png
             overall.append({"file": f"{PLOTS_DIR}/{kind}.png", "alt": kind, "name": f"{kind}.png"})
+    swept = []
+    for parent, sweep_rows in sweeps(results).items():
+        table = _sweep_table(sweep_rows)
+        size = next((k for r in sweep_rows for k in r["settings"] if k in SIZES and len(r["settings"]) == 1), None)
+        entry: dict[str, Any] = {"name": parent, "description": _sweep_description(results, parent),
+                                 "table": table, "plots": []}
+        if size:
+            png = plots.scaling_plot(parent, size, {m: curve(sweep_rows, m) for m in
+                                                    ("throughput_jobs_s", "driver_peak_rss_mb", "cpu_ms_per_attempt")})
+            if png:
+                images[f"{parent}-scaling.png"] = png
+                entry["plots"].append({"file": f"{PLOTS_DIR}/{parent}-scaling.png", "alt": f"{parent} scaling",
+                                       "name": f"{parent}-scaling.png"})
+        swept.append(entry)
     env = results.get("environment", {})
     return {"run_id": results.get("run_id"), "partial": results.get("partial"), "repeat": results.get("repeat", 1),
             "environment": env, "sections": sections, "overall": overall,
             "problems": results.get("history_problems", [])[:10],
             "incomplete": [c for c in results.get("cells", []) if not c.get("complete")],
-            "reliability": _reliability(results),
-            "metrics": [METRICS[n] for n in dict.fromkeys(SUMMARY_COLUMNS + OUTAGE_COLUMNS + RELIABILITY_TABLE)],
+            "reliability": _reliability(results), "sweeps": swept,
+            "metrics": [METRICS[n] for n in dict.fromkeys(SUMMARY_COLUMNS + OUTAGE_COLUMNS + RELIABILITY_TABLE
+                                                            + SWEEP_COLUMNS)],
             "images": images}
 
 

@@ -20,6 +20,7 @@ from .envs import EnvSpec, ensure_envs
 from .redis_server import RedisServer, RedisUnavailable, check_redis_url
 from .scenarios import Scenario
 from .storage import HISTORY, environment, new_run_id, point_latest
+from .sweep import variants
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -189,12 +190,15 @@ def execute(plan: RunPlan, *, log: Callable[[str], None], progress_factory: Call
                                            redis={k: v for k, v in redis_info.items()
                                                   if k not in ("url", "server_obj")},
                                            backends=versions),
-                "scenarios": {s.name: s.to_dict() for s in plan.scenarios}, "repeat": plan.repeat,
-                "cells": plan.repeat * len(plan.scenarios) * len(plan.backends)}
+                "scenarios": {v.name: v.to_dict() for s in plan.scenarios for b in plan.backends
+                              for v in variants(s, b.backend)}, "repeat": plan.repeat,
+                "cells": plan.repeat * sum(len(variants(s, b.backend)) for s in plan.scenarios
+                                           for b in plan.backends)}
         with open(run_dir / HISTORY, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(meta, default=str) + "\n")
-        cells = [Cell(b, s, r, f"{run_id.replace('-', '')[-10:]}{i:03d}")
-                 for r in range(plan.repeat) for s in plan.scenarios for i, b in enumerate(plan.backends)]
+        cells = [Cell(b, v, r, f"{run_id.replace('-', '')[-10:]}{i:03d}")
+                 for r in range(plan.repeat) for s in plan.scenarios for i, b in enumerate(plan.backends)
+                 for v in variants(s, b.backend)]
         # Unique cell ids across the whole run: RQ and ARQ keep job ids (and results) per id.
         cells = [Cell(c.backend, c.scenario, c.repeat, f"{c.run_id}x{n}") for n, c in enumerate(cells)]
         try:

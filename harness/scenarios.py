@@ -40,6 +40,9 @@ class Scenario:
     task_options: Mapping[str, Any] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
     poison: float = 0.0  # share of jobs whose argument cannot be serialised or deserialised
+    sweep: Mapping[str, Any] = field(default_factory=dict)  # setting -> values to try (see harness.sweep)
+    sweep_of: str = ""  # set on the variants a sweep expands into: the swept scenario's name …
+    sweep_values: Mapping[str, Any] = field(default_factory=dict)  # … and this variant's settings
 
     def is_poison(self, index: int) -> bool:
         return bool(self.poison) and random.Random(f"{self.seed}:poison:{index}").random() < self.poison
@@ -148,6 +151,21 @@ PRESETS: dict[str, Scenario] = {s.name: s for s in [
              "would take it ten minutes).",
              policy={**_BACKOFF, "max_retries": 5, "intervals": [0]}, faults=({"kind": "probability", "p": 0.2},),
              jobs=10_000, workers=4, options={"arq_poll_delay": 0.05}),
+    Scenario("sweep", "The settings that trade CPU for timing precision and throughput, on a flaky workload "
+             "(a fifth of the attempts fail, retried after 1 s): RQ's worker class, ARQ's poll delay, Celery's pool "
+             "and prefetch, and concurrency everywhere; the report recommends one variant per backend.",
+             policy={**_BACKOFF, "max_retries": 5, "intervals": [1]}, faults=({"kind": "probability", "p": 0.2},),
+             jobs=200, work_ms=1, sweep={"concurrency": [2, 8], "rq_worker_class": ["Worker", "SimpleWorker"],
+                                         "arq_poll_delay": [0.5, 0.1, 0.02], "celery_pool": ["prefork", "threads"],
+                                         "celery_prefetch": [1, 4]}),
+    Scenario("scaling", "Throughput and the harness's memory at 1, 2, 4 and 8 workers: 1,000 jobs, a fifth of the "
+             "attempts fail and are retried at once (ARQ polls every 50 ms).",
+             policy={**_BACKOFF, "max_retries": 5, "intervals": [0]}, faults=({"kind": "probability", "p": 0.2},),
+             jobs=1000, work_ms=1, sweep={"workers": [1, 2, 4, 8]}, options={"arq_poll_delay": 0.05}),
+    Scenario("resolution", "100 retries due at once (within ~20 ms): every job fails once and is retried 1 s later "
+             "on 100 worker threads, so the lateness left is the harness's own (run it on reference).",
+             policy={**_BACKOFF, "max_retries": 1, "intervals": [1]}, faults=({"kind": "fail_first", "k": 1},),
+             jobs=100, workers=1, concurrency=100),
     Scenario("throughput-0", "Throughput with no failures (1 ms of work per job).",
              policy={**_BACKOFF, "max_retries": 3, "intervals": [0]}, jobs=500, work_ms=1),
     Scenario("throughput-20", "Throughput with 20% transient failures, retried at once (interval 0).",
@@ -159,7 +177,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "description": (str,), "task": (str,), "jobs": (int,), "workers": (int,),
     "concurrency": (int,), "seed": (int,), "time_scale": (int, float), "enqueue_rate": (int, float),
     "tolerance_s": (int, float), "messages": (list,), "work_ms": (int, float), "policy": (dict,),
-    "faults": (list,), "task_options": (dict,), "options": (dict,), "poison": (int, float),
+    "faults": (list,), "task_options": (dict,), "options": (dict,), "poison": (int, float), "sweep": (dict,),
 }
 
 
@@ -186,6 +204,10 @@ def check_options(options: Mapping[str, Any], where: str) -> None:
 def validate(s: Scenario, where: str) -> Scenario:
     """Check every value a run depends on; errors name the place and what was expected."""
     check_options(s.options, where)
+    if s.sweep:
+        from .sweep import check_sweep  # the sweep module builds on this one
+
+        check_sweep(s.sweep, where)
     for key in ("jobs", "workers", "concurrency"):
         if getattr(s, key) < 1:
             raise ScenarioError(f"{where}: {key}: expected a whole number >= 1, got {getattr(s, key)}")

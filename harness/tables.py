@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .metrics import METRICS, format_value
+from .sweep import sweeps
 
 SUMMARY_COLUMNS = ("jobs", "attempts", "succeeded", "failed", "failure_records", "lateness_median",
                    "lateness_p99", "early_retries", "throughput_jobs_s", "lost_jobs", "duplicate_executions",
@@ -59,7 +60,8 @@ SHORT = {"jobs": "jobs", "attempts": "tries", "succeeded": "ok", "failed": "fail
          "recovery_median_s": "rec p50 s", "recovery_max_s": "rec max s", "timed_out_attempts": "timed out",
          "timeouts_retried": "t/o retried", "poison_jobs": "poison", "poison_refused": "refused",
          "poison_failed_natively": "native fail", "poison_recorded": "recorded", "poison_unaccounted": "unacc.",
-         "broker_down_s": "down s", "broker_recovery_s": "back after s"}
+         "broker_down_s": "down s", "broker_recovery_s": "back after s", "cpu_ms_per_attempt": "cpu/try",
+         "driver_peak_rss_mb": "rss"}
 
 
 def _best(values: dict[str, Any], name: str) -> str | None:
@@ -114,9 +116,14 @@ def _median(entry: Any) -> Any:
 
 def print_results(results: dict[str, Any], console: Console) -> None:
     versions = results.get("environment", {}).get("backends", {})
+    definitions = results.get("scenarios", {})
     for scenario, rows in results.get("aggregates", {}).items():
+        if (definitions.get(scenario) or {}).get("sweep_of"):
+            continue  # printed as one table per sweep below
         console.print(scenario_table(scenario, rows, versions=versions, repeat=results.get("repeat", 1),
                                      columns=columns_for(results.get("scenarios", {}).get(scenario))))
+    for parent, rows in sweeps(results).items():
+        console.print(sweep_table(parent, rows))
     for backend, libs in versions.items():
         if libs:
             console.print(f"[dim]{backend}: {', '.join(f'{k} {v}' for k, v in libs.items())}[/]")
@@ -134,6 +141,24 @@ def print_results(results: dict[str, Any], console: Console) -> None:
     for cell in results.get("cells", []):
         if not cell.get("complete"):
             console.print(f"[yellow]{cell['backend']} · {cell['scenario']}: {cell['reason']}[/]")
+
+
+def sweep_table(name: str, rows: list[dict[str, Any]]) -> Table:
+    """One row per (backend, variant) of a sweep; ★ marks each backend's recommended variant."""
+    table = Table(title=f"sweep {name} (★ recommended)", title_justify="left", header_style="bold",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("backend · settings", no_wrap=True)
+    columns = ("throughput_jobs_s", "lateness_median", "lateness_p99", "early_retries", "cpu_ms_per_attempt",
+               "valid")  # the rest (memory, loss) is in report.md: a terminal is 80-120 columns wide
+    for metric in columns:
+        unit = METRICS[metric].unit
+        table.add_column(SHORT.get(metric, metric.replace("_", " ")) + (f" {unit}" if unit and unit not in
+                         SHORT.get(metric, "") else ""), justify="right", no_wrap=True)
+    for r in rows:
+        settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items()) or "defaults"
+        cells = [format_value(m, r["metrics"].get(m)) for m in columns]
+        table.add_row(("★ " if r["recommended"] else "") + f"{r['backend']} · {settings}", *cells)
+    return table
 
 
 def compare_table(rows: list[Any], *, only_changed: bool = True) -> Table:

@@ -72,6 +72,11 @@ class Backend(ABC):
         workers = getattr(self, "workers", None)
         return workers.revive() if isinstance(workers, ProcessWorkers) else []
 
+    def worker_cpu_s(self) -> float | None:
+        """CPU seconds the worker processes have used so far (None: not measurable, e.g. in-process)."""
+        workers = getattr(self, "workers", None)
+        return workers.cpu_seconds() if isinstance(workers, ProcessWorkers) else None
+
     def make_sink(self) -> EventSink:
         if not self.config.redis_url:
             raise BackendError(f"backend {self.name!r} needs a Redis URL")
@@ -166,6 +171,29 @@ class ProcessWorkers:
         for proc in self.procs:
             terminate(proc, timeout=2.0)  # whatever is left of the group, then SIGKILL
         self.procs.clear()
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) of every live worker process group: the workers, what they forked
+        and are still running (a Celery pool), and what they forked and reaped (RQ's work horses).
+
+        Linux only (reads /proc); None elsewhere. Workers that died and were replaced are not counted."""
+        groups = {p.pid for p in self.procs if p.poll() is None}
+        if not groups or not os.path.isdir("/proc"):
+            return None
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    # Fields after the parenthesised command name; pgrp is 5th, utime..cstime 14th-17th.
+                    fields = fh.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue  # gone between listdir and open
+            if int(fields[2]) in groups:
+                total += sum(int(f) for f in fields[11:15])
+        return total / ticks
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]

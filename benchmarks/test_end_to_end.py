@@ -1,0 +1,61 @@
+"""End-to-end benchmarks on real workers: throughput at 0% and 20% transient failures per backend and worker
+count, and the reference backend's timing resolution with 100 retries due at once.
+
+Each case is one ``retrybench run`` (its own private Redis and workers); the figures are the run's own
+metrics, stored in the benchmark's ``extra_info`` (the wall time pytest-benchmark records includes start-up).
+``make benchmark`` sets ``BENCH_FULL=1``: 500 jobs at 1, 2 and 4 workers. Without it (``make test``, CI) every
+backend runs once with 20 jobs and 1 worker, as a smoke test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FULL = os.environ.get("BENCH_FULL") == "1"
+JOBS = 500 if FULL else 20
+WORKERS = [1, 2, 4] if FULL else [1]
+KEEP = ("throughput_jobs_s", "enqueue_jobs_s", "lateness_median", "lateness_p99", "cpu_ms_per_attempt",
+        "driver_peak_rss_mb", "attempts", "valid")
+
+
+def run(tmp_path: Path, *args: str) -> dict[str, Any]:
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "run", *args, "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (cell,) = json.loads((out / "latest" / "results.json").read_text())["cells"]
+    return dict(cell["summary"])
+
+
+@pytest.mark.parametrize("workers", WORKERS)
+@pytest.mark.parametrize("scenario", ["throughput-0", "throughput-20"])
+@pytest.mark.parametrize("backend", ["reference", "rq", "arq", "celery"])
+def test_end_to_end_throughput(benchmark: Any, tmp_path: Path, backend: str, scenario: str, workers: int) -> None:
+    summary: dict[str, Any] = {}
+
+    def once() -> None:
+        summary.update(run(tmp_path, "-b", backend, "-s", scenario, "--jobs", str(JOBS), "--workers", str(workers)))
+
+    benchmark.pedantic(once, rounds=1, iterations=1)
+    benchmark.extra_info.update({k: summary.get(k) for k in KEEP})
+    assert summary["succeeded"] == JOBS and summary["lost_jobs"] == 0
+
+
+def test_reference_resolution_with_100_retries_due_at_once(benchmark: Any, tmp_path: Path) -> None:
+    summary: dict[str, Any] = {}
+
+    def once() -> None:
+        summary.update(run(tmp_path, "-b", "reference", "-s", "resolution"))
+
+    benchmark.pedantic(once, rounds=1, iterations=1)
+    benchmark.extra_info.update({k: summary.get(k) for k in KEEP})
+    # Every job failed once and was retried once: 100 retries measured
+    assert summary["retries_measured"] == 100 and summary["early_retries"] == 0
