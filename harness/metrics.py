@@ -73,6 +73,8 @@ METRICS: dict[str, Metric] = dict([
     _m("duration_s", "first enqueue to last terminal event", "s", None, ".2f"),
     _m("throughput_jobs_s", "terminal jobs per second", "jobs/s", _HIGHER, ".1f"),
     _m("throughput_attempts_s", "attempts per second", "attempts/s", _HIGHER, ".1f"),
+    _m("wall_throughput_jobs_s", "jobs done per second from the first enqueue until the driver saw the last "
+       "finish (the same measure with the history on and off)", "jobs/s", _HIGHER, ".1f"),
     _m("enqueue_jobs_s", "jobs the client enqueued per second when a scenario enqueues them all at once",
        "jobs/s", _HIGHER, ".0f"),
     _m("worker_cpu_s", "CPU time of the worker processes and their children during the cell", "s", None, ".2f"),

@@ -16,7 +16,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from . import plots
 from .analysis import CellPlot, plot_inputs
 from .metrics import METRICS, format_value
-from .sweep import SIZES, SWEEP_COLUMNS, curve, sweeps
+from .sweep import SIZES, SWEEP_COLUMNS, curve, overhead, sweeps
 from .tables import OUTAGE_COLUMNS, SUMMARY_COLUMNS, _best, _median, columns_for
 
 REPORT_MD = "report.md"
@@ -161,7 +161,7 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
         table = _sweep_table(sweep_rows)
         size = next((k for r in sweep_rows for k in r["settings"] if k in SIZES and len(r["settings"]) == 1), None)
         entry: dict[str, Any] = {"name": parent, "description": _sweep_description(results, parent),
-                                 "table": table, "plots": []}
+                                 "table": table, "plots": [], "overhead": overhead(sweep_rows)}
         if size:
             png = plots.scaling_plot(parent, size, {m: curve(sweep_rows, m) for m in
                                                     ("throughput_jobs_s", "driver_peak_rss_mb", "cpu_ms_per_attempt")})

@@ -83,8 +83,8 @@ def recommend(rows: Sequence[tuple[str, Mapping[str, Any]]]) -> str | None:
     return min(ok, key=lambda item: cost(item[1]))[0]
 
 
-SWEEP_COLUMNS = ("throughput_jobs_s", "lateness_median", "lateness_p99", "early_retries", "cpu_ms_per_attempt",
-                 "driver_peak_rss_mb", "lost_jobs", "duplicate_executions", "valid")
+SWEEP_COLUMNS = ("wall_throughput_jobs_s", "throughput_jobs_s", "lateness_median", "lateness_p99", "early_retries",
+                 "cpu_ms_per_attempt", "driver_peak_rss_mb", "lost_jobs", "duplicate_executions", "valid")
 
 
 def _median(entry: Any) -> Any:
@@ -109,13 +109,26 @@ def sweeps(results: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
     for rows in out.values():
         for backend in dict.fromkeys(r["backend"] for r in rows):
             mine = [r for r in rows if r["backend"] == backend]
-            if len(mine) < 2:
-                continue
+            if len(mine) < 2 or all(set(r["settings"]) == {"record_history"} for r in mine):
+                continue  # nothing to choose from; history on/off is a measurement, not a setting to pick
             pick = recommend([(r["scenario"], r["metrics"]) for r in mine])
             for r in mine:
                 r["recommended"] = r["scenario"] == pick
         rows.sort(key=lambda r: r["backend"])  # stable: each backend's variants stay in run order
     return out
+
+
+def overhead(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """For a sweep over ``record_history`` alone: per backend, driver-seen jobs/s with the history on and
+    off, and the share of throughput recording costs."""
+    by_backend: dict[str, dict[bool, float]] = {}
+    for r in rows:
+        settings = r["settings"]
+        value = r["metrics"].get("wall_throughput_jobs_s")
+        if set(settings) == {"record_history"} and isinstance(value, (int, float)):
+            by_backend.setdefault(r["backend"], {})[bool(settings["record_history"])] = float(value)
+    return [{"backend": b, "on": v[True], "off": v[False], "overhead_pct": (1 - v[True] / v[False]) * 100}
+            for b, v in by_backend.items() if True in v and False in v and v[False] > 0]
 
 
 def curve(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[str, list[tuple[float, float]]]:

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .metrics import METRICS, format_value
-from .sweep import sweeps
+from .sweep import overhead, sweeps
 
 SUMMARY_COLUMNS = ("jobs", "attempts", "succeeded", "failed", "failure_records", "lateness_median",
                    "lateness_p99", "early_retries", "throughput_jobs_s", "lost_jobs", "duplicate_executions",
@@ -61,7 +61,7 @@ SHORT = {"jobs": "jobs", "attempts": "tries", "succeeded": "ok", "failed": "fail
          "timeouts_retried": "t/o retried", "poison_jobs": "poison", "poison_refused": "refused",
          "poison_failed_natively": "native fail", "poison_recorded": "recorded", "poison_unaccounted": "unacc.",
          "broker_down_s": "down s", "broker_recovery_s": "back after s", "cpu_ms_per_attempt": "cpu/try",
-         "driver_peak_rss_mb": "rss"}
+         "driver_peak_rss_mb": "rss", "wall_throughput_jobs_s": "jobs/s"}
 
 
 def _best(values: dict[str, Any], name: str) -> str | None:
@@ -148,7 +148,7 @@ def sweep_table(name: str, rows: list[dict[str, Any]]) -> Table:
     table = Table(title=f"sweep {name} (★ recommended)", title_justify="left", header_style="bold",
                   box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("backend · settings", no_wrap=True)
-    columns = ("throughput_jobs_s", "lateness_median", "lateness_p99", "early_retries", "cpu_ms_per_attempt",
+    columns = ("wall_throughput_jobs_s", "lateness_median", "lateness_p99", "early_retries", "cpu_ms_per_attempt",
                "valid")  # the rest (memory, loss) is in report.md: a terminal is 80-120 columns wide
     for metric in columns:
         unit = METRICS[metric].unit
@@ -158,6 +158,8 @@ def sweep_table(name: str, rows: list[dict[str, Any]]) -> Table:
         settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items()) or "defaults"
         cells = [format_value(m, r["metrics"].get(m)) for m in columns]
         table.add_row(("★ " if r["recommended"] else "") + f"{r['backend']} · {settings}", *cells)
+    for o in overhead(rows):
+        table.add_row(f"{o['backend']}: recording costs", f"{o['overhead_pct']:.1f}%", *[""] * (len(columns) - 1))
     return table
 
 

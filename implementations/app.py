@@ -92,7 +92,8 @@ class Task:
         if not app._config_saved:
             runtime.sink.save_config(app.config.to_json())
             app._config_saved = True
-        runtime.sink.mark_enqueued(job_id, ts)
+        if runtime.record:
+            runtime.sink.mark_enqueued(job_id, ts)
         try:
             app.backend.enqueue(self, tuple(args), dict(kwargs or {}), job_id=job_id, countdown=scaled)
         except Exception as exc:

@@ -57,6 +57,12 @@ class Backend(ABC):
         """What the library's own bookkeeping says failed, for cross-checking the failure log."""
         return {}
 
+    def native_terminal_count(self) -> int | None:
+        """Jobs of this run the library itself holds as finished or failed for good (None: cannot tell).
+
+        With the history off (``record_history=false``), this is how the driver knows the run is over."""
+        return None
+
     def requeue(self, record: dict[str, Any]) -> str:
         """Run a terminally failed job again through the library's own API; returns the job id it runs as.
 

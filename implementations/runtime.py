@@ -133,6 +133,8 @@ class Runtime:
             shared = cfg.redis_url if cfg.backend != "reference" else None
             self.alerts = Alerts(str(cfg.options["alert_webhook"]), prefix=cfg.prefix, redis_url=shared,
                                  window_s=float(cfg.options.get("alert_window_s", 60.0)))
+        # Off only to measure the harness's own cost: no history, no failure log, the backend's count alone.
+        self.record = bool(cfg.options.get("record_history", True))
         self._joblog = job_logger(str(cfg.options["log_json"])) if cfg.options.get("log_json") else None
         self._breakers: Breakers | None = None
         self._breakers_lock = threading.Lock()  # reference workers are threads: one shared state per task
@@ -156,6 +158,8 @@ class Runtime:
         return (time.time_ns() - self._t0) / 1e9 if self._t0 else None
 
     def emit(self, type_: str, **fields: Any) -> None:
+        if not self.record:
+            return
         event = {"type": type_, **self.base, **fields}
         self.sink.emit(event)
         if type_ == "attempt" and self._joblog is not None:
@@ -306,10 +310,11 @@ class Runtime:
             **self.base, "task": task.name, "job_id": job_id, "args": list(args), "kwargs": kwargs,
             "exc_type": exc_type_name(exc) if exc is not None else "", "exc_message": str(exc or ""),
             "traceback": tb, "attempts": attempts,
-            "enqueued_ns": self.sink.enqueued_ns(job_id), "failed_ns": failed,
+            "enqueued_ns": self.sink.enqueued_ns(job_id) if self.record else None, "failed_ns": failed,
             "worker": worker or f"{HOST}:{os.getpid()}",
         }
-        self.sink.record_failure(record)
+        if self.record:
+            self.sink.record_failure(record)
         self.emit("callback", name="on_failure", job_id=job_id, task=task.name, attempt=attempts, ts_ns=failed)
         self.emit("terminal", job_id=job_id, task=task.name, state="failure", attempts=attempts, ts_ns=failed,
                   exc_type=record["exc_type"], exc_message=record["exc_message"])

@@ -54,6 +54,17 @@ class ARQBackend(Backend):
         failed = sorted(r.job_id for r in results if not r.success and r.job_id and r.job_id.startswith(run))
         return {"store": "arq job results (success=False)", "job_ids": failed}
 
+    def native_terminal_count(self) -> int | None:
+        # ARQ stores a result (success or failure) only when a job is done for good.
+        keys = self._loop.run_until_complete(self._count_results())
+        return keys
+
+    async def _count_results(self) -> int:
+        from arq.constants import result_key_prefix
+
+        return sum([1 async for _ in self.pool.scan_iter(match=f"{result_key_prefix}{self.config.run_id}*",
+                                                         count=1000)])
+
     def requeue(self, record: dict[str, Any]) -> str:
         # ARQ refuses an id whose result it still keeps (enqueue_job returns None), and that result is
         # the native failure record: so the job runs again under a derived id.

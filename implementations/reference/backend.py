@@ -43,6 +43,7 @@ class ReferenceBackend(Backend):
         self._threads: list[threading.Thread] = []
         self._stopping = False
         self.failed: list[str] = []
+        self.done = 0  # jobs finished for good: the backend's own count, for runs without a history
 
     def make_sink(self) -> EventSink:
         return MemorySink(self.config.failure_log)
@@ -105,6 +106,7 @@ class ReferenceBackend(Backend):
                 try:
                     args, kwargs = pickle.loads(args[0])
                 except Exception as exc:  # noqa: BLE001 - an undecodable message fails that job, not the worker
+                    self.done += 1
                     self.failed.append(job_id)
                     runtime.fire_failure(task, job_id, exc, traceback.format_exc(), 0, (), {},
                                          worker=f"{HOST}:{os.getpid()}:{threading.current_thread().name}")
@@ -119,6 +121,7 @@ class ReferenceBackend(Backend):
                 self._push(time.monotonic(), job)
                 continue
             if outcome.ok:
+                self.done += 1
                 continue
             if outcome.retry:
                 if not outcome.deferred:  # a breaker deferral is not one of the task's retries
@@ -127,12 +130,16 @@ class ReferenceBackend(Backend):
                 due = time.monotonic() - (time.time_ns() - outcome.finished_ns) / 1e9 + (outcome.delay or 0.0)
                 self._push(due, (task, args, kwargs, job_id, attempt + 1))
             else:
+                self.done += 1
                 self.failed.append(job_id)
                 runtime.fire_failure(task, job_id, outcome.exc, outcome.tb, outcome.attempt, args, kwargs,
                                      worker=f"{HOST}:{os.getpid()}:{threading.current_thread().name}")
 
     def requeue(self, record: dict[str, Any]) -> str:
         raise BackendError("the reference backend runs in-process: its jobs end with the run that ran them")
+
+    def native_terminal_count(self) -> int | None:
+        return self.done
 
     def native_failures(self) -> dict[str, Any]:
         return {"store": "reference failed list", "job_ids": sorted(self.failed)}

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from rq import Callback, Queue, Retry
-from rq.registry import FailedJobRegistry
+from rq.registry import FailedJobRegistry, FinishedJobRegistry
 
 from ..base import Backend, ProcessWorkers
 from ..runtime import retry_delay
@@ -77,6 +77,9 @@ class RQBackend(Backend):
     def native_failures(self) -> dict[str, Any]:
         registry = FailedJobRegistry(queue=self.queue)
         return {"store": "rq FailedJobRegistry", "job_ids": sorted(registry.get_job_ids())}
+
+    def native_terminal_count(self) -> int | None:
+        return FinishedJobRegistry(queue=self.queue).count + FailedJobRegistry(queue=self.queue).count
 
     def requeue(self, record: dict[str, Any]) -> str:
         # RQ's own way (what `rq requeue` does): back on its queue, same job, same id, meta kept.

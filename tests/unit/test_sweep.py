@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from harness.scenarios import PRESETS, ScenarioError, from_mapping
-from harness.sweep import curve, recommend, sweeps, variants
+from harness.sweep import curve, overhead, recommend, sweeps, variants
 
 
 def test_each_backend_runs_the_sizes_times_its_own_options_only() -> None:
@@ -68,3 +68,17 @@ def test_results_give_one_row_per_variant_a_recommendation_per_backend_and_curve
     assert [(r["backend"], r["settings"]["workers"], r["recommended"]) for r in rows] == [
         ("arq", 1, False), ("arq", 2, True), ("rq", 1, False), ("rq", 2, True)]
     assert curve(rows, "throughput_jobs_s") == {"arq": [(1.0, 5.0), (2.0, 9.0)], "rq": [(1.0, 10.0), (2.0, 20.0)]}
+
+
+def test_history_on_and_off_gives_the_share_of_throughput_recording_costs_and_no_recommendation() -> None:
+    def agg(wall: float) -> dict[str, Any]:
+        return {"wall_throughput_jobs_s": {"median": wall}}
+
+    results = {"scenarios": {f"o[record_history={v}]": {"sweep_of": "o", "sweep_values": {"record_history": v}}
+                             for v in (True, False)},
+               "aggregates": {"o[record_history=True]": {"rq": agg(90.0)},
+                              "o[record_history=False]": {"rq": agg(100.0)}}}
+    rows = sweeps(results)["o"]
+    assert not any(r["recommended"] for r in rows)
+    (o,) = overhead(rows)
+    assert (o["backend"], o["on"], o["off"]) == ("rq", 90.0, 100.0) and abs(o["overhead_pct"] - 10.0) < 1e-9
