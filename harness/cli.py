@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from implementations.policy import PolicyError
@@ -143,20 +144,21 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     failures: list[str] = []
 
     def factory(cell: Cell) -> Any:
-        task_id = progress.add_task(cell.label, total=cell.scenario.jobs, rate="")
+        # escape: a sweep variant's name is "name[key=value]", which rich would read as markup and drop.
+        task_id = progress.add_task(escape(cell.label), total=cell.scenario.jobs, rate="")
 
         def update(line: dict[str, Any]) -> None:
             elapsed = line.get("elapsed") or 0
             rate = f"{line.get('attempts', 0) / elapsed:.1f} attempts/s" if elapsed else ""
             progress.update(task_id, completed=line.get("done", 0), rate=rate)
             if line.get("error"):
-                failures.append(f"{cell.label}: {line['error']}")
+                failures.append(escape(f"{cell.label}: {line['error']}"))
 
         return update
 
     def done(cell: Cell, last: dict[str, Any]) -> None:
         if last.get("reason") not in (None, "complete") and not last.get("error"):
-            failures.append(f"{cell.label}: {last['reason']}")
+            failures.append(escape(f"{cell.label}: {last['reason']}"))
 
     run_dir: Path | None = None
     interrupted = aborted = False

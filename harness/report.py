@@ -159,7 +159,9 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
     swept = []
     for parent, sweep_rows in sweeps(results).items():
         table = _sweep_table(sweep_rows)
-        size = next((k for r in sweep_rows for k in r["settings"] if k in SIZES and len(r["settings"]) == 1), None)
+        # Curves only for a sweep over one size on every backend (scaling), not a tuning grid.
+        keys = {k for r in sweep_rows for k in r["settings"]}
+        size = next(iter(keys)) if len(keys) == 1 and next(iter(keys)) in SIZES else None
         entry: dict[str, Any] = {"name": parent, "description": _sweep_description(results, parent),
                                  "table": table, "plots": [], "overhead": overhead(sweep_rows)}
         if size:

@@ -6,6 +6,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .metrics import METRICS, format_value
@@ -133,14 +134,16 @@ def print_results(results: dict[str, Any], console: Console) -> None:
                 continue
             examples = [e for key, value in verdict.items() if key.endswith("examples") for e in value]
             detail = "; ".join(examples[:3]) or "see results.json"
-            console.print(f"[red]{cell['backend']} · {cell['scenario']} · {check} failed:[/] {detail}")
+            console.print(f"[red]{escape(cell['backend'])} · {escape(cell['scenario'])} · {check} failed:[/] "
+                          f"{escape(detail)}")
     if results.get("partial"):
         console.print("[yellow]partial run: some cells did not finish (interrupted or failed)[/]")
     for problem in results.get("history_problems", [])[:5]:
         console.print(f"[yellow]history: {problem}[/]")
     for cell in results.get("cells", []):
         if not cell.get("complete"):
-            console.print(f"[yellow]{cell['backend']} · {cell['scenario']}: {cell['reason']}[/]")
+            where = escape(f"{cell['backend']} · {cell['scenario']}: {cell['reason']}")
+            console.print(f"[yellow]{where}[/]")
 
 
 def sweep_table(name: str, rows: list[dict[str, Any]]) -> Table:
@@ -176,7 +179,7 @@ def compare_table(rows: list[Any], *, only_changed: bool = True) -> Table:
         direction = f"[{colour}]{r.direction}[/]" if colour else r.direction
         if r.failed:
             direction += " [bold red]FAIL " + ", ".join(r.failed) + "[/]"
-        table.add_row(r.scenario, r.backend, r.metric, format_value(r.metric, r.base, with_unit=True),
+        table.add_row(escape(r.scenario), r.backend, r.metric, format_value(r.metric, r.base, with_unit=True),
                       format_value(r.metric, r.new, with_unit=True),
                       "-" if r.change_pct is None else f"{r.change_pct:+.1f}%", direction, sig)
     return table
