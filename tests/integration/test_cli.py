@@ -86,7 +86,10 @@ def test_ctrl_c_mid_run_leaves_no_redis_or_worker_behind(tmp_path: Path, backend
     # Given a bench run with workers of two backends and a private redis-server, well under way
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "-b", "rq", "-b", "celery",
                              "-s", "seed-lesson", "--out", str(tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            # As from a terminal: a suite started in the background by a non-interactive
+                            # shell inherits SIGINT ignored, and Python would keep ignoring it.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     run_dirs = lambda: [p for p in tmp_path.iterdir() if p.is_dir() and not p.is_symlink()]  # noqa: E731
     _wait_for(lambda: run_dirs() and (run_dirs()[0] / "history.jsonl").exists() and
               '"attempt"' in (run_dirs()[0] / "history.jsonl").read_text(), 120, "the first attempt")
