@@ -144,8 +144,8 @@ def check_throughput(events: Run) -> dict[str, Any]:
     first, last = idx.first_enqueue_ns, idx.last_terminal_ns
     span = (last - first) / 1e9 if first is not None and last is not None and last > first else None
     lat = _stats(latencies)
-    cpu = (idx.end or {}).get("worker_cpu_s")
     end = idx.end or {}
+    cpu = end.get("worker_cpu_s")
     enqueue_s, wall_s, jobs_done = end.get("enqueue_s"), end.get("wall_s"), end.get("jobs_done")
     unrecorded = end.get("record_history") is False  # the harness-overhead baseline: no history to judge
     return {"jobs": jobs, "terminal_jobs": terminal, "attempts": attempts, "duration_s": span,

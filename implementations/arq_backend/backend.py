@@ -56,8 +56,7 @@ class ARQBackend(Backend):
 
     def native_terminal_count(self) -> int | None:
         # ARQ stores a result (success or failure) only when a job is done for good.
-        keys = self._loop.run_until_complete(self._count_results())
-        return keys
+        return self._loop.run_until_complete(self._count_results())
 
     async def _count_results(self) -> int:
         from arq.constants import result_key_prefix
