@@ -9,6 +9,7 @@ backend's recovery; whether some attempt of it ran to completion twice is a dupl
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 from typing import Any
 
@@ -23,21 +24,13 @@ def _interrupted(starts: list[int], ended: int) -> list[int]:
     return sorted(starts)[: max(0, len(starts) - ended)]
 
 
-def _median(values: list[float]) -> float | None:
-    data = sorted(values)
-    if not data:
-        return None
-    mid = len(data) // 2
-    return data[mid] if len(data) % 2 else (data[mid - 1] + data[mid]) / 2
-
-
 def check_reliability(idx: RunIndex) -> dict[str, Any]:
     """Interrupted attempts and the jobs they hit, time-outs, poison jobs and the broker restart."""
     c = Counter[str]()
     recovery: list[float] = []
     said: Counter[str] = Counter()
     examples: list[str] = []
-    refused: set[str] = set(getattr(idx, "refused", ()) or ())
+    refused = idx.refused
     native = idx.native or set()
     for jid, jv in idx.jobs.items():
         for ends in jv.ends.values():
@@ -80,7 +73,7 @@ def check_reliability(idx: RunIndex) -> dict[str, Any]:
     refused_only = refused - idx.jobs.keys()  # refused at enqueue, so the index holds no job for it
     c["poison_jobs"] += len(refused_only)
     c["poison_refused"] += len(refused_only)
-    return {**{k: c[k] for k in _COUNTS}, "recovery_median_s": _median(recovery),
+    return {**{k: c[k] for k in _COUNTS}, "recovery_median_s": statistics.median(recovery) if recovery else None,
             "recovery_max_s": max(recovery) if recovery else None,
             "crash_failure_says": said.most_common(1)[0][0] if said else None,
             **_broker(idx), "driver_peak_rss_mb": (idx.end or {}).get("driver_peak_rss_mb"),
@@ -95,7 +88,7 @@ _COUNTS = ("interrupted_attempts", "crash_hit_jobs", "recovered_jobs", "lost_aft
 
 def _broker(idx: RunIndex) -> dict[str, Any]:
     """Downtime of a broker restart and the time from its return to the first attempt that finished."""
-    restarts = [e for e in getattr(idx, "broker", ()) or () if e.get("event") == "restart"]
+    restarts = [e for e in idx.broker if e.get("event") == "restart"]
     if not restarts:
         return {"broker_down_s": None, "broker_recovery_s": None}
     down, up = restarts[0].get("down_ns") or 0, restarts[0].get("up_ns") or 0

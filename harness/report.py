@@ -16,8 +16,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from . import plots
 from .analysis import CellPlot, plot_inputs
 from .metrics import METRICS, format_value
-from .sweep import SIZES, SWEEP_COLUMNS, curve, overhead, sweeps
-from .tables import OUTAGE_COLUMNS, SUMMARY_COLUMNS, _best, _median, columns_for
+from .sweep import SIZES, SWEEP_COLUMNS, curve, label, overhead, sweeps
+from .tables import OUTAGE_COLUMNS, SUMMARY_COLUMNS, _best, _median, columns_for, is_reliability
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -51,10 +51,7 @@ def _reliability(results: dict[str, Any]) -> dict[str, Any] | None:
     definitions = results.get("scenarios", {})
     rows = []
     for scenario, by_backend in results.get("aggregates", {}).items():
-        definition = definitions.get(scenario) or {}
-        kinds = {f.get("kind") for f in definition.get("faults") or ()}
-        if not (kinds & {"crash", "timeout"} or definition.get("poison")
-                or (definition.get("options") or {}).get("broker_restart_at") is not None):
+        if not is_reliability(definitions.get(scenario)):
             continue
         for backend, agg in by_backend.items():
             cells = []
@@ -79,8 +76,8 @@ def _sweep_table(rows: list[dict[str, Any]]) -> dict[str, Any]:
             value = r["metrics"].get(name)
             bad = (name == "valid" and value is False) or (name in _ALWAYS_RED and bool(value))
             cells.append({"text": format_value(name, value), "best": False, "bad": bad})
-        settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items()) or "defaults"
-        out.append({"backend": f"{r['backend']} · {settings}", "cells": cells, "recommended": r["recommended"]})
+        out.append({"backend": f"{r['backend']} · {label(r['settings'])}", "cells": cells,
+                    "recommended": r["recommended"]})
     return {"columns": [{"name": n, "unit": METRICS[n].unit, "description": METRICS[n].description}
                         for n in SWEEP_COLUMNS], "rows": out}
 

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .metrics import METRICS, format_value
-from .sweep import overhead, sweeps
+from .sweep import label, overhead, sweeps
 
 SUMMARY_COLUMNS = ("jobs", "attempts", "succeeded", "failed", "failure_records", "lateness_median",
                    "lateness_p99", "early_retries", "throughput_jobs_s", "lost_jobs", "duplicate_executions",
@@ -33,6 +33,14 @@ _POISON_TABLE = ("jobs", "attempts", "succeeded", "failed", "failure_records", "
                  "poison_refused", "poison_failed_natively", "poison_recorded", "poison_unaccounted", "valid")
 _BROKER_TABLE = ("jobs", "attempts", "succeeded", "failed", "lost_jobs", "duplicate_executions",
                  "interrupted_attempts", "broker_down_s", "broker_recovery_s", "valid")
+
+
+def is_reliability(definition: dict[str, Any] | None) -> bool:
+    """A scenario that kills workers, stops tasks at a time limit, poisons payloads or restarts the broker."""
+    definition = definition or {}
+    kinds = {f.get("kind") for f in definition.get("faults") or ()}
+    return bool(kinds & {"crash", "timeout"} or definition.get("poison")
+                or (definition.get("options") or {}).get("broker_restart_at") is not None)
 
 
 def columns_for(definition: dict[str, Any] | None) -> tuple[str, ...]:
@@ -158,9 +166,8 @@ def sweep_table(name: str, rows: list[dict[str, Any]]) -> Table:
         table.add_column(SHORT.get(metric, metric.replace("_", " ")) + (f" {unit}" if unit and unit not in
                          SHORT.get(metric, "") else ""), justify="right", no_wrap=True)
     for r in rows:
-        settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items()) or "defaults"
         cells = [format_value(m, r["metrics"].get(m)) for m in columns]
-        table.add_row(("★ " if r["recommended"] else "") + f"{r['backend']} · {settings}", *cells)
+        table.add_row(("★ " if r["recommended"] else "") + f"{r['backend']} · {label(r['settings'])}", *cells)
     for o in overhead(rows):
         table.add_row(f"{o['backend']}: recording costs", f"{o['overhead_pct']:.1f}%", *[""] * (len(columns) - 1))
     return table
