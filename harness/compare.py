@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,7 +75,8 @@ class Row:
     failed: list[str] = field(default_factory=list)
 
 
-def _values(results: dict[str, Any]) -> dict[tuple[str, str], dict[str, list[float]]]:
+def repetitions(results: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, list[float]]]:
+    """Per (scenario, backend): every numeric summary value, one per repetition."""
     out: dict[tuple[str, str], dict[str, list[float]]] = {}
     for cell in results.get("cells", []):
         per = out.setdefault((cell["scenario"], cell["backend"]), {})
@@ -141,7 +143,7 @@ def compare(base: dict[str, Any], new: dict[str, Any], *, thresholds: list[Thres
         if a != b:
             keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
             raise CompareError(f"scenario {name!r} differs between the runs ({', '.join(keys)}): not comparable")
-    vb, vn = _values(base), _values(new)
+    vb, vn = repetitions(base), repetitions(new)
     names = metrics or [n for n in METRICS if METRICS[n].better is not None and n not in ("valid", "complete")]
     rows: list[Row] = []
     failures: list[str] = []

@@ -8,6 +8,7 @@ Imports only the standard library, redis-py and ``implementations`` (no rich, no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -23,6 +24,7 @@ from implementations.base import BackendError
 from implementations.config import AppConfig
 from implementations.events import now_ns
 from implementations.external import ExternalWorkers
+from implementations.filesink import FileSink
 from implementations.scenarios import build_app
 
 from .expect import predict
@@ -113,6 +115,20 @@ def copy_records(events: list[dict[str, Any]], path: str | None) -> None:
             fh.write("".join(json.dumps(r, default=str) + "\n" for r in records))
 
 
+def poll_interval(backend: str, tally: Tally, elapsed_s: float) -> float:
+    """How long the history-off baseline waits before counting again.
+
+    Counting costs the broker and the CPU the workers are measured on, so the baseline must not pay
+    more for it than the history costs the other side: slow polls (at most 0.25 s) while much is left,
+    20 ms (2 ms in-process, where polling is free) once the end is less than ~80 ms away, so that the
+    end is seen within a poll of the truth."""
+    floor = 0.002 if backend == "reference" else 0.02
+    rate = tally.terminal / elapsed_s if elapsed_s > 0 else 0.0
+    if rate <= 0:
+        return floor
+    return min(0.25, max(floor, (tally.jobs - tally.terminal) / rate / 4))
+
+
 def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
     scenario = Scenario(**{**spec["scenario"], "faults": tuple(spec["scenario"]["faults"]),
                            "messages": tuple(spec["scenario"]["messages"])})
@@ -121,6 +137,8 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
         broker_url=spec.get("broker_url"),
         run_id=spec["run_id"], seed=scenario.seed, faults=[dict(f) for f in scenario.faults],
         time_scale=scenario.time_scale, failure_log=spec.get("failure_log"), scenario=scenario.name,
+        # Workers on this host write their events to a file the driver tails; elsewhere, to Redis.
+        events_file=None if spec.get("external_workers") else spec.get("events_file"),
         task=scenario.task, policy=dict(scenario.policy), task_options=dict(scenario.task_options),
         options={**scenario.options, **spec.get("options", {}), "log_dir": spec.get("log_dir")},
     )
@@ -170,7 +188,7 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
         record = app.runtime.record
         down_since: float | None = None
         started = time.monotonic()
-        last_tick = 0.0
+        last_tick = last_ping = 0.0
         enqueued = 0
         while tally.terminal < tally.jobs:
             if stop["flag"]:
@@ -222,10 +240,14 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                     raise BackendError(f"{config.backend} cannot count finished jobs: record_history=false "
                                        "needs a backend that can")
                 tally.terminal = count
-                time.sleep(0.002 if config.backend == "reference" else 0.02)  # in-process: polling is free
+                time.sleep(poll_interval(config.backend, tally, time.perf_counter() - (first_enqueue or 0.0)))
                 continue
             try:
                 events = sink.drain(block_ms=100)
+                if now - last_ping >= 0.5:
+                    # Events may come through a local file: ask Redis itself whether it is still there.
+                    sink.t0()
+                    last_ping = now
                 down_since = None
             except Exception as exc:
                 # A broker restart (the broker-restart scenario): wait for it, as workers must, but not forever.
@@ -238,6 +260,12 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                 continue
             history.write(events)
             copy_records(events, failure_log)
+            if isinstance(sink, FileSink):
+                sink.mirror(events)
+            if events:
+                # Read in batches, as the history-off baseline polls its count (every 20 ms): a read per
+                # handful of events would spend the CPU the workers are being measured on (2 cores).
+                time.sleep(0.02)
             for e in events:
                 kind = e.get("type")
                 if kind == "terminal":
@@ -259,7 +287,9 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                 print(json.dumps({"done": tally.terminal, "jobs": tally.jobs, "attempts": tally.attempts,
                                   "failed": tally.failed, "elapsed": now - started}), file=out, flush=True)
         if first_enqueue is not None and reason == "complete":
-            wall_s = time.perf_counter() - first_enqueue  # as the driver saw it, the same way in both modes
+            # As the driver saw it, the same way in both modes (with the history off, the backend may know better).
+            done_at = None if record else app.backend.native_done_at
+            wall_s = (done_at or time.perf_counter()) - first_enqueue
         if reason == "complete":
             # RQ retries a job it cannot decode like any failure, so a poison job reaches the failed store only
             # after the whole retry schedule: wait that long for it (never past the deadline).
@@ -277,23 +307,33 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
         else:
             cpu_s = app.backend.worker_cpu_s()  # before the stop: a stopped worker's times are gone with it
             app.stop_workers(timeout=5.0)
+        copied = False
         try:
             events = app.runtime.sink.drain()
             history.write(events)
             copy_records(events, failure_log)
+            copied = True
+            if isinstance(app.runtime.sink, FileSink):
+                app.runtime.sink.mirror(events)
             native = app.backend.native_failures()
             if native:
                 history.write([{"type": "native", **base, **native}])
         except Exception as exc:  # noqa: BLE001 - Redis may be gone; what was recorded stays recorded
             reason = f"{reason}; could not read the final events: {exc}"
         # The harness's own footprint, for the claim that it streams the history rather than holds it.
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        peak_mb = usage.ru_maxrss / 1024
         history.write([{"type": "end", **base, "ts_ns": now_ns(), "complete": reason == "complete",
                         "reason": reason, "driver_peak_rss_mb": round(peak_mb, 1), "worker_cpu_s": cpu_s,
+                        "driver_cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
                         "enqueue_s": enqueue_s, "wall_s": wall_s, "jobs_done": tally.terminal,
-                        "record_history": app.runtime.record}])
+                        "record_history": app.runtime.record, "native_stale_states": app.backend.stale_states}])
         history.close()
         app.close()
+        if copied and config.events_file:
+            # Every event it held is in history.jsonl now; until then it stayed, whatever ended the run.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(config.events_file)
         print(json.dumps({"done": tally.terminal, "jobs": tally.jobs, "attempts": tally.attempts,
                           "failed": tally.failed, "finished": True, "reason": reason}), file=out, flush=True)
     return code

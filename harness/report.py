@@ -16,7 +16,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from . import plots
 from .analysis import CellPlot, plot_inputs
 from .metrics import METRICS, format_value
-from .sweep import SIZES, SWEEP_COLUMNS, curve, label, overhead, sweeps
+from .sweep import SIZES, SWEEP_COLUMNS, curve, label, overhead, overhead_note, sweeps
 from .tables import OUTAGE_COLUMNS, SUMMARY_COLUMNS, _best, _median, columns_for, is_reliability
 
 REPORT_MD = "report.md"
@@ -160,7 +160,8 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
         keys = {k for r in sweep_rows for k in r["settings"]}
         size = next(iter(keys)) if len(keys) == 1 and next(iter(keys)) in SIZES else None
         entry: dict[str, Any] = {"name": parent, "description": _sweep_description(results, parent),
-                                 "table": table, "plots": [], "overhead": overhead(sweep_rows)}
+                                 "table": table, "plots": [], "overhead": [{**o, "note": overhead_note(o)}
+                                                                           for o in overhead(sweep_rows)]}
         if size:
             png = plots.scaling_plot(parent, size, {m: curve(sweep_rows, m) for m in
                                                     ("throughput_jobs_s", "driver_peak_rss_mb", "cpu_ms_per_attempt")})

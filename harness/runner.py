@@ -126,6 +126,7 @@ def run_cell(cell: Cell, *, python: str, run_dir: Path, redis_url: str, plan: Ru
         "run_id": cell.run_id,
         "repeat": cell.repeat, "redis_url": redis_url, "broker_url": plan.broker_url,
         "history_path": str(run_dir / HISTORY), "failure_log": str(run_dir / "failed_jobs.log"),
+        "events_file": str(logs / f"{cell.run_id}-events.jsonl"),
         "log_dir": str(logs), "options": plan.options, "external_workers": plan.external_workers,
     }
     spec_path = logs / f"{cell.run_id}.json"

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from .compare import repetitions, significant
 from .scenarios import KNOWN_OPTIONS, Scenario, ScenarioError
 
 SIZES = ("jobs", "workers", "concurrency")
@@ -95,6 +96,7 @@ def sweeps(results: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Per swept scenario, one row per (backend, variant): its settings, metric medians and whether it is
     the backend's recommended variant. Variants appear in the order they ran."""
     definitions = results.get("scenarios", {})
+    reps = repetitions(results)
     out: dict[str, list[dict[str, Any]]] = {}
     for name, by_backend in results.get("aggregates", {}).items():
         definition = definitions.get(name) or {}
@@ -105,7 +107,8 @@ def sweeps(results: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
             metrics = {k: _median(v) for k, v in agg.items()}
             out.setdefault(parent, []).append({"backend": backend, "scenario": name,
                                                "settings": dict(definition.get("sweep_values") or {}),
-                                               "metrics": metrics, "recommended": False})
+                                               "metrics": metrics, "values": reps.get((name, backend), {}),
+                                               "recommended": False})
     for rows in out.values():
         for backend in dict.fromkeys(r["backend"] for r in rows):
             mine = [r for r in rows if r["backend"] == backend]
@@ -120,15 +123,31 @@ def sweeps(results: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 def overhead(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """For a sweep over ``record_history`` alone: per backend, driver-seen jobs/s with the history on and
-    off, and the share of throughput recording costs."""
-    by_backend: dict[str, dict[bool, float]] = {}
+    off (medians), the share of throughput recording costs, and whether the difference is significant
+    (Welch's t-test over the repetitions, as ``compare``; None with fewer than two a side)."""
+    by_backend: dict[str, dict[bool, tuple[float, list[float]]]] = {}
     for r in rows:
         settings = r["settings"]
         value = r["metrics"].get("wall_throughput_jobs_s")
         if set(settings) == {"record_history"} and isinstance(value, (int, float)):
-            by_backend.setdefault(r["backend"], {})[bool(settings["record_history"])] = float(value)
-    return [{"backend": b, "on": v[True], "off": v[False], "overhead_pct": (1 - v[True] / v[False]) * 100}
-            for b, v in by_backend.items() if True in v and False in v and v[False] > 0]
+            reps = [float(v) for v in (r.get("values") or {}).get("wall_throughput_jobs_s", [])
+                    if isinstance(v, (int, float))]
+            by_backend.setdefault(r["backend"], {})[bool(settings["record_history"])] = (float(value), reps)
+    out = []
+    for b, v in by_backend.items():
+        if True in v and False in v and v[False][0] > 0:
+            (on, on_reps), (off, off_reps) = v[True], v[False]
+            out.append({"backend": b, "on": on, "off": off, "overhead_pct": (1 - on / off) * 100,
+                        "runs": min(len(on_reps), len(off_reps)), "significant": significant(on_reps, off_reps)})
+    return out
+
+
+def overhead_note(o: Mapping[str, Any]) -> str:
+    """The verdict on one ``overhead`` entry in words, e.g. "2.1% (within run-to-run noise, 5 runs)"."""
+    if o["significant"] is None:
+        return f"{o['overhead_pct']:.1f}% (significance unknown: fewer than two runs a side)"
+    verdict = "significant" if o["significant"] else "within run-to-run noise"
+    return f"{o['overhead_pct']:.1f}% ({verdict}, {o['runs']} runs a side)"
 
 
 def curve(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[str, list[tuple[float, float]]]:

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .metrics import METRICS, format_value
-from .sweep import label, overhead, sweeps
+from .sweep import label, overhead, overhead_note, sweeps
 
 SUMMARY_COLUMNS = ("jobs", "attempts", "succeeded", "failed", "failure_records", "lateness_median",
                    "lateness_p99", "early_retries", "throughput_jobs_s", "lost_jobs", "duplicate_executions",
@@ -168,8 +168,9 @@ def sweep_table(name: str, rows: list[dict[str, Any]]) -> Table:
     for r in rows:
         cells = [format_value(m, r["metrics"].get(m)) for m in columns]
         table.add_row(("★ " if r["recommended"] else "") + f"{r['backend']} · {label(r['settings'])}", *cells)
-    for o in overhead(rows):
-        table.add_row(f"{o['backend']}: recording costs", f"{o['overhead_pct']:.1f}%", *[""] * (len(columns) - 1))
+    notes = [f"{o['backend']}: recording costs {overhead_note(o)}" for o in overhead(rows)]
+    if notes:
+        table.caption, table.caption_justify = "\n".join(notes), "left"
     return table
 
 

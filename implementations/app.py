@@ -90,7 +90,7 @@ class Task:
         ts = now_ns()
         runtime = app.runtime
         if not app._config_saved:
-            runtime.sink.save_config(app.config.to_json())
+            runtime.sink.save_config(app.config.portable().to_json())
             app._config_saved = True
         if runtime.record:
             runtime.sink.mark_enqueued(job_id, ts)

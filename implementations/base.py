@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .config import ENV_VAR
 from .events import EventSink, RedisSink
+from .filesink import FileSink
 from .procs import spawn, terminate
 
 if TYPE_CHECKING:
@@ -30,6 +31,10 @@ class Backend(ABC):
 
     name: ClassVar[str]
     libraries: ClassVar[tuple[str, ...]] = ()
+    # perf_counter() when native_terminal_count() last went up, where a backend can tell it better than the
+    # moment the driver saw the final count (see the Celery backend's stalled RETRY states).
+    native_done_at: float | None = None
+    stale_states = 0  # jobs the library's own store left unfinished although they had ended
 
     def __init__(self, app: RetryApp) -> None:
         self.app = app
@@ -86,7 +91,10 @@ class Backend(ABC):
     def make_sink(self) -> EventSink:
         if not self.config.redis_url:
             raise BackendError(f"backend {self.name!r} needs a Redis URL")
-        return RedisSink(self.config.redis_url, self.config.prefix, self.config.failure_log)
+        shared = RedisSink(self.config.redis_url, self.config.prefix, self.config.failure_log)
+        if self.config.events_file:
+            return FileSink(self.config.events_file, shared)
+        return shared
 
     def state(self, job_id: str) -> dict[str, Any] | None:
         return self.app.runtime.sink.state(job_id)

@@ -25,6 +25,7 @@ class AppConfig:
     faults: list[dict[str, Any]] = field(default_factory=list)
     time_scale: float = 1.0
     failure_log: str | None = None
+    events_file: str | None = None  # workers on this host append history events here (else: a Redis stream)
     scenario: str = ""
     task: str = ""  # scenario apps: which built-in task body to register
     policy: dict[str, Any] = field(default_factory=dict)
@@ -47,6 +48,13 @@ class AppConfig:
         same_broker = self.broker_url in (None, self.redis_url)
         return replace(self, redis_url=redis_url,
                        broker_url=broker_url or (redis_url if same_broker else self.broker_url))
+
+    def portable(self) -> AppConfig:
+        """The same app without this host's paths (failure log, event file, log folder), for workers
+        started anywhere else or later: they record through Redis instead."""
+        from dataclasses import replace
+
+        return replace(self, failure_log=None, events_file=None, options={**self.options, "log_dir": None})
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -35,9 +35,9 @@ def config_key(prefix: str) -> str:
 
 
 class EventSink(Protocol):
-    def emit(self, event: dict[str, Any]) -> None: ...
+    def emit(self, *events: dict[str, Any]) -> None: ...
 
-    def record_failure(self, record: dict[str, Any]) -> None: ...
+    def record_failure(self, record: dict[str, Any], *events: dict[str, Any]) -> None: ...
 
     def mark_enqueued(self, job_id: str, ts_ns: int) -> None: ...
 
@@ -64,6 +64,30 @@ class EventSink(Protocol):
     def first_time(self, key: str) -> bool: ...
 
 
+def harness_redis(url: str, **options: Any) -> Any:
+    """A redis-py client for the harness's own writes, as cheap to open as the installed redis-py allows.
+
+    RQ forks a work horse per job and each one opens its connections afresh: redis-py 8 spends about 2 ms
+    of CPU per new connection reading its own version from package metadata for ``CLIENT SETINFO`` (two
+    more round trips, plus ``HELLO 3``). The harness needs none of that, so its clients skip it; the
+    libraries under test keep their own clients exactly as they configure them.
+    """
+    import inspect
+
+    import redis
+
+    accepted = inspect.signature(redis.connection.AbstractConnection.__init__).parameters \
+        if hasattr(redis.connection, "AbstractConnection") else {}
+    if "driver_info" in accepted:
+        options.setdefault("driver_info", None)
+    elif "lib_name" in accepted:
+        options.setdefault("lib_name", None)
+        options.setdefault("lib_version", None)
+    if "protocol" in accepted:
+        options.setdefault("protocol", 2)
+    return redis.Redis.from_url(url, **options)
+
+
 def _append_line(path: str, data: dict[str, Any]) -> None:
     line = json.dumps(data, default=str) + "\n"
     # O_APPEND keeps lines whole when several worker processes write one file.
@@ -88,23 +112,29 @@ class RedisSink:
 
         # The harness's own events ride on the broker's Redis: across a broker restart (a few seconds) each
         # write waits and retries rather than fail the task it instruments, or vanish from the history.
-        self._redis = redis.Redis.from_url(
+        self._redis = harness_redis(
             redis_url, socket_timeout=30, socket_connect_timeout=10, retry_on_timeout=True,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 20),
             retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError])
         self._key = events_key(prefix)
         self._reader: StreamReader | None = None
 
-    def emit(self, event: dict[str, Any]) -> None:
-        data = json.dumps(event, default=str)
-        if event.get("type") != "terminal":
-            self._redis.xadd(self._key, {"e": data})
+    def emit(self, *events: dict[str, Any]) -> None:
+        """Append events in one round trip (an attempt's end and its job's terminal state go together)."""
+        if len(events) == 1 and events[0].get("type") != "terminal":
+            self._redis.xadd(self._key, {"e": json.dumps(events[0], default=str)})
             return
-        # Terminal states are also kept per job so that AsyncResult.get needs no stream scan.
-        pipe = self._redis.pipeline()
-        pipe.xadd(self._key, {"e": data})
-        pipe.hset(f"{self.prefix}:states", event["job_id"], data)
+        pipe = self._redis.pipeline()  # MULTI/EXEC: the events are recorded together or not at all
+        self._add(pipe, events)
         pipe.execute()
+
+    def _add(self, pipe: Any, events: tuple[dict[str, Any], ...]) -> None:
+        for event in events:
+            data = json.dumps(event, default=str)
+            pipe.xadd(self._key, {"e": data})
+            if event.get("type") == "terminal":
+                # Terminal states are also kept per job so that AsyncResult.get needs no stream scan.
+                pipe.hset(f"{self.prefix}:states", event["job_id"], data)
 
     def state(self, job_id: str) -> dict[str, Any] | None:
         raw = self._redis.hget(f"{self.prefix}:states", job_id)
@@ -151,12 +181,20 @@ class RedisSink:
         # What `retrybench failed-jobs requeue` needs to rebuild this app long after the run ended.
         self._redis.set(config_key(self.prefix), config_json)
 
-    def record_failure(self, record: dict[str, Any]) -> None:
+    def store_failure(self, record: dict[str, Any]) -> None:
+        """The record alone: the failure log and the list ``failed-jobs`` reads (``FileSink`` writes the rest)."""
+        if self.failure_log:
+            _append_line(self.failure_log, record)
+        self._redis.rpush(failures_key(self.prefix), json.dumps(record, default=str))
+
+    def record_failure(self, record: dict[str, Any], *events: dict[str, Any]) -> None:
+        """Store a failure record (then ``events``, in the same round trip)."""
         if self.failure_log:
             _append_line(self.failure_log, record)
         pipe = self._redis.pipeline()
         pipe.rpush(failures_key(self.prefix), json.dumps(record, default=str))
         pipe.xadd(self._key, {"e": json.dumps({"type": "failure_record", **record}, default=str)})
+        self._add(pipe, events)
         pipe.execute()
 
 
@@ -189,11 +227,12 @@ class MemorySink:
     def enqueued_ns(self, job_id: str) -> int | None:
         return self._enqueued.get(job_id)
 
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, *events: dict[str, Any]) -> None:
         with self._lock:
-            self.events.append(event)
-            if event.get("type") == "terminal":
-                self._states[event["job_id"]] = event
+            for event in events:
+                self.events.append(event)
+                if event.get("type") == "terminal":
+                    self._states[event["job_id"]] = event
             self._cond.notify_all()
 
     def state(self, job_id: str) -> dict[str, Any] | None:
@@ -223,13 +262,13 @@ class MemorySink:
     def ready_count(self) -> int:
         return len(self._ready)
 
-    def record_failure(self, record: dict[str, Any]) -> None:
+    def record_failure(self, record: dict[str, Any], *events: dict[str, Any]) -> None:
         if self.failure_log:
             _append_line(self.failure_log, record)
         with self._lock:
             self.failures.append(record)
             self.events.append({"type": "failure_record", **record})
-            self._cond.notify_all()
+        self.emit(*events)
 
     def drain(self, block_ms: int = 0) -> list[dict[str, Any]]:
         with self._lock:

@@ -18,7 +18,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import replace
 from typing import Any
 
 from .base import BackendError
@@ -47,7 +46,7 @@ class ExternalWorkers:
 
     def start(self, *, timeout: float = 60.0) -> float:
         # Paths on this host mean nothing on another: the driver writes failed_jobs.log from the stream.
-        shared = replace(self.config, failure_log=None, options={**self.config.options, "log_dir": None})
+        shared = self.config.portable()
         payload = {"config": json.loads(shared.to_json()), "concurrency": self.concurrency,
                    "published_by": f"{HOST}:{os.getpid()}"}
         started = time.monotonic()
@@ -120,7 +119,7 @@ class Supervisor:
         from .worker import load_app
 
         # The harness reached Redis by its own address; this host may need another (redis://redis:6379).
-        config = AppConfig(**payload["config"]).reached_at(self.redis_url, self.broker_url)
+        config = AppConfig(**payload["config"]).portable().reached_at(self.redis_url, self.broker_url)
         self._app = load_app(config)
         try:
             self._app.start_workers(1, int(payload.get("concurrency", 1)))

@@ -29,7 +29,7 @@ def requeue(redis_url: str, prefix: str, record: dict[str, object]) -> dict[str,
                            "and is its data still there?)")
     config = AppConfig.from_json(raw.decode() if isinstance(raw, bytes) else str(raw))
     # The run may have reached Redis by another address; the caller's is the one that works from here.
-    config = replace(config.reached_at(redis_url), failure_log=None)
+    config = replace(config.reached_at(redis_url), failure_log=None, events_file=None)
     app = load_app(config)
     try:
         new_id = app.backend.requeue(dict(record))

@@ -157,13 +157,21 @@ class Runtime:
             self._t0 = self.app.config.t0_ns or self.sink.t0() or 0
         return (time.time_ns() - self._t0) / 1e9 if self._t0 else None
 
+    def event(self, type_: str, **fields: Any) -> dict[str, Any]:
+        return {"type": type_, **self.base, **fields}
+
     def emit(self, type_: str, **fields: Any) -> None:
+        self.emit_all(self.event(type_, **fields))
+
+    def emit_all(self, *events: dict[str, Any]) -> None:
+        """Record ``events`` in one write to the sink (one round trip to Redis)."""
         if not self.record:
             return
-        event = {"type": type_, **self.base, **fields}
-        self.sink.emit(event)
-        if type_ == "attempt" and self._joblog is not None:
-            log_attempt(self._joblog, event)
+        self.sink.emit(*events)
+        if self._joblog is not None:
+            for event in events:
+                if event["type"] == "attempt":
+                    log_attempt(self._joblog, event)
 
     # -- one attempt ------------------------------------------------------------------------------
     def run_attempt(self, task: Task, job_id: str, attempt: int, args: tuple[Any, ...],
@@ -210,10 +218,11 @@ class Runtime:
             return self._record_failure(task, job_id, attempt, as_timeout(exc, task.time_limit), fault, started,
                                         common, native, store_error)
         finished = now_ns()
-        self.emit("attempt", **common, started_ns=started, finished_ns=finished, outcome="success",
-                  fault=fault.kind if fault else None, native=native or {})
-        self.emit("terminal", job_id=job_id, task=task.name, state="success", attempts=attempt, ts_ns=finished,
-                  result=_jsonable(value))
+        self.emit_all(
+            self.event("attempt", **common, started_ns=started, finished_ns=finished, outcome="success",
+                       fault=fault.kind if fault else None, native=native or {}),
+            self.event("terminal", job_id=job_id, task=task.name, state="success", attempts=attempt,
+                       ts_ns=finished, result=_jsonable(value)))
         return Outcome(ok=True, value=value, fault=fault, started_ns=started, finished_ns=finished, attempt=attempt)
 
     def _record_failure(self, task: Task, job_id: str, attempt: int, exc: BaseException, fault: Fault | None,
@@ -314,10 +323,12 @@ class Runtime:
             "worker": worker or f"{HOST}:{os.getpid()}",
         }
         if self.record:
-            self.sink.record_failure(record)
-        self.emit("callback", name="on_failure", job_id=job_id, task=task.name, attempt=attempts, ts_ns=failed)
-        self.emit("terminal", job_id=job_id, task=task.name, state="failure", attempts=attempts, ts_ns=failed,
-                  exc_type=record["exc_type"], exc_message=record["exc_message"])
+            self.sink.record_failure(
+                record,
+                self.event("callback", name="on_failure", job_id=job_id, task=task.name, attempt=attempts,
+                           ts_ns=failed),
+                self.event("terminal", job_id=job_id, task=task.name, state="failure", attempts=attempts,
+                           ts_ns=failed, exc_type=record["exc_type"], exc_message=record["exc_message"]))
         if self.alerts is not None:
             self.alerts.notify(record)  # queued, never sent from here: a slow webhook cannot hold the job
         if task.on_failure is not None:

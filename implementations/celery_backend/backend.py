@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from celery.result import AsyncResult as CeleryResult
 
 from ..base import Backend, ProcessWorkers
-from .app import build_celery
+from .app import build_celery, queue_name
 
 if TYPE_CHECKING:
     from ..app import RetryApp, Task
+
+
+STALL_S = 1.0  # no progress for this long, with tasks in RETRY: ask Celery whether anything is left
 
 
 class CeleryBackend(Backend):
@@ -23,6 +27,8 @@ class CeleryBackend(Backend):
         self.workers = ProcessWorkers(self)
         self._counter: Any = None
         self._final: set[bytes] = set()
+        self._seen = 0
+        self._changed_at: float | None = None
 
     def enqueue(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], *, job_id: str,
                 countdown: float | None) -> None:
@@ -61,10 +67,40 @@ class CeleryBackend(Backend):
         client = self._counter
         keys = [k for k in client.scan_iter(match=f"celery-task-meta-{self.config.run_id}*", count=1000)
                 if k not in self._final]
+        retrying = []
         for key, raw in zip(keys, client.mget(keys) if keys else [], strict=True):
             if raw is not None and (b'"status": "SUCCESS"' in raw or b'"status": "FAILURE"' in raw):
                 self._final.add(key)
+            elif raw is not None and b'"status": "RETRY"' in raw:
+                retrying.append(key)
+        now = time.perf_counter()
+        if self._changed_at is None or len(self._final) != self._seen:
+            if len(self._final) != self._seen:
+                self.native_done_at = now
+            self._seen, self._changed_at = len(self._final), now
+        elif retrying and now - self._changed_at > STALL_S and self._idle():
+            # The run has stalled on tasks stuck in RETRY: Celery stores RETRY after sending the retry, and
+            # its guard against overwriting SUCCESS is a read then a write, so a retried copy that finished
+            # first is overwritten (1 in ~1,000 retried tasks at interval 0). With nothing queued, reserved,
+            # scheduled or running, they are done: counted, and the run's end stays the last real change.
+            self._final.update(retrying)
+            self._seen = len(self._final)
+            self.stale_states += len(retrying)
         return len(self._final)
+
+    def _idle(self) -> bool:
+        """Nothing left anywhere in Celery: the queue is empty and no worker holds a task."""
+        queue = queue_name(self.config.prefix)
+        from kombu.exceptions import ChannelError
+
+        with self.celery.connection_for_read() as conn:
+            try:
+                if conn.default_channel.queue_declare(queue, passive=True).message_count:
+                    return False
+            except ChannelError:
+                pass  # Redis keeps no empty list: an empty queue is "not found"
+        inspect = self.celery.control.inspect(timeout=1.0)
+        return not any(any((getattr(inspect, what)() or {}).values()) for what in ("active", "reserved", "scheduled"))
 
     def close(self) -> None:
         self.celery.close()

@@ -100,3 +100,17 @@ def test_celery_runs_the_same_api_over_rabbitmq(backend_envs: dict[str, BackendE
     data = probe(backend_envs["celery"], "celery", redis_url, "amqp://guest:guest@127.0.0.1:5672//")
     assert data["flaky"]["ok"] and data["retry"]["error"].startswith("ConnectionError")
     assert len(data["on_failure"]) == 2
+
+
+def test_celery_results_stuck_in_retry_end_a_history_off_run_only_when_celery_holds_nothing(
+        backend_envs: dict[str, BackendEnv], redis_url: str) -> None:
+    # Celery stores RETRY after it sends the retry, so a retried copy that finishes first is overwritten and
+    # its result says RETRY for good (a read-then-write race in the result backend): the history-off count
+    # must still end the run, but never while a retry is really waiting.
+    env_vars = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}"}
+    done = subprocess.run([str(backend_envs["celery"].python), str(HERE / "stale_probe.py"), redis_url],
+                          env=env_vars, capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(out["while_a_retry_waits"]) == {0}  # the ETA message is in the worker: not done
+    assert out["when_idle"][0] == 0 and out["when_idle"][-1] == 1 and out["stale_states"] == 1

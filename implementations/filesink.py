@@ -1,0 +1,143 @@
+"""History events through a file shared by the workers of one host, the rest through Redis.
+
+A worker on the harness's own host appends each event to one JSON-lines file (``O_APPEND``: one
+``write`` per call, whole lines, the attempt's end and its terminal state in the same write) and the
+driver tails it. That costs a system call where the Redis stream costs a round trip, a connection in
+each of RQ's forked work horses, and CPU in the very Redis the queues run on: what the harness spends
+there, the workers it measures cannot. An event is in the kernel once ``write`` returns, so it survives
+its process being killed (SIGKILL, an OOM kill) as a Redis write would. Workers on other hosts
+(``--external-workers``) keep the Redis stream.
+
+What needs sharing between processes rather than a record (failure records for ``failed-jobs``, the
+once-only crash marks, breaker deferrals, ready workers, enqueue times) stays in Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from .events import RedisSink
+
+POLL_S = 0.02  # how often drain() looks again while it blocks
+
+
+class FileSink:
+    """Events to a local JSON-lines file; everything else to ``RedisSink``."""
+
+    def __init__(self, path: str, shared: RedisSink) -> None:
+        self.path = path
+        self.shared = shared
+        self.failure_log = shared.failure_log
+        self._fd: int | None = None
+        self._reader: Any = None
+        self._partial = b""
+        self._pending: dict[str, list[dict[str, Any]]] = {}
+
+    def _write(self, events: tuple[dict[str, Any], ...]) -> None:
+        if self._fd is None:
+            # A forked child (RQ's work horse) may inherit it: with O_APPEND every write still lands whole.
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        data = "".join(json.dumps(e, default=str) + "\n" for e in events).encode()
+        os.write(self._fd, data)
+
+    def emit(self, *events: dict[str, Any]) -> None:
+        self._write(events)
+
+    def record_failure(self, record: dict[str, Any], *events: dict[str, Any]) -> None:
+        """The record goes to the failure log and Redis (``failed-jobs`` reads it there) before the events."""
+        self.shared.store_failure(record)
+        self._write(({"type": "failure_record", **record}, *events))
+
+    def drain(self, block_ms: int = 0) -> list[dict[str, Any]]:
+        """Whole lines appended since the last call (waiting up to ``block_ms`` when there are none)."""
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            events = self._read()
+            if events or time.monotonic() >= deadline:
+                return events
+            time.sleep(POLL_S)
+
+    def _read(self) -> list[dict[str, Any]]:
+        if self._reader is None:
+            try:
+                self._reader = open(self.path, "rb")  # noqa: SIM115 - held for the run: reads go on from here
+            except FileNotFoundError:
+                return []
+        data = self._partial + self._reader.read()
+        # A write still being copied in may show as a line without its end: keep it for the next read.
+        cut = data.rfind(b"\n") + 1
+        self._partial = data[cut:]
+        return [json.loads(line) for line in data[:cut].splitlines() if line]
+
+    def mirror(self, events: list[dict[str, Any]]) -> None:
+        """Keep each job's events until it ends; copy those of a job that failed for good to the Redis
+        stream, where ``failed-jobs show --redis-url`` finds a failure's history. (The driver calls this
+        on what it drains; jobs that succeed, most of them, never cost Redis a write.)"""
+        failed: list[dict[str, Any]] = []
+        for e in events:
+            jid = e.get("job_id")
+            if jid is None or e.get("type") == "enqueue":  # the record has enqueued_ns: no need to hold it
+                continue
+            self._pending.setdefault(jid, []).append(e)
+            if e.get("type") == "terminal":
+                held = self._pending.pop(jid)
+                if e.get("state") == "failure":
+                    failed.extend(held)
+        if failed:
+            self.shared.emit(*failed)
+
+    def state(self, job_id: str) -> dict[str, Any] | None:
+        # Only AsyncResult.get asks, and only an app the harness built for one run: a scan is enough.
+        found = None
+        try:
+            with open(self.path, "rb") as fh:
+                for line in fh:
+                    if job_id.encode() in line:
+                        event = json.loads(line)
+                        if event.get("type") == "terminal" and event.get("job_id") == job_id:
+                            found = event
+        except FileNotFoundError:
+            return None
+        return found
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    # -- shared state: Redis ---------------------------------------------------------------------
+    def mark_enqueued(self, job_id: str, ts_ns: int) -> None:
+        self.shared.mark_enqueued(job_id, ts_ns)
+
+    def enqueued_ns(self, job_id: str) -> int | None:
+        return self.shared.enqueued_ns(job_id)
+
+    def mark_ready(self, worker: str) -> None:
+        self.shared.mark_ready(worker)
+
+    def ready_count(self) -> int:
+        return self.shared.ready_count()
+
+    def set_t0(self, ts_ns: int) -> None:
+        self.shared.set_t0(ts_ns)
+
+    def t0(self) -> int | None:
+        return self.shared.t0()
+
+    def save_config(self, config_json: str) -> None:
+        self.shared.save_config(config_json)
+
+    def add_deferral(self, job_id: str) -> None:
+        self.shared.add_deferral(job_id)
+
+    def deferrals(self, job_id: str) -> int:
+        return self.shared.deferrals(job_id)
+
+    def first_time(self, key: str) -> bool:
+        return self.shared.first_time(key)

@@ -1,0 +1,51 @@
+"""Run inside the Celery environment: the history-off count and a result stuck in RETRY, print JSON.
+
+``python tests/integration/stale_probe.py REDIS_URL``
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import redis
+from probe_app import build  # noqa: E402 - the test adds this folder to PYTHONPATH
+
+from implementations.config import AppConfig
+
+STUCK = '{"status": "RETRY", "result": {"exc_type": "ConnectionError"}, "traceback": null, "task_id": "%s"}'
+
+
+def count_for(backend: Any, seconds: float) -> list[int]:
+    counts = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        counts.append(backend.native_terminal_count())
+        time.sleep(0.1)
+    return counts
+
+
+def main() -> None:
+    url = sys.argv[1]
+    client = redis.Redis.from_url(url)
+    out: dict[str, Any] = {}
+    # A task whose retry is still waiting in the worker (an ETA 60 s away), its result saying RETRY.
+    with build(AppConfig(backend="celery", redis_url=url, app_path="probe_app:build")) as app:
+        app.start_workers(1, 1)
+        waiting = app.tasks["process_message"].apply_async(("hello",), countdown=60)
+        client.set(f"celery-task-meta-{waiting.id}", STUCK % waiting.id)
+        out["while_a_retry_waits"] = count_for(app.backend, 3.0)
+    # Another run: nothing queued, reserved or scheduled, and a finished task's result still says RETRY.
+    with build(AppConfig(backend="celery", redis_url=url, app_path="probe_app:build")) as app:
+        app.start_workers(1, 1)
+        stuck = f"{app.config.run_id}-stuck"
+        client.set(f"celery-task-meta-{stuck}", STUCK % stuck)
+        out["when_idle"] = count_for(app.backend, 3.0)
+        out["stale_states"] = app.backend.stale_states
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""The harness-overhead measurement on real workers of every backend: the same jobs with the history on
+(events through the local file) and off (no events; the library's own count ends the run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_cli import retrybench
+
+from harness.history import read_history
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("backend", ["reference", "rq", "arq", "celery"])
+def test_history_on_and_off_both_see_every_job_end_and_off_records_nothing(
+        backend: str, redis_url: str, backend_envs: object, tmp_path: Path) -> None:
+    # Given the overhead preset, cut to 40 jobs
+    done = retrybench("run", "-b", backend, "-s", "overhead", "--jobs", "40", "--redis-url", redis_url,
+                      "--out", str(tmp_path), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = tmp_path / "latest"
+    events = read_history(run_dir / "history.jsonl").events
+    ends = {e["record_history"]: e for e in events if e["type"] == "end"}
+    # Then both cells ended complete, with every job counted and a wall time to divide by
+    assert set(ends) == {True, False} and all(e["complete"] and e["jobs_done"] == 40 and e["wall_s"] > 0
+                                              for e in ends.values())
+    # And the history-off cell recorded no attempt at all, while the other recorded each job's end
+    by_run: dict[Any, list[str]] = {}
+    for e in events:
+        by_run.setdefault(e["run_id"], []).append(e["type"])
+    off, on = ends[False]["run_id"], ends[True]["run_id"]
+    assert "attempt" not in by_run[off] and by_run[on].count("terminal") == 40
+    # And the events file each cell's workers wrote through is gone, once copied into the history
+    assert not list((run_dir / "logs").glob("*-events.jsonl"))
+    results = json.loads((run_dir / "results.json").read_text())
+    assert len(results["cells"]) == 2

@@ -1,0 +1,102 @@
+"""The local event file: whole lines from many processes, each read once, nothing lost to a kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from harness.driver import Tally, poll_interval
+from implementations.events import RedisSink
+from implementations.filesink import FileSink
+
+
+def sink(path: Path) -> FileSink:
+    # The Redis half is never touched by these tests: redis-py connects on the first command only.
+    return FileSink(str(path), RedisSink("redis://127.0.0.1:1/0", "test"))
+
+
+def test_events_from_forked_processes_arrive_whole_and_are_read_once(tmp_path: Path) -> None:
+    # Given a sink the driver reads and eight forked processes writing through an inherited copy of it
+    path = tmp_path / "events.jsonl"
+    writer, reader = sink(path), sink(path)
+    writer.emit({"type": "enqueue", "job_id": "parent"})
+    pids = []
+    for n in range(8):
+        pid = os.fork()
+        if pid == 0:
+            for i in range(200):
+                writer.emit({"type": "attempt", "job_id": f"{n}-{i}", "pad": "x" * 300},
+                            {"type": "terminal", "job_id": f"{n}-{i}", "state": "success"})
+            os._exit(0)
+        pids.append(pid)
+    # When they have all exited and the driver drains twice
+    for pid in pids:
+        os.waitpid(pid, 0)
+    first, second = reader.drain(), reader.drain()
+    # Then every event is there once, and each attempt is followed by its terminal state (one write)
+    assert second == [] and len(first) == 1 + 8 * 200 * 2
+    for attempt, terminal in zip(first[1::2], first[2::2], strict=True):
+        assert (attempt["type"], terminal["type"], attempt["job_id"]) == ("attempt", "terminal", terminal["job_id"])
+
+
+def test_a_line_still_being_written_is_read_when_it_is_whole(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    reader = sink(path)
+    assert reader.drain() == []  # no file yet: nothing, no error
+    with open(path, "ab") as fh:
+        fh.write(b'{"type": "attempt", "job_id": "a"}\n{"type": "term')
+    assert [e["type"] for e in reader.drain()] == ["attempt"]
+    with open(path, "ab") as fh:
+        fh.write(b'inal", "job_id": "a", "state": "success"}\n')
+    assert reader.drain() == [{"type": "terminal", "job_id": "a", "state": "success"}]
+
+
+def test_an_event_written_before_a_kill_is_kept(tmp_path: Path) -> None:
+    # Given a process that records the start of an attempt and is then SIGKILLed, as a crash fault does
+    path = tmp_path / "events.jsonl"
+    pid = os.fork()
+    if pid == 0:
+        sink(path).emit({"type": "attempt_start", "job_id": "j", "attempt": 1})
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.waitpid(pid, 0)
+    # Then the start is in the file: the evidence of the interrupted attempt survives its process
+    assert sink(path).drain() == [{"type": "attempt_start", "job_id": "j", "attempt": 1}]
+
+
+def test_the_terminal_state_of_a_job_is_found_in_the_file(tmp_path: Path) -> None:
+    s = sink(tmp_path / "events.jsonl")
+    s.emit({"type": "attempt", "job_id": "j"}, {"type": "terminal", "job_id": "j", "state": "failure"})
+    assert s.state("j") == {"type": "terminal", "job_id": "j", "state": "failure"}
+    assert s.state("other") is None
+
+
+def test_the_history_off_baseline_polls_slowly_early_and_every_20_ms_near_the_end() -> None:
+    assert poll_interval("rq", Tally(jobs=1000, terminal=0), 1.0) == 0.02  # no rate yet
+    assert poll_interval("rq", Tally(jobs=1000, terminal=100), 1.0) == 0.25  # 9 s to go
+    assert poll_interval("rq", Tally(jobs=1000, terminal=995), 10.0) == 0.02  # 50 ms to go
+    assert poll_interval("reference", Tally(jobs=1000, terminal=999), 1.0) == 0.002
+
+
+def test_only_the_events_of_a_job_that_failed_for_good_are_copied_to_redis(tmp_path: Path) -> None:
+    class Stream:
+        failure_log = None
+
+        def __init__(self) -> None:
+            self.events: list[dict[str, object]] = []
+
+        def emit(self, *events: dict[str, object]) -> None:
+            self.events.extend(events)
+
+    stream = Stream()
+    s = FileSink(str(tmp_path / "events.jsonl"), stream)  # type: ignore[arg-type]
+    # Given one job that succeeds after a retry and one that fails for good, drained in two batches
+    s.mirror([{"type": "enqueue", "job_id": "ok"}, {"type": "enqueue", "job_id": "bad"},
+              {"type": "attempt", "job_id": "ok", "attempt": 1, "outcome": "retry"},
+              {"type": "attempt", "job_id": "bad", "attempt": 1, "outcome": "failure"}])
+    s.mirror([{"type": "attempt", "job_id": "ok", "attempt": 2, "outcome": "success"},
+              {"type": "terminal", "job_id": "ok", "state": "success"},
+              {"type": "failure_record", "job_id": "bad"}, {"type": "terminal", "job_id": "bad", "state": "failure"}])
+    # Then the stream holds the failed job's events (not its enqueue: the record has the time) and nothing else
+    assert [(e["type"], e["job_id"]) for e in stream.events] == [
+        ("attempt", "bad"), ("failure_record", "bad"), ("terminal", "bad")]
