@@ -117,6 +117,12 @@ def _plan(args: argparse.Namespace) -> RunPlan:
         check_options(dict(args.option), "--option")
     except (EnvError, ScenarioError, PolicyError) as exc:
         raise UsageError(str(exc)) from None
+    given = {k for k in ("jobs", "workers", "concurrency") if getattr(args, k) is not None} | dict(args.option).keys()
+    for s in scenarios:
+        # A swept setting overridden on the command line would run every variant alike, under the sweep's labels.
+        if clash := sorted(given & set(s.sweep)):
+            raise UsageError(f"scenario {s.name!r} sweeps {', '.join(clash)}: the command line cannot also set it "
+                             "(drop the option, or use a scenario file without that sweep)")
     if args.repeat < 1:
         raise UsageError(f"--repeat must be >= 1, got {args.repeat}")
     restarting = [s.name for s in scenarios if restart_spec(s)]

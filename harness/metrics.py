@@ -80,6 +80,10 @@ METRICS: dict[str, Metric] = dict([
     _m("worker_cpu_s", "CPU time of the worker processes and their children during the cell", "s", None, ".2f"),
     _m("cpu_ms_per_attempt", "worker CPU time per attempt (what the backend costs, idle polling included)", "ms",
        _LOWER, ".2f"),
+    _m("worker_cpu_ms_per_job", "worker CPU time per job done (with the history off too, unlike per attempt)", "ms",
+       _LOWER, ".2f"),
+    _m("driver_cpu_ms_per_job", "CPU time of the harness's driver per job done: enqueueing, reading the events, "
+       "writing the history (or, with it off, counting)", "ms", _LOWER, ".2f"),
     _m("latency_p50", "median time from enqueue to terminal state", "s", _LOWER, ".3f"),
     _m("latency_p95", "95th percentile time from enqueue to terminal state", "s", _LOWER, ".3f"),
     _m("latency_p99", "99th percentile time from enqueue to terminal state", "s", _LOWER, ".3f"),

@@ -126,6 +126,7 @@ def overhead(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     off (medians), the share of throughput recording costs, and whether the difference is significant
     (Welch's t-test over the repetitions, as ``compare``; None with fewer than two a side)."""
     by_backend: dict[str, dict[bool, tuple[float, list[float]]]] = {}
+    cpu: dict[str, dict[bool, dict[str, Any]]] = {}  # CPU per job (medians), history on and off
     for r in rows:
         settings = r["settings"]
         value = r["metrics"].get("wall_throughput_jobs_s")
@@ -133,21 +134,35 @@ def overhead(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             reps = [float(v) for v in (r.get("values") or {}).get("wall_throughput_jobs_s", [])
                     if isinstance(v, (int, float))]
             by_backend.setdefault(r["backend"], {})[bool(settings["record_history"])] = (float(value), reps)
+            cpu.setdefault(r["backend"], {})[bool(settings["record_history"])] = {
+                who: r["metrics"].get(f"{who}_cpu_ms_per_job") for who in ("driver", "worker")}
     out = []
     for b, v in by_backend.items():
         if True in v and False in v and v[False][0] > 0:
             (on, on_reps), (off, off_reps) = v[True], v[False]
             out.append({"backend": b, "on": on, "off": off, "overhead_pct": (1 - on / off) * 100,
-                        "runs": min(len(on_reps), len(off_reps)), "significant": significant(on_reps, off_reps)})
+                        "runs": min(len(on_reps), len(off_reps)), "significant": significant(on_reps, off_reps),
+                        **{f"{who}_cpu_ms": cpu[b].get(True, {}).get(who, None) for who in ("driver", "worker")},
+                        **{f"{who}_cpu_ms_off": cpu[b].get(False, {}).get(who, None) for who in ("driver", "worker")}})
     return out
 
 
-def overhead_note(o: Mapping[str, Any]) -> str:
+def overhead_note(o: Mapping[str, Any], *, cpu: bool = True) -> str:
     """The verdict on one ``overhead`` entry in words, e.g. "2.1% (within run-to-run noise, 5 runs)"."""
     if o["significant"] is None:
-        return f"{o['overhead_pct']:.1f}% (significance unknown: fewer than two runs a side)"
-    verdict = "significant" if o["significant"] else "within run-to-run noise"
-    return f"{o['overhead_pct']:.1f}% ({verdict}, {o['runs']} runs a side)"
+        verdict = "significance unknown: fewer than two runs a side"
+    else:
+        verdict = ("significant" if o["significant"] else "within run-to-run noise") + f", {o['runs']} runs a side"
+    return f"{o['overhead_pct']:.1f}% ({verdict}){_cpu_note(o) if cpu else ''}"
+
+
+def _cpu_note(o: Mapping[str, Any]) -> str:
+    parts = []
+    for who in ("driver", "worker"):
+        on, off = o.get(f"{who}_cpu_ms"), o.get(f"{who}_cpu_ms_off")
+        if isinstance(on, (int, float)) and isinstance(off, (int, float)):
+            parts.append(f"{who} {on:.2f} vs {off:.2f}")
+    return f"; CPU ms per job, on vs off: {', '.join(parts)}" if parts else ""
 
 
 def curve(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[str, list[tuple[float, float]]]:

@@ -22,6 +22,7 @@ from typing import Any
 from .events import RedisSink
 
 POLL_S = 0.02  # how often drain() looks again while it blocks
+READ_BYTES = 1 << 20
 
 
 class FileSink:
@@ -35,13 +36,15 @@ class FileSink:
         self._reader: Any = None
         self._partial = b""
         self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._unsent: list[dict[str, Any]] = []
 
     def _write(self, events: tuple[dict[str, Any], ...]) -> None:
         if self._fd is None:
             # A forked child (RQ's work horse) may inherit it: with O_APPEND every write still lands whole.
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        data = "".join(json.dumps(e, default=str) + "\n" for e in events).encode()
-        os.write(self._fd, data)
+        data = memoryview("".join(json.dumps(e, default=str) + "\n" for e in events).encode())
+        while data:  # one write in practice: a regular file takes it whole unless the disk is full
+            data = data[os.write(self._fd, data):]
 
     def emit(self, *events: dict[str, Any]) -> None:
         self._write(events)
@@ -66,7 +69,9 @@ class FileSink:
                 self._reader = open(self.path, "rb")  # noqa: SIM115 - held for the run: reads go on from here
             except FileNotFoundError:
                 return []
-        data = self._partial + self._reader.read()
+        # At most 1 MiB a call: a driver that fell behind (while it enqueued 100,000 jobs) catches up in
+        # chunks rather than holding the backlog in memory at once.
+        data = self._partial + self._reader.read(READ_BYTES)
         # A write still being copied in may show as a line without its end: keep it for the next read.
         cut = data.rfind(b"\n") + 1
         self._partial = data[cut:]
@@ -76,7 +81,7 @@ class FileSink:
         """Keep each job's events until it ends; copy those of a job that failed for good to the Redis
         stream, where ``failed-jobs show --redis-url`` finds a failure's history. (The driver calls this
         on what it drains; jobs that succeed, most of them, never cost Redis a write.)"""
-        failed: list[dict[str, Any]] = []
+        failed = self._unsent
         for e in events:
             jid = e.get("job_id")
             if jid is None or e.get("type") == "enqueue":  # the record has enqueued_ns: no need to hold it
@@ -87,7 +92,11 @@ class FileSink:
                 if e.get("state") == "failure":
                     failed.extend(held)
         if failed:
-            self.shared.emit(*failed)
+            try:
+                self.shared.emit(*failed)
+                failed.clear()
+            except Exception:  # noqa: BLE001 - Redis is away (a broker restart): sent with a later batch
+                pass
 
     def state(self, job_id: str) -> dict[str, Any] | None:
         # Only AsyncResult.get asks, and only an app the harness built for one run: a scan is enough.

@@ -35,6 +35,13 @@ def test_unknown_backend(tmp_path: Path) -> None:
     assert_clear_error(retrybench("run", "--backend", "sidekiq", "--out", str(tmp_path)), "sidekiq", "celery")
 
 
+@pytest.mark.parametrize(("args", "key"), [(["-s", "scaling", "--workers", "2"], "workers"),
+                                            (["-s", "overhead", "-o", "record_history=false"], "record_history")])
+def test_a_swept_setting_cannot_also_be_set_on_the_command_line(args: list[str], key: str, tmp_path: Path) -> None:
+    # Every variant would run alike under the sweep's labels: a table that lies
+    assert_clear_error(retrybench("run", "-b", "reference", *args, "--out", str(tmp_path)), "sweeps", key)
+
+
 def test_a_negative_max_retries_in_a_scenario_file(tmp_path: Path) -> None:
     scenario = tmp_path / "bad.toml"
     scenario.write_text("[policy]\nautoretry_for = ['ConnectionError']\nmax_retries = -1\n")

@@ -25,3 +25,12 @@ def test_readme_lists_every_preset_and_every_scenario_key() -> None:
 def test_the_example_scenario_file_in_readme_is_valid() -> None:
     scenario = load_file(ROOT / "tests" / "scenarios" / "flaky-api.toml")
     assert scenario.name == "flaky-api" and scenario.faults
+
+
+def test_the_size_benchmark_is_the_scaling_workload_at_three_sizes() -> None:
+    from harness.sweep import variants
+
+    scenario = load_file(ROOT / "benchmarks" / "scaling-jobs.toml")
+    scaling = PRESETS["scaling"]
+    assert (scenario.policy, scenario.faults, scenario.work_ms) == (scaling.policy, scaling.faults, scaling.work_ms)
+    assert [v.jobs for v in variants(scenario, "rq")] == [1000, 10_000, 100_000]

@@ -6,7 +6,7 @@ import os
 import signal
 from pathlib import Path
 
-from harness.driver import Tally, poll_interval
+from harness.cell import Tally, poll_interval
 from implementations.events import RedisSink
 from implementations.filesink import FileSink
 
@@ -100,3 +100,24 @@ def test_only_the_events_of_a_job_that_failed_for_good_are_copied_to_redis(tmp_p
     # Then the stream holds the failed job's events (not its enqueue: the record has the time) and nothing else
     assert [(e["type"], e["job_id"]) for e in stream.events] == [
         ("attempt", "bad"), ("failure_record", "bad"), ("terminal", "bad")]
+
+
+def test_a_failed_jobs_history_waits_out_a_redis_outage_and_is_sent_with_the_next_batch(tmp_path: Path) -> None:
+    class Flaky:
+        failure_log = None
+
+        def __init__(self) -> None:
+            self.calls, self.events = 0, []  # type: ignore[var-annotated]
+
+        def emit(self, *events: dict[str, object]) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                raise ConnectionError("Redis is restarting")
+            self.events.extend(events)
+
+    stream = Flaky()
+    s = FileSink(str(tmp_path / "events.jsonl"), stream)  # type: ignore[arg-type]
+    s.mirror([{"type": "attempt", "job_id": "a"}, {"type": "terminal", "job_id": "a", "state": "failure"}])
+    assert stream.events == []  # Redis away: nothing sent, nothing raised
+    s.mirror([{"type": "attempt", "job_id": "b"}, {"type": "terminal", "job_id": "b", "state": "failure"}])
+    assert [e["job_id"] for e in stream.events] == ["a", "a", "b", "b"]

@@ -1,0 +1,108 @@
+"""The driver's parts that need no running cell: its tally, the history file, deadlines, the baseline's
+poll interval, and how it tells a broker that went away from a payload the library refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import IO, Any
+
+import redis
+
+from .scenarios import Scenario
+
+
+@dataclass
+class Tally:
+    jobs: int
+    terminal: int = 0
+    attempts: int = 0
+    failed: int = 0
+
+
+class History:
+    """Append-only ``history.jsonl``: every line flushed as it is written."""
+
+    def __init__(self, path: str) -> None:
+        self._fh: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def write(self, events: list[dict[str, Any]]) -> None:
+        if events:
+            self._fh.write("".join(json.dumps(e, default=str) + "\n" for e in events))
+            self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+
+
+def retry_schedule_s(s: Scenario) -> float:
+    """Every retry delay of one job that uses all its retries, in seconds (jitter at its maximum)."""
+    policy = s.retry_policy()
+    return sum(policy.base_delay(n) * policy.time_scale for n in range(policy.max_retries))
+
+
+def deadline_s(s: Scenario) -> float:
+    """Time after the first enqueue by which every job must be terminal, or it counts as lost."""
+    policy = s.retry_policy()
+    schedule = retry_schedule_s(s)
+    span = s.jobs / s.enqueue_rate if s.enqueue_rate else 0.0
+    # Slack covers polling granularity (RQ rounds to whole seconds, ARQ polls every 0.5 s) and work time.
+    # ARQ starts at most max_jobs jobs per 0.5 s poll, so a slot may need ~0.125 s per short attempt.
+    per_job = (s.work_ms / 1000 + 0.15) * (policy.max_retries + 1) * s.jobs / (s.workers * s.concurrency)
+    return span + schedule + policy.max_retries * 1.5 + per_job + 30.0
+
+
+def settle(app: Any, failed: set[str], timeout: float = 5.0) -> None:
+    """Wait (bounded) until the backend's own store lists every failure before stopping its workers.
+
+    Terminal events come from the task wrapper, *before* the library's bookkeeping: RQ moves a job to
+    FailedJobRegistry after its on_failure callback, ARQ stores the result after the coroutine raises.
+    Stopping workers at once cuts that short (ARQ cancels running jobs on SIGTERM), and the native
+    cross-check would then blame the backend for the harness's haste.
+    """
+    deadline = time.monotonic() + timeout
+    while failed:
+        native = app.backend.native_failures()
+        if not native or failed <= set(native.get("job_ids", ())) or time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """Redis cannot be reached right now (redis-py's or the OS's connection errors)."""
+    return isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError))
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """The client library refused a payload (it cannot serialise the arguments): the run goes on.
+
+    Anything else (Redis gone, a bug) still stops the cell."""
+    if isinstance(exc, (TypeError, ValueError, OverflowError, RecursionError)):
+        return True
+    names = {c.__name__ for c in type(exc).__mro__}
+    return bool(names & {"EncodeError", "PicklingError", "SerializationError"})
+
+
+def copy_records(events: list[dict[str, Any]], path: str | None) -> None:
+    records = [{k: v for k, v in e.items() if k != "type"} for e in events if e.get("type") == "failure_record"]
+    if path and records:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write("".join(json.dumps(r, default=str) + "\n" for r in records))
+
+
+def poll_interval(backend: str, tally: Tally, elapsed_s: float) -> float:
+    """How long the history-off baseline waits before counting again.
+
+    Counting costs the broker and the CPU the workers are measured on, so the baseline must not pay
+    more for it than the history costs the other side: slow polls (at most 0.25 s) while much is left,
+    20 ms (2 ms in-process, where polling is free) once the end is less than ~80 ms away, so that the
+    end is seen within a poll of the truth."""
+    floor = 0.002 if backend == "reference" else 0.02
+    rate = tally.terminal / elapsed_s if elapsed_s > 0 else 0.0
+    if rate <= 0:
+        return floor
+    return min(0.25, max(floor, (tally.jobs - tally.terminal) / rate / 4))
