@@ -133,7 +133,7 @@ def scaling_plot(name: str, size: str, curves: Mapping[str, Mapping[str, Sequenc
         for backend, pts in by_backend.items():
             ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=backend, color=_color(backend))
         ax.set_xlabel(size)
-        ax.set_xscale("log", base=2)
+        ax.set_xscale("log", base=10 if size == "jobs" else 2)  # 1k/10k/100k jobs; 1/2/4/8 workers
         ax.set_ylabel(METRICS[metric].unit or metric)
         ax.set_title(metric.replace("_", " "), fontsize=9)
         if metric.startswith("throughput") or metric.startswith("wall_throughput"):

@@ -18,6 +18,7 @@ from .compare import repetitions, significant
 from .scenarios import KNOWN_OPTIONS, Scenario, ScenarioError
 
 SIZES = ("jobs", "workers", "concurrency")
+NOT_SETTINGS = frozenset({"record_history", "jobs"})  # swept to measure, never recommended
 _PREFIXES = ("rq_", "arq_", "celery_")
 
 
@@ -112,8 +113,8 @@ def sweeps(results: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
     for rows in out.values():
         for backend in dict.fromkeys(r["backend"] for r in rows):
             mine = [r for r in rows if r["backend"] == backend]
-            if len(mine) < 2 or all(set(r["settings"]) == {"record_history"} for r in mine):
-                continue  # nothing to choose from; history on/off is a measurement, not a setting to pick
+            if len(mine) < 2 or all(set(r["settings"]) <= NOT_SETTINGS for r in mine):
+                continue  # nothing to choose from: history on/off and the workload's size are not settings
             pick = recommend([(r["scenario"], r["metrics"]) for r in mine])
             for r in mine:
                 r["recommended"] = r["scenario"] == pick

@@ -75,7 +75,7 @@ def test_the_history_off_baseline_polls_slowly_early_and_every_20_ms_near_the_en
     assert poll_interval("rq", Tally(jobs=1000, terminal=0), 1.0) == 0.02  # no rate yet
     assert poll_interval("rq", Tally(jobs=1000, terminal=100), 1.0) == 0.25  # 9 s to go
     assert poll_interval("rq", Tally(jobs=1000, terminal=995), 10.0) == 0.02  # 50 ms to go
-    assert poll_interval("reference", Tally(jobs=1000, terminal=999), 1.0) == 0.002
+    assert poll_interval("reference", Tally(jobs=1000, terminal=100), 1.0) == 0.002  # in-process: always
 
 
 def test_only_the_events_of_a_job_that_failed_for_good_are_copied_to_redis(tmp_path: Path) -> None:

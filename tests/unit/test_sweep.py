@@ -103,3 +103,12 @@ def test_the_overhead_says_whether_the_repetitions_show_it_or_only_noise(
     # Then it is the ratio of the medians, with a verdict from the repetitions
     assert o["significant"] is verdict and o["runs"] == min(len(on), len(off))
     assert ("significance unknown" in overhead_note(o)) is (verdict is None)
+
+
+def test_a_sweep_over_the_number_of_jobs_draws_curves_and_recommends_nothing() -> None:
+    results = {"scenarios": {f"s[jobs={n}]": {"sweep_of": "s", "sweep_values": {"jobs": n}} for n in (1000, 100_000)},
+               "aggregates": {f"s[jobs={n}]": {"rq": {"throughput_jobs_s": {"median": 80.0 + n / 1e5}}}
+                              for n in (1000, 100_000)}}
+    rows = sweeps(results)["s"]
+    assert not any(r["recommended"] for r in rows)  # the workload's size is not a setting to pick
+    assert curve(rows, "throughput_jobs_s") == {"rq": [(1000.0, 80.01), (100000.0, 81.0)]}
