@@ -79,6 +79,15 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
     # Workers elsewhere cannot append to this host's failed_jobs.log: copy their records from the stream.
     failure_log = spec.get("failure_log") if external else None
     tally = Tally(jobs=scenario.jobs)
+
+    def keep(events: list[dict[str, Any]]) -> None:
+        """What every drained batch goes to: the history, the failure log, and (for jobs that failed for
+        good) the run's Redis stream."""
+        history.write(events)
+        copy_records(events, failure_log)
+        if isinstance(app.runtime.sink, FileSink):
+            app.runtime.sink.mirror(events)
+
     failed_ids: set[str] = set()
     terminal_ids: set[Any] = set()
     poison_ids: set[str] = set()
@@ -172,10 +181,7 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                     raise
                 time.sleep(0.1)
                 continue
-            history.write(events)
-            copy_records(events, failure_log)
-            if isinstance(sink, FileSink):
-                sink.mirror(events)
+            keep(events)
             if events:
                 # Read in batches, as the history-off baseline polls its count (every 20 ms; 2 ms in-process):
                 # a read per handful of events would spend the CPU the workers are being measured on.
@@ -224,10 +230,7 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
         copied = False
         try:
             while events := app.runtime.sink.drain():  # a drain returns a chunk: read to the end
-                history.write(events)
-                copy_records(events, failure_log)
-                if isinstance(app.runtime.sink, FileSink):
-                    app.runtime.sink.mirror(events)
+                keep(events)
             copied = True
             native = app.backend.native_failures()
             if native:

@@ -126,25 +126,22 @@ def overhead(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """For a sweep over ``record_history`` alone: per backend, driver-seen jobs/s with the history on and
     off (medians), the share of throughput recording costs, and whether the difference is significant
     (Welch's t-test over the repetitions, as ``compare``; None with fewer than two a side)."""
-    by_backend: dict[str, dict[bool, tuple[float, list[float]]]] = {}
-    cpu: dict[str, dict[bool, dict[str, Any]]] = {}  # CPU per job (medians), history on and off
+    by_backend: dict[str, dict[bool, Mapping[str, Any]]] = {}
     for r in rows:
-        settings = r["settings"]
-        value = r["metrics"].get("wall_throughput_jobs_s")
-        if set(settings) == {"record_history"} and isinstance(value, (int, float)):
-            reps = [float(v) for v in (r.get("values") or {}).get("wall_throughput_jobs_s", [])
-                    if isinstance(v, (int, float))]
-            by_backend.setdefault(r["backend"], {})[bool(settings["record_history"])] = (float(value), reps)
-            cpu.setdefault(r["backend"], {})[bool(settings["record_history"])] = {
-                who: r["metrics"].get(f"{who}_cpu_ms_per_job") for who in ("driver", "worker")}
+        if set(r["settings"]) == {"record_history"} and isinstance(r["metrics"].get("wall_throughput_jobs_s"),
+                                                                    (int, float)):
+            by_backend.setdefault(r["backend"], {})[bool(r["settings"]["record_history"])] = r
     out = []
     for b, v in by_backend.items():
-        if True in v and False in v and v[False][0] > 0:
-            (on, on_reps), (off, off_reps) = v[True], v[False]
-            out.append({"backend": b, "on": on, "off": off, "overhead_pct": (1 - on / off) * 100,
-                        "runs": min(len(on_reps), len(off_reps)), "significant": significant(on_reps, off_reps),
-                        **{f"{who}_cpu_ms": cpu[b].get(True, {}).get(who, None) for who in ("driver", "worker")},
-                        **{f"{who}_cpu_ms_off": cpu[b].get(False, {}).get(who, None) for who in ("driver", "worker")}})
+        if True not in v or False not in v or not v[False]["metrics"]["wall_throughput_jobs_s"] > 0:
+            continue
+        on, off = (float(v[mode]["metrics"]["wall_throughput_jobs_s"]) for mode in (True, False))
+        on_reps, off_reps = ([float(x) for x in (v[mode].get("values") or {}).get("wall_throughput_jobs_s", [])
+                              if isinstance(x, (int, float))] for mode in (True, False))
+        cpu = {f"{who}_cpu_ms{suffix}": v[mode]["metrics"].get(f"{who}_cpu_ms_per_job")
+               for who in ("driver", "worker") for mode, suffix in ((True, ""), (False, "_off"))}
+        out.append({"backend": b, "on": on, "off": off, "overhead_pct": (1 - on / off) * 100,
+                    "runs": min(len(on_reps), len(off_reps)), "significant": significant(on_reps, off_reps), **cpu})
     return out
 
 

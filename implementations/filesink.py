@@ -112,14 +112,6 @@ class FileSink:
             return None
         return found
 
-    def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
     # -- shared state: Redis ---------------------------------------------------------------------
     def mark_enqueued(self, job_id: str, ts_ns: int) -> None:
         self.shared.mark_enqueued(job_id, ts_ns)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 
 from .base import BackendError
 from .config import AppConfig
@@ -29,7 +28,7 @@ def requeue(redis_url: str, prefix: str, record: dict[str, object]) -> dict[str,
                            "and is its data still there?)")
     config = AppConfig.from_json(raw.decode() if isinstance(raw, bytes) else str(raw))
     # The run may have reached Redis by another address; the caller's is the one that works from here.
-    config = replace(config.reached_at(redis_url), failure_log=None, events_file=None)
+    config = config.reached_at(redis_url).portable()
     app = load_app(config)
     try:
         new_id = app.backend.requeue(dict(record))
