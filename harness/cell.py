@@ -11,6 +11,8 @@ from typing import IO, Any
 
 import redis
 
+from implementations.jsonline import dumps_line
+
 from .scenarios import Scenario
 
 
@@ -26,11 +28,11 @@ class History:
     """Append-only ``history.jsonl``: every line flushed as it is written."""
 
     def __init__(self, path: str) -> None:
-        self._fh: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._fh: IO[bytes] = open(path, "ab")  # noqa: SIM115 - closed in close()
 
     def write(self, events: list[dict[str, Any]]) -> None:
         if events:
-            self._fh.write("".join(json.dumps(e, default=str) + "\n" for e in events))
+            self._fh.write(b"".join(dumps_line(e) for e in events))
             self._fh.flush()
 
     def close(self) -> None:

@@ -34,6 +34,9 @@ MARKER = "retrybench-env.json"
 MARKER_FORMAT = 1
 # What pip installs for a pinned backend; Celery needs the redis extra (kombu's transport deps).
 _DISTRIBUTION = {"rq": "rq", "arq": "arq", "celery": "celery[redis]"}
+# What implementations/ imports besides the backend (the lock files pin the same): a pinned env without
+# them could not start a worker.
+WORKER_DEPS = ("pybreaker>=1.4", "orjson>=3.10")
 # The versions a result records, besides the backend's own.
 _RECORDED = {"rq": ("rq", "redis"), "arq": ("arq", "redis", "hiredis"), "celery": ("celery", "kombu", "redis")}
 _SPEC_RE = re.compile(r"^\s*(~=|===|==|!=|<=|>=|<|>)\s*[A-Za-z0-9][A-Za-z0-9.*+!_-]*\s*$")
@@ -140,7 +143,8 @@ class BackendEnv:
 def requirements_for(spec: EnvSpec, *, lock_dir: Path = LOCK_DIR) -> str:
     """The requirements text an env is built from: the lock file, or the pinned requirement."""
     if spec.pin:
-        return spec.requirement + "\n"
+        # The worker side of the harness runs in this env too: what it imports besides the backend.
+        return "\n".join([spec.requirement, *WORKER_DEPS]) + "\n"
     lock = lock_dir / f"{spec.backend}.txt"
     try:
         return lock.read_text()

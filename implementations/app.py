@@ -177,6 +177,8 @@ class RetryApp:
         self.backend.stop_workers(timeout=timeout)
 
     def close(self) -> None:
+        if self._runtime is not None:
+            self._runtime.sink.flush()  # enqueue times still on their way to Redis
         if self._backend is not None:
             self._backend.stop_workers()
             self._backend.close()

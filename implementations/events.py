@@ -15,6 +15,8 @@ import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+from .marks import MarkWriter, wait_for
+
 HOST = socket.gethostname()
 
 
@@ -22,6 +24,7 @@ def now_ns() -> int:
     return time.time_ns()
 
 
+MARK_WAIT_S = 2.0  # how long a failing job waits for its enqueue time (written behind, normally in ms)
 DRAIN_MAX = 5000  # events per drain: a reader that fell behind catches up in chunks, as XREAD's count
 
 
@@ -65,6 +68,8 @@ class EventSink(Protocol):
     def deferrals(self, job_id: str) -> int: ...
 
     def first_time(self, key: str) -> bool: ...
+
+    def flush(self, timeout: float = 10.0) -> bool: ...
 
 
 def harness_redis(url: str, **options: Any) -> Any:
@@ -121,6 +126,7 @@ class RedisSink:
             retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError])
         self._key = events_key(prefix)
         self._reader: StreamReader | None = None
+        self._marks = MarkWriter(self._redis, f"{prefix}:enqueued")
 
     def emit(self, *events: dict[str, Any]) -> None:
         """Append events in one round trip (an attempt's end and its job's terminal state go together)."""
@@ -163,12 +169,16 @@ class RedisSink:
         return list(self._reader.read(block_ms=block_ms or None))
 
     def mark_enqueued(self, job_id: str, ts_ns: int) -> None:
-        # HSETNX: a requeue or a native retry keeps the job's *first* enqueue time.
-        self._redis.hsetnx(f"{self.prefix}:enqueued", job_id, ts_ns)
+        self._marks.add(job_id, ts_ns)  # written behind, in batches: the enqueue never waits on it
 
     def enqueued_ns(self, job_id: str) -> int | None:
-        raw = self._redis.hget(f"{self.prefix}:enqueued", job_id)
+        # A job can fail for good before the enqueuing process's batch lands: give it a moment.
+        raw = wait_for(lambda: self._redis.hget(f"{self.prefix}:enqueued", job_id), MARK_WAIT_S)
         return int(raw) if raw is not None else None
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until this process's enqueue marks are in Redis."""
+        return self._marks.flush(timeout)
 
     def add_deferral(self, job_id: str) -> None:
         self._redis.hincrby(f"{self.prefix}:deferrals", job_id, 1)
@@ -228,6 +238,9 @@ class MemorySink:
 
     def enqueued_ns(self, job_id: str) -> int | None:
         return self._enqueued.get(job_id)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        return True
 
     def emit(self, *events: dict[str, Any]) -> None:
         with self._lock:

@@ -14,12 +14,12 @@ once-only crash marks, breaker deferrals, ready workers, enqueue times) stays in
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
 
 from .events import RedisSink
+from .jsonline import dumps_line, loads
 
 POLL_S = 0.02  # how often drain() looks again while it blocks
 READ_BYTES = 1 << 20
@@ -42,7 +42,7 @@ class FileSink:
         if self._fd is None:
             # A forked child (RQ's work horse) may inherit it: with O_APPEND every write still lands whole.
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        data = memoryview("".join(json.dumps(e, default=str) + "\n" for e in events).encode())
+        data = memoryview(b"".join(dumps_line(e) for e in events))
         while data:  # one write in practice: a regular file takes it whole unless the disk is full
             data = data[os.write(self._fd, data):]
 
@@ -75,7 +75,7 @@ class FileSink:
         # A write still being copied in may show as a line without its end: keep it for the next read.
         cut = data.rfind(b"\n") + 1
         self._partial = data[cut:]
-        return [json.loads(line) for line in data[:cut].splitlines() if line]
+        return [loads(line) for line in data[:cut].splitlines() if line]
 
     def mirror(self, events: list[dict[str, Any]]) -> None:
         """Keep each job's events until it ends; copy those of a job that failed for good to the Redis
@@ -105,7 +105,7 @@ class FileSink:
             with open(self.path, "rb") as fh:
                 for line in fh:
                     if job_id.encode() in line:
-                        event = json.loads(line)
+                        event = loads(line)
                         if event.get("type") == "terminal" and event.get("job_id") == job_id:
                             found = event
         except FileNotFoundError:
@@ -142,3 +142,6 @@ class FileSink:
 
     def first_time(self, key: str) -> bool:
         return self.shared.first_time(key)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        return self.shared.flush(timeout)

@@ -53,6 +53,7 @@ class CeleryBackend(Backend):
         import redis
 
         client = redis.Redis.from_url(self.config.redis_url or "", decode_responses=True)
+        self.app.runtime.sink.flush()  # the ids come from the enqueue marks, which are written behind
         ids = sorted(client.hkeys(f"{self.config.prefix}:enqueued"))
         failed = [i for i in ids if CeleryResult(i, app=self.celery).state == "FAILURE"]
         return {"store": "celery result backend (state FAILURE)", "job_ids": failed}

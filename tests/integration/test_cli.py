@@ -64,6 +64,18 @@ def test_a_version_pin_that_cannot_be_installed(tmp_path: Path) -> None:
     assert_clear_error(done, "rq==0.0.0.999")
 
 
+def test_a_pinned_version_runs_with_the_harness_s_own_worker_dependencies(tmp_path: Path) -> None:
+    """Given a pin other than the lock file's, when a scenario runs on it, then its workers start (they
+    import pybreaker and orjson besides the library) and every job of the run is judged on that version."""
+    done = retrybench("run", "-b", "arq==0.27.*", "-s", "seed-lesson", "--out", str(tmp_path), timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(next(tmp_path.glob("*/results.json")).read_text())
+    (versions,) = results["environment"]["backends"].values()
+    assert versions["arq"].startswith("0.27.")
+    (cell,) = results["cells"]
+    assert cell["complete"] and cell["summary"]["lost_jobs"] == 0
+
+
 def _pids_mentioning(text: str) -> list[int]:
     """Processes whose command line or environment mentions ``text`` (our run directory)."""
     found = []

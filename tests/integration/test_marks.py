@@ -1,0 +1,60 @@
+"""Enqueue times are written behind the enqueue: batched, in order, and never lost while Redis is away."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import redis
+
+from harness.redis_server import RedisServer, _free_port
+from implementations import events
+from implementations.events import RedisSink, harness_redis
+from implementations.marks import MarkWriter
+
+pytestmark = pytest.mark.integration
+
+
+def test_every_mark_lands_and_the_first_enqueue_time_wins(redis_url: str) -> None:
+    # Given a burst of enqueue marks, one job marked twice (a requeue keeps the first enqueue time)
+    key = "test-marks:burst"
+    writer = MarkWriter(harness_redis(redis_url), key)
+    for n in range(2000):
+        writer.add(f"job-{n}", n)
+    writer.add("job-7", 10**9)
+    # When they are flushed
+    assert writer.flush(timeout=30)
+    # Then every one is in Redis, with the first time given for each job
+    stored = redis.Redis.from_url(redis_url).hgetall(key)
+    assert len(stored) == 2000
+    assert stored[b"job-7"] == b"7" and stored[b"job-1999"] == b"1999"
+
+
+def test_marks_wait_for_a_redis_that_is_away(tmp_path: object) -> None:
+    # Given a writer whose Redis is not there yet (a broker restart, seen from the enqueuing process)
+    port = _free_port("127.0.0.1")
+    writer = MarkWriter(harness_redis(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.2), "test-marks:away")
+    writer.add("job-1", 1)
+    assert not writer.flush(timeout=0.3)  # nothing to write to: not flushed, and not dropped either
+    # When Redis comes up on that port
+    with RedisServer(port=port) as server:
+        # Then the mark is written
+        assert writer.flush(timeout=20)
+        assert redis.Redis.from_url(server.url).hget("test-marks:away", "job-1") == b"1"
+
+
+def test_a_failure_reads_an_enqueue_time_that_lands_after_it_asked(redis_url: str) -> None:
+    # Given a job whose enqueue mark is still on its way when its worker asks for it
+    reader = RedisSink(redis_url, "test-marks:late")
+    late = threading.Timer(0.2, lambda: redis.Redis.from_url(redis_url).hset("test-marks:late:enqueued", "j", 42))
+    late.start()
+    try:
+        # When the worker reads it, then it waits for the mark rather than record the job without one
+        assert reader.enqueued_ns("j") == 42
+    finally:
+        late.join()
+
+
+def test_a_job_never_marked_has_no_enqueue_time(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(events, "MARK_WAIT_S", 0.05)
+    assert RedisSink(redis_url, "test-marks:never").enqueued_ns("nobody") is None

@@ -1,0 +1,29 @@
+"""History lines: orjson where it can, json where it cannot, and the same events back either way."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+
+from implementations.jsonline import dumps_line, loads
+
+
+def test_an_event_comes_back_as_it_went_in() -> None:
+    event = {"type": "attempt", "job_id": "j", "attempt": 2, "started_ns": 1_764_000_000_000_000_000,
+             "fault": None, "native": {"job_try": 2}, "ok": True, "delay": 0.25, "args": ["é", [1, 2]]}
+    line = dumps_line(event)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert loads(line) == event == json.loads(line)
+
+
+def test_what_orjson_refuses_still_becomes_one_line() -> None:
+    # An integer beyond 64 bits (a task's result), keys that are not strings, a value json cannot encode
+    event = {"result": 2**70, 3: "three", "when": datetime(2026, 11, 29, tzinfo=timezone.utc), "obj": object()}
+    back = loads(dumps_line(event))
+    assert back["result"] == 2**70 and back["3"] == "three"
+    assert back["when"].startswith("2026-11-29") and back["obj"].startswith("<object object")
+
+
+def test_a_line_json_wrote_with_nan_is_read() -> None:
+    assert math.isnan(loads(b'{"lateness": NaN}\n')["lateness"])
