@@ -96,6 +96,16 @@ def copy_records(events: list[dict[str, Any]], path: str | None) -> None:
             fh.write("".join(json.dumps(r, default=str) + "\n" for r in records))
 
 
+# How often the driver looks at the run: it reads events in batches this far apart, as the history-off
+# baseline counts finished jobs (near the end), so neither side spends more of the workers' CPU on it.
+POLL_S = 0.02
+IN_PROCESS_POLL_S = 0.002  # reference: broker and workers are in the driver, and so is everything it reads
+
+
+def batch_interval(backend: str) -> float:
+    return IN_PROCESS_POLL_S if backend == "reference" else POLL_S
+
+
 def poll_interval(backend: str, tally: Tally, elapsed_s: float) -> float:
     """How long the history-off baseline waits before counting again.
 
@@ -104,8 +114,8 @@ def poll_interval(backend: str, tally: Tally, elapsed_s: float) -> float:
     20 ms once the end is less than ~80 ms away, so that the end is seen within a poll of the truth.
     In-process (reference), where counting is free, every 2 ms throughout."""
     if backend == "reference":
-        return 0.002  # its count is a counter in this very process: reading it costs nothing
-    floor = 0.02
+        return IN_PROCESS_POLL_S  # its count is a counter in this very process: reading it costs nothing
+    floor = POLL_S
     rate = tally.terminal / elapsed_s if elapsed_s > 0 else 0.0
     if rate <= 0:
         return floor

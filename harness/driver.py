@@ -27,6 +27,7 @@ from implementations.scenarios import build_app
 from .cell import (
     History,
     Tally,
+    batch_interval,
     copy_records,
     deadline_s,
     is_disconnect,
@@ -183,9 +184,9 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                 continue
             keep(events)
             if events:
-                # Read in batches, as the history-off baseline polls its count (every 20 ms; 2 ms in-process):
+                # Read in batches, as the history-off baseline polls its count near the end (cell.POLL_S):
                 # a read per handful of events would spend the CPU the workers are being measured on.
-                time.sleep(0.002 if config.backend == "reference" else 0.02)
+                time.sleep(batch_interval(config.backend))
             for e in events:
                 kind = e.get("type")
                 if kind == "terminal":

@@ -100,7 +100,9 @@ class CeleryBackend(Backend):
                     return False
             except ChannelError:
                 pass  # Redis keeps no empty list: an empty queue is "not found"
-        inspect = self.celery.control.inspect(timeout=1.0)
+        # limit: return once every live worker has answered, rather than always wait out the timeout.
+        live = sum(p.poll() is None for p in self.workers.procs)
+        inspect = self.celery.control.inspect(timeout=1.0, limit=live or None)
         return not any(any((getattr(inspect, what)() or {}).values()) for what in ("active", "reserved", "scheduled"))
 
     def close(self) -> None:

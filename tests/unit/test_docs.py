@@ -34,3 +34,11 @@ def test_the_size_benchmark_is_the_scaling_workload_at_three_sizes() -> None:
     scaling = PRESETS["scaling"]
     assert (scenario.policy, scenario.faults, scenario.work_ms) == (scaling.policy, scaling.faults, scaling.work_ms)
     assert [v.jobs for v in variants(scenario, "rq")] == [1000, 10_000, 100_000]
+
+
+def test_the_work10_overhead_benchmark_is_the_overhead_preset_but_for_its_work() -> None:
+    scenario = load_file(ROOT / "benchmarks" / "overhead-work10.toml")
+    preset = PRESETS["overhead"]
+    same = ("policy", "faults", "jobs", "workers", "concurrency", "options", "sweep", "task")
+    assert {k: getattr(scenario, k) for k in same} == {k: getattr(preset, k) for k in same}
+    assert (preset.work_ms, scenario.work_ms) == (1, 10)
