@@ -141,7 +141,8 @@ def test_report_html_renders_in_headless_chromium(run_dir: Path, chromium: str, 
 # example: every preset of its day; reliability: the crash, time-limit, poison and broker-restart presets
 # (README "What each backend loses"); load-10k: 10,000 jobs on each backend; perf: overhead, scaling, sweep;
 # overhead: the overhead preset alone, 8 repetitions (README "What recording costs").
-COMMITTED = {"example": 3, "reliability": 3, "load-10k": 1, "perf": 3, "overhead": 10, "overhead-work10": 8}
+COMMITTED = {"example": 3, "reliability": 3, "load-10k": 1, "perf": 3, "overhead": 10, "overhead-work10": 8,
+             "resolution": 7}
 
 
 @pytest.mark.parametrize("name", list(COMMITTED))
