@@ -10,7 +10,7 @@ import redis
 from harness.redis_server import RedisServer, _free_port
 from implementations import events
 from implementations.events import RedisSink, harness_redis
-from implementations.marks import MarkWriter
+from implementations.marks import MarkWriter, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +28,15 @@ def test_every_mark_lands_and_the_first_enqueue_time_wins(redis_url: str) -> Non
     stored = redis.Redis.from_url(redis_url).hgetall(key)
     assert len(stored) == 2000
     assert stored[b"job-7"] == b"7" and stored[b"job-1999"] == b"1999"
+
+
+def test_a_lone_mark_is_sent_once_the_enqueuing_pauses(redis_url: str) -> None:
+    # Given one enqueue, and no more after it (a script that enqueues a job and waits for its result)
+    writer = MarkWriter(harness_redis(redis_url), "test-marks:lone")
+    writer.add("job-1", 1)
+    # Then its mark reaches Redis without a flush
+    stored = wait_for(lambda: redis.Redis.from_url(redis_url).hget("test-marks:lone", "job-1"), 10)
+    assert stored == b"1"
 
 
 def test_marks_wait_for_a_redis_that_is_away(tmp_path: object) -> None:
