@@ -39,9 +39,8 @@ class MarkWriter:
     def add(self, job_id: str, ts_ns: int) -> None:
         with self._lock:
             self._pending.append((job_id, ts_ns))
-            if len(self._pending) >= BATCH and self._send():
-                pass
-            elif self._timer is None or self._timer_pid != os.getpid():  # a fork inherits no timer thread
+            sent = len(self._pending) >= BATCH and self._send()
+            if not sent and (self._timer is None or self._timer_pid != os.getpid()):  # a fork has no timer
                 self._start_timer()  # sends the rest once the enqueuing pauses (or retries a failed send)
             if not self._registered:
                 self._registered = True
