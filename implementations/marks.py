@@ -1,14 +1,12 @@
 """Enqueue times written behind the enqueue, in pipelined batches.
 
 A failure record carries the job's first enqueue time, which the worker that fails it for good reads
-from Redis. Written one ``HSETNX`` per ``apply_async``, that cost the enqueuing loop a round trip per
-job that the history-off baseline does not pay: RQ's enqueue of 1,000 jobs took 4.5 s with the history
-on and 3.2 s with it off (medians of 8). Here the enqueuing thread sends them itself, one pipeline per
-``BATCH`` marks, and a timer sends what is left once the enqueuing pauses for ``LAG_S``. A writer
-thread that woke every 5 or 50 ms was tried first and was worse: on 2 busy cores each wake-up costs the
-enqueuing loop a hand-over of the interpreter lock, and RQ's enqueue still ran 26–34% slower (3.6–3.8 s
-against 2.8–2.9 s), where these batches measured 2.36 s against 2.43 s. The price is a lag, which
-``wait_for`` bridges on the rare failure that outruns it.
+from Redis. Written with one ``HSETNX`` per ``apply_async``, it cost the enqueuing loop a round trip per
+job that the history-off baseline does not pay (RQ's enqueue of 1,000 jobs: 4.5 s with the history on,
+3.2 s off, medians of 8). Here the enqueuing thread sends them itself, 16 to a pipeline, and a timer
+sends what is left once the enqueuing pauses for ``LAG_S`` (no thread of its own that would wake while
+the loop runs and take the interpreter lock from it). The price is a lag, which ``wait_for`` bridges on
+the rare failure that outruns it. README "What recording costs" has the measurements.
 """
 
 from __future__ import annotations
