@@ -142,8 +142,9 @@ def test_report_html_renders_in_headless_chromium(run_dir: Path, chromium: str, 
 # (README "What each backend loses"); load-10k: 10,000 jobs on each backend; perf: overhead, scaling, sweep;
 # overhead: the overhead preset alone, 8 repetitions (README "What recording costs").
 COMMITTED = {"example": 3, "reliability": 3, "load-10k": 1, "perf": 3, "overhead": 10, "overhead-work10": 8,
-             "resolution": 7}
-ONLY = {"resolution": {"reference"}}  # issue #7 asks for the timing resolution of the reference backend
+             "resolution": 7, "overhead-rq20": 20}
+# Issue #7 asks for the timing resolution of the reference backend; rq20 narrows rq's overhead alone.
+ONLY = {"resolution": {"reference"}, "overhead-rq20": {"rq"}}
 
 
 @pytest.mark.parametrize("name", list(COMMITTED))
