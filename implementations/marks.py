@@ -4,9 +4,11 @@ A failure record carries the job's first enqueue time, which the worker that fai
 from Redis. Written with one ``HSETNX`` per ``apply_async``, it cost the enqueuing loop a round trip per
 job that the history-off baseline does not pay (RQ's enqueue of 1,000 jobs: 4.5 s with the history on,
 3.2 s off, medians of 8). Here the enqueuing thread sends them itself, 16 to a pipeline, and a timer
-sends what is left once the enqueuing pauses for ``LAG_S`` (no thread of its own that would wake while
-the loop runs and take the interpreter lock from it). The price is a lag, which ``wait_for`` bridges on
-the rare failure that outruns it. README "What recording costs" has the measurements.
+sends a mark still pending ``LAG_S`` after it was added (the tail of a burst, a lone ``delay()``). While
+the loop enqueues more than 16 jobs per ``LAG_S``, the timer finds the old marks sent and only re-arms,
+so the round trips stay in the loop's own thread rather than in one that takes the interpreter lock
+from it. The price is a lag, which ``wait_for`` bridges on the rare failure that outruns it. README
+"What recording costs" has the measurements.
 """
 
 from __future__ import annotations
@@ -32,11 +34,14 @@ class MarkWriter:
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
         self._timer_pid = 0
+        self._oldest = 0.0  # when the oldest pending mark was added (monotonic)
         self._registered = False
 
     def add(self, job_id: str, ts_ns: int) -> None:
         with self._lock:
             self._pending.append((job_id, ts_ns))
+            if len(self._pending) == 1:
+                self._oldest = time.monotonic()
             sent = len(self._pending) >= BATCH and self._send()
             if not sent and (self._timer is None or self._timer_pid != os.getpid()):  # a fork has no timer
                 self._start_timer()  # sends the rest once the enqueuing pauses (or retries a failed send)
@@ -47,11 +52,17 @@ class MarkWriter:
     def _on_timer(self) -> None:
         with self._lock:
             self._timer = None
-            if self._pending and not self._send():
+            if not self._pending:
+                return
+            young = LAG_S - (time.monotonic() - self._oldest)
+            if young > 0:
+                # The loop is still enqueuing and sends its own batches: look again when these are due.
+                self._start_timer(young)
+            elif not self._send():
                 self._start_timer()  # Redis is away (a broker restart): try again later, drop nothing
 
-    def _start_timer(self) -> None:
-        self._timer = threading.Timer(LAG_S, self._on_timer)
+    def _start_timer(self, delay: float = LAG_S) -> None:
+        self._timer = threading.Timer(delay, self._on_timer)
         self._timer.daemon = True
         self._timer.start()
         self._timer_pid = os.getpid()
