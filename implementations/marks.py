@@ -17,11 +17,13 @@ import atexit
 import os
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 BATCH = 16
 LAG_S = 0.05  # the longest a mark waits for company before the timer sends it alone
 WAIT_POLL_S = 0.01
+T = TypeVar("T")
 
 
 class MarkWriter:
@@ -92,7 +94,7 @@ class MarkWriter:
             time.sleep(0.1)
 
 
-def wait_for(read: Any, timeout: float) -> Any:
+def wait_for(read: Callable[[], T | None], timeout: float) -> T | None:
     """``read()`` until it returns something other than None, for at most ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while (value := read()) is None and time.monotonic() < deadline:

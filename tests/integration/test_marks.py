@@ -39,7 +39,7 @@ def test_a_lone_mark_is_sent_once_the_enqueuing_pauses(redis_url: str) -> None:
     assert stored == b"1"
 
 
-def test_marks_wait_for_a_redis_that_is_away(tmp_path: object) -> None:
+def test_marks_wait_for_a_redis_that_is_away() -> None:
     # Given a writer whose Redis is not there yet (a broker restart, seen from the enqueuing process)
     port = _free_port("127.0.0.1")
     writer = MarkWriter(harness_redis(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.2), "test-marks:away")
