@@ -11,7 +11,7 @@ from typing import IO, Any
 
 import redis
 
-from implementations.jsonline import dumps_line
+from implementations.jsonline import dumps_lines
 
 from .scenarios import Scenario
 
@@ -32,7 +32,7 @@ class History:
 
     def write(self, events: list[dict[str, Any]]) -> None:
         if events:
-            self._fh.write(b"".join(dumps_line(e) for e in events))
+            self._fh.write(dumps_lines(events))
             self._fh.flush()
 
     def close(self) -> None:
@@ -90,8 +90,10 @@ def is_refusal(exc: BaseException) -> bool:
 
 
 def copy_records(events: list[dict[str, Any]], path: str | None) -> None:
+    if not path:
+        return  # workers on this host wrote the log themselves: no need to look at every event
     records = [{k: v for k, v in e.items() if k != "type"} for e in events if e.get("type") == "failure_record"]
-    if path and records:
+    if records:
         with open(path, "a", encoding="utf-8") as fh:
             fh.write("".join(json.dumps(r, default=str) + "\n" for r in records))
 

@@ -15,10 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .metrics import METRICS, format_value
+from .stats import t95
 
-# Two-sided 95 % critical values of Student's t by degrees of freedom (pyperf uses the same table idea).
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-        12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
 ALIASES = {"retry_lateness_" + k.removeprefix("lateness_"): k for k in METRICS if k.startswith("lateness_")}
 _ENV_KEYS = ("python", "cpu_model", "cpu_count", "os")
 
@@ -98,8 +96,7 @@ def significant(a: list[float], b: list[float]) -> bool | None:
     df_num = (va / len(a) + vb / len(b)) ** 2
     df_den = sum((v / n) ** 2 / (n - 1) for v, n in ((va, len(a)), (vb, len(b))) if v)
     df = max(1, int(df_num / df_den)) if df_den else len(a) + len(b) - 2
-    critical = next((t for d, t in sorted(_T95.items(), reverse=True) if df >= d), _T95[1])
-    return abs(ma - mb) / se > critical
+    return abs(ma - mb) / se > t95(df)
 
 
 def _direction(metric: str, base: float | None, new: float | None) -> str:

@@ -16,7 +16,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from . import plots
 from .analysis import CellPlot, plot_inputs
 from .metrics import METRICS, format_value
-from .sweep import SIZES, SWEEP_COLUMNS, curve, label, overhead, overhead_note, sweeps
+from .overhead import overhead, overhead_note
+from .sweep import SIZES, SWEEP_COLUMNS, curve, label, sweeps
 from .tables import OUTAGE_COLUMNS, SUMMARY_COLUMNS, _best, _median, columns_for, is_reliability
 
 REPORT_MD = "report.md"

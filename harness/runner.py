@@ -61,6 +61,16 @@ class Cell:
         return f"{self.backend} · {self.scenario.name}" + (f" · #{self.repeat + 1}" if self.repeat else "")
 
 
+def counterbalanced(cells: list[Scenario], repeat: int) -> list[Scenario]:
+    """A sweep's variants in run order for repetition ``repeat``: as listed, then reversed, and so on.
+
+    The variants of one repetition run back to back, and the overhead verdict pairs them. A variant that
+    always ran first would carry every order effect (the previous cell's workers still exiting, a colder
+    cache) into its difference from the next; alternating the order (ABBA) cancels it, and a steady drift.
+    """
+    return cells[::-1] if repeat % 2 else cells
+
+
 def restart_spec(s: Scenario) -> tuple[float, float] | None:
     """``(at_s, down_s)`` when the scenario restarts the broker mid-run (options ``broker_restart_at``,
     ``broker_down_s``), measured from the cell's first progress line."""
@@ -199,7 +209,7 @@ def execute(plan: RunPlan, *, log: Callable[[str], None], progress_factory: Call
             fh.write(json.dumps(meta, default=str) + "\n")
         cells = [Cell(b, v, r, f"{run_id.replace('-', '')[-10:]}{i:03d}")
                  for r in range(plan.repeat) for s in plan.scenarios for i, b in enumerate(plan.backends)
-                 for v in variants(s, b.backend)]
+                 for v in counterbalanced(variants(s, b.backend), r)]
         # Unique cell ids across the whole run: RQ and ARQ keep job ids (and results) per id.
         cells = [Cell(c.backend, c.scenario, c.repeat, f"{c.run_id}x{n}") for n, c in enumerate(cells)]
         try:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from .compare import repetitions, significant
+from .compare import repetitions
 from .scenarios import KNOWN_OPTIONS, Scenario, ScenarioError
 
 SIZES = ("jobs", "workers", "concurrency")
@@ -98,6 +98,10 @@ def sweeps(results: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
     the backend's recommended variant. Variants appear in the order they ran."""
     definitions = results.get("scenarios", {})
     reps = repetitions(results)
+    by_repeat: dict[tuple[str, str], dict[int, Mapping[str, Any]]] = {}
+    for cell in results.get("cells", []):
+        cell_reps = by_repeat.setdefault((cell["scenario"], cell["backend"]), {})
+        cell_reps[int(cell.get("repeat", len(cell_reps)))] = cell.get("summary") or {}
     out: dict[str, list[dict[str, Any]]] = {}
     for name, by_backend in results.get("aggregates", {}).items():
         definition = definitions.get(name) or {}
@@ -109,6 +113,7 @@ def sweeps(results: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
             out.setdefault(parent, []).append({"backend": backend, "scenario": name,
                                                "settings": dict(definition.get("sweep_values") or {}),
                                                "metrics": metrics, "values": reps.get((name, backend), {}),
+                                               "repeats": by_repeat.get((name, backend), {}),
                                                "recommended": False})
     for rows in out.values():
         for backend in dict.fromkeys(r["backend"] for r in rows):
@@ -120,47 +125,6 @@ def sweeps(results: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
                 r["recommended"] = r["scenario"] == pick
         rows.sort(key=lambda r: r["backend"])  # stable: each backend's variants stay in run order
     return out
-
-
-def overhead(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """For a sweep over ``record_history`` alone: per backend, driver-seen jobs/s with the history on and
-    off (medians), the share of throughput recording costs, and whether the difference is significant
-    (Welch's t-test over the repetitions, as ``compare``; None with fewer than two a side)."""
-    by_backend: dict[str, dict[bool, Mapping[str, Any]]] = {}
-    for r in rows:
-        if set(r["settings"]) == {"record_history"} and isinstance(r["metrics"].get("wall_throughput_jobs_s"),
-                                                                    (int, float)):
-            by_backend.setdefault(r["backend"], {})[bool(r["settings"]["record_history"])] = r
-    out = []
-    for b, v in by_backend.items():
-        if True not in v or False not in v or not v[False]["metrics"]["wall_throughput_jobs_s"] > 0:
-            continue
-        on, off = (float(v[mode]["metrics"]["wall_throughput_jobs_s"]) for mode in (True, False))
-        on_reps, off_reps = ([float(x) for x in (v[mode].get("values") or {}).get("wall_throughput_jobs_s", [])
-                              if isinstance(x, (int, float))] for mode in (True, False))
-        cpu = {f"{who}_cpu_ms{suffix}": v[mode]["metrics"].get(f"{who}_cpu_ms_per_job")
-               for who in ("driver", "worker") for mode, suffix in ((True, ""), (False, "_off"))}
-        out.append({"backend": b, "on": on, "off": off, "overhead_pct": (1 - on / off) * 100,
-                    "runs": min(len(on_reps), len(off_reps)), "significant": significant(on_reps, off_reps), **cpu})
-    return out
-
-
-def overhead_note(o: Mapping[str, Any], *, cpu: bool = True) -> str:
-    """The verdict on one ``overhead`` entry in words, e.g. "2.1% (within run-to-run noise, 5 runs)"."""
-    if o["significant"] is None:
-        verdict = "significance unknown: fewer than two runs a side"
-    else:
-        verdict = ("significant" if o["significant"] else "within run-to-run noise") + f", {o['runs']} runs a side"
-    return f"{o['overhead_pct']:.1f}% ({verdict}){_cpu_note(o) if cpu else ''}"
-
-
-def _cpu_note(o: Mapping[str, Any]) -> str:
-    parts = []
-    for who in ("driver", "worker"):
-        on, off = o.get(f"{who}_cpu_ms"), o.get(f"{who}_cpu_ms_off")
-        if isinstance(on, (int, float)) and isinstance(off, (int, float)):
-            parts.append(f"{who} {on:.2f} vs {off:.2f}")
-    return f"; CPU ms per job, on vs off: {', '.join(parts)}" if parts else ""
 
 
 def curve(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[str, list[tuple[float, float]]]:

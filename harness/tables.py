@@ -10,7 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from .metrics import METRICS, format_value
-from .sweep import label, overhead, overhead_note, sweeps
+from .overhead import overhead, overhead_note
+from .sweep import label, sweeps
 
 SUMMARY_COLUMNS = ("jobs", "attempts", "succeeded", "failed", "failure_records", "lateness_median",
                    "lateness_p99", "early_retries", "throughput_jobs_s", "lost_jobs", "duplicate_executions",

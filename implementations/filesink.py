@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from .events import RedisSink
-from .jsonline import dumps_line, loads
+from .jsonline import dumps_lines, loads
 
 POLL_S = 0.02  # how often drain() looks again while it blocks
 READ_BYTES = 1 << 20
@@ -42,7 +42,7 @@ class FileSink:
         if self._fd is None:
             # A forked child (RQ's work horse) may inherit it: with O_APPEND every write still lands whole.
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        data = memoryview(b"".join(dumps_line(e) for e in events))
+        data = memoryview(dumps_lines(events))
         while data:  # one write in practice: a regular file takes it whole unless the disk is full
             data = data[os.write(self._fd, data):]
 

@@ -38,3 +38,19 @@ def test_history_on_and_off_both_see_every_job_end_and_off_records_nothing(
     assert not list((run_dir / "logs").glob("*-events.jsonl"))
     results = json.loads((run_dir / "results.json").read_text())
     assert len(results["cells"]) == 2
+
+
+def test_repetitions_run_the_two_settings_in_alternating_order_and_the_report_pairs_them(
+        redis_url: str, tmp_path: Path) -> None:
+    # Given two repetitions of the overhead preset on the reference backend
+    done = retrybench("run", "-b", "reference", "-s", "overhead", "--jobs", "40", "--repeat", "2",
+                      "--redis-url", redis_url, "--out", str(tmp_path), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = tmp_path / "latest"
+    # Then the history shows on, off, then off, on (ABBA): neither setting always runs first
+    events = read_history(run_dir / "history.jsonl").events
+    order = [(e["repeat"], e["options"]["record_history"]) for e in events if e["type"] == "run"]
+    assert order == [(0, True), (0, False), (1, False), (1, True)]
+    # And the report judges the cost from the two pairs, with an interval and a verdict
+    report = (run_dir / "report.md").read_text()
+    assert "over 2 paired runs" in report and "5% target" in report

@@ -27,3 +27,10 @@ def test_what_orjson_refuses_still_becomes_one_line() -> None:
 
 def test_a_line_json_wrote_with_nan_is_read() -> None:
     assert math.isnan(loads(b'{"lateness": NaN}\n')["lateness"])
+
+
+def test_a_key_that_is_not_a_string_alone_takes_orjsons_slower_options_not_json() -> None:
+    # Given an event whose only oddity is an integer key (orjson's plain call refuses it)
+    line = dumps_line({"native": {1: "one"}, "ok": True})
+    # Then the key becomes a string, in orjson's compact form (json would have written ", " and ": ")
+    assert line == b'{"native":{"1":"one"},"ok":true}\n'

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from harness.scenarios import PRESETS, ScenarioError, from_mapping
-from harness.sweep import curve, overhead, overhead_note, recommend, sweeps, variants
+from harness.sweep import curve, recommend, sweeps, variants
 
 
 def test_each_backend_runs_the_sizes_times_its_own_options_only() -> None:
@@ -68,41 +68,6 @@ def test_results_give_one_row_per_variant_a_recommendation_per_backend_and_curve
     assert [(r["backend"], r["settings"]["workers"], r["recommended"]) for r in rows] == [
         ("arq", 1, False), ("arq", 2, True), ("rq", 1, False), ("rq", 2, True)]
     assert curve(rows, "throughput_jobs_s") == {"arq": [(1.0, 5.0), (2.0, 9.0)], "rq": [(1.0, 10.0), (2.0, 20.0)]}
-
-
-def test_history_on_and_off_gives_the_share_of_throughput_recording_costs_and_no_recommendation() -> None:
-    def agg(wall: float) -> dict[str, Any]:
-        return {"wall_throughput_jobs_s": {"median": wall}}
-
-    results = {"scenarios": {f"o[record_history={v}]": {"sweep_of": "o", "sweep_values": {"record_history": v}}
-                             for v in (True, False)},
-               "aggregates": {"o[record_history=True]": {"rq": agg(90.0)},
-                              "o[record_history=False]": {"rq": agg(100.0)}}}
-    rows = sweeps(results)["o"]
-    assert not any(r["recommended"] for r in rows)
-    (o,) = overhead(rows)
-    assert (o["backend"], o["on"], o["off"]) == ("rq", 90.0, 100.0) and abs(o["overhead_pct"] - 10.0) < 1e-9
-
-
-@pytest.mark.parametrize(("on", "off", "verdict"), [
-    ([90.0, 91.0, 89.0], [100.0, 101.0, 99.0], True),     # every repetition apart: significant
-    ([97.0, 104.0, 99.0], [100.0, 96.0, 103.0], False),   # the same spread on both sides: noise
-    ([90.0], [100.0], None),                               # one run a side: cannot tell
-])
-def test_the_overhead_says_whether_the_repetitions_show_it_or_only_noise(
-        on: list[float], off: list[float], verdict: bool | None) -> None:
-    # Given one cell per repetition, with the history on and off
-    scenarios = {f"o[record_history={v}]": {"sweep_of": "o", "sweep_values": {"record_history": v}}
-                 for v in (True, False)}
-    cells = [{"scenario": f"o[record_history={v}]", "backend": "rq", "summary": {"wall_throughput_jobs_s": x}}
-             for v, xs in ((True, on), (False, off)) for x in xs]
-    aggregates = {f"o[record_history={v}]": {"rq": {"wall_throughput_jobs_s": {"median": sorted(xs)[len(xs) // 2]}}}
-                  for v, xs in ((True, on), (False, off))}
-    # When the overhead is worked out
-    (o,) = overhead(sweeps({"scenarios": scenarios, "aggregates": aggregates, "cells": cells})["o"])
-    # Then it is the ratio of the medians, with a verdict from the repetitions
-    assert o["significant"] is verdict and o["runs"] == min(len(on), len(off))
-    assert ("significance unknown" in overhead_note(o)) is (verdict is None)
 
 
 def test_a_sweep_over_the_number_of_jobs_draws_curves_and_recommends_nothing() -> None:
