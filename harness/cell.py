@@ -98,27 +98,23 @@ def copy_records(events: list[dict[str, Any]], path: str | None) -> None:
             fh.write("".join(json.dumps(r, default=str) + "\n" for r in records))
 
 
-# How often the driver looks at the run: it reads events in batches this far apart, as the history-off
-# baseline counts finished jobs (near the end), so neither side spends more of the workers' CPU on it.
+# How often the driver looks at the run, the same whether it reads events (history on) or counts finished
+# jobs (history off): the two sides of the overhead measurement then differ in what they do when they
+# look, not in how often they wake up on the 2 cores the workers are measured on.
 POLL_S = 0.02
 IN_PROCESS_POLL_S = 0.002  # reference: broker and workers are in the driver, and so is everything it reads
-
-
-def batch_interval(backend: str) -> float:
-    return IN_PROCESS_POLL_S if backend == "reference" else POLL_S
+SLOWEST_POLL_S = 0.25
 
 
 def poll_interval(backend: str, tally: Tally, elapsed_s: float) -> float:
-    """How long the history-off baseline waits before counting again.
+    """How long the driver waits before it reads the run's events (or counts its finished jobs) again.
 
-    Counting costs the broker and the CPU the workers are measured on, so the baseline must not pay
-    more for it than the history costs the other side: slow polls (at most 0.25 s) while much is left,
-    20 ms once the end is less than ~80 ms away, so that the end is seen within a poll of the truth.
-    In-process (reference), where counting is free, every 2 ms throughout."""
-    if backend == "reference":
-        return IN_PROCESS_POLL_S  # its count is a counter in this very process: reading it costs nothing
-    floor = POLL_S
+    A quarter of the time the run still needs at its rate so far, between the floor and 0.25 s: slow
+    while much is left, at the floor once the end is near, so the end is seen within a floor of the
+    truth (20 ms; 2 ms in-process, where the broker and the workers are the driver's own threads).
+    """
+    floor = IN_PROCESS_POLL_S if backend == "reference" else POLL_S
     rate = tally.terminal / elapsed_s if elapsed_s > 0 else 0.0
     if rate <= 0:
         return floor
-    return min(0.25, max(floor, (tally.jobs - tally.terminal) / rate / 4))
+    return min(SLOWEST_POLL_S, max(floor, (tally.jobs - tally.terminal) / rate / 4))

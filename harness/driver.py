@@ -27,7 +27,6 @@ from implementations.scenarios import build_app
 from .cell import (
     History,
     Tally,
-    batch_interval,
     copy_records,
     deadline_s,
     is_disconnect,
@@ -158,13 +157,14 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                 break
             if not record:
                 # No history to read: the library's own count says when every job is done (the harness-
-                # overhead baseline). 20 ms polls (2 ms in-process) keep the end within a poll of the truth.
+                # overhead baseline), as often as the other side reads its events.
                 count = app.backend.native_terminal_count()
                 if count is None:
                     raise BackendError(f"{config.backend} cannot count finished jobs: record_history=false "
                                        "needs a backend that can")
                 tally.terminal = count
-                time.sleep(poll_interval(config.backend, tally, time.perf_counter() - (first_enqueue or 0.0)))
+                if tally.terminal < tally.jobs:  # done: the run ends now, not a poll later
+                    time.sleep(poll_interval(config.backend, tally, time.perf_counter() - (first_enqueue or 0.0)))
                 continue
             try:
                 events = sink.drain(block_ms=100)
@@ -183,10 +183,6 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                 time.sleep(0.1)
                 continue
             keep(events)
-            if events:
-                # Read in batches, as the history-off baseline polls its count near the end (cell.POLL_S):
-                # a read per handful of events would spend the CPU the workers are being measured on.
-                time.sleep(batch_interval(config.backend))
             for e in events:
                 kind = e.get("type")
                 if kind == "terminal":
@@ -203,6 +199,10 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                         failed_ids.add(e["job_id"])
                 elif kind == "attempt":
                     tally.attempts += 1
+            if events and tally.terminal < tally.jobs:
+                # Read in batches, as often as the history-off baseline counts (cell.poll_interval): a read
+                # per handful of events would spend the CPU, and the moments, the workers are measured on.
+                time.sleep(poll_interval(config.backend, tally, time.perf_counter() - (first_enqueue or 0.0)))
             if now - last_tick >= 0.25:
                 last_tick = now
                 print(json.dumps({"done": tally.terminal, "jobs": tally.jobs, "attempts": tally.attempts,

@@ -65,7 +65,9 @@ class Backend(ABC):
     def native_terminal_count(self) -> int | None:
         """Jobs of this run the library itself holds as finished or failed for good (None: cannot tell).
 
-        With the history off (``record_history=false``), this is how the driver knows the run is over."""
+        With the history off (``record_history=false``), this is how the driver knows the run is over. It is
+        polled while the workers are measured, so it must cost the broker next to nothing: a keyspace SCAN
+        here made ARQ's workers ~25% faster than with no such load (README "What recording costs")."""
         return None
 
     def requeue(self, record: dict[str, Any]) -> str:

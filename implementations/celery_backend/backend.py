@@ -26,7 +26,8 @@ class CeleryBackend(Backend):
         self.celery = build_celery(app)
         self.workers = ProcessWorkers(self)
         self._counter: Any = None
-        self._final: set[bytes] = set()
+        self._unfinished: list[str] = []  # ids enqueued through this client whose result is not final yet
+        self._final: set[str] = set()
         self._seen = 0
         self._changed_at: float | None = None
 
@@ -36,6 +37,8 @@ class CeleryBackend(Backend):
             # Tasks registered after the Celery app was built (tests, user scripts).
             self.celery = build_celery(self.app)
         self.celery.tasks[task.name].apply_async(args, kwargs, task_id=job_id, countdown=countdown)
+        if not self.app.runtime.record:
+            self._unfinished.append(job_id)  # only the history-off baseline counts by asking Celery
 
     def start_workers(self, count: int, concurrency: int) -> float:
         return self.workers.start(count, concurrency)
@@ -62,18 +65,23 @@ class CeleryBackend(Backend):
         import redis
 
         # The result backend keeps one meta key per task; a retried task's says RETRY until its last run.
-        # Keys already seen final are not read again: the polling must cost the broker as little as can be.
+        # Only the tasks not yet seen final are read, by key (MGET, a thousand a round trip): the polling
+        # must cost the broker as little as can be, and a SCAN of the keyspace did not (see base.py).
         if self._counter is None:
             self._counter = redis.Redis.from_url(self.config.redis_url or "")
         client = self._counter
-        keys = [k for k in client.scan_iter(match=f"celery-task-meta-{self.config.run_id}*", count=1000)
-                if k not in self._final]
-        retrying = []
-        for key, raw in zip(keys, client.mget(keys) if keys else [], strict=True):
-            if raw is not None and (b'"status": "SUCCESS"' in raw or b'"status": "FAILURE"' in raw):
-                self._final.add(key)
-            elif raw is not None and b'"status": "RETRY"' in raw:
-                retrying.append(key)
+        backend = self.celery.backend
+        retrying, still = [], []
+        for start in range(0, len(self._unfinished), 1000):
+            ids = self._unfinished[start:start + 1000]
+            for job_id, raw in zip(ids, client.mget([backend.get_key_for_task(i) for i in ids]), strict=True):
+                if raw is not None and (b'"status": "SUCCESS"' in raw or b'"status": "FAILURE"' in raw):
+                    self._final.add(job_id)
+                    continue
+                if raw is not None and b'"status": "RETRY"' in raw:
+                    retrying.append(job_id)
+                still.append(job_id)
+        self._unfinished = still
         now = time.perf_counter()
         if self._changed_at is None or len(self._final) != self._seen:
             if len(self._final) != self._seen:
@@ -85,6 +93,7 @@ class CeleryBackend(Backend):
             # first is overwritten (1 in ~1,000 retried tasks at interval 0). With nothing queued, reserved,
             # scheduled or running, they are done: counted, and the run's end stays the last real change.
             self._final.update(retrying)
+            self._unfinished = [i for i in self._unfinished if i not in self._final]
             self._seen = len(self._final)
             self.stale_states += len(retrying)
         return len(self._final)

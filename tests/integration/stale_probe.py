@@ -27,21 +27,34 @@ def count_for(backend: Any, seconds: float) -> list[int]:
     return counts
 
 
+def wait_until_final(backend: Any, job_id: str, timeout: float = 30.0) -> None:
+    from celery.result import AsyncResult
+
+    deadline = time.monotonic() + timeout
+    while AsyncResult(job_id, app=backend.celery).state != "SUCCESS":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{job_id} did not succeed within {timeout}s")
+        time.sleep(0.05)
+
+
 def main() -> None:
     url = sys.argv[1]
     client = redis.Redis.from_url(url)
     out: dict[str, Any] = {}
+    off = {"record_history": False}  # the count is the history-off baseline's
     # A task whose retry is still waiting in the worker (an ETA 60 s away), its result saying RETRY.
-    with build(AppConfig(backend="celery", redis_url=url, app_path="probe_app:build")) as app:
+    with build(AppConfig(backend="celery", redis_url=url, app_path="probe_app:build", options=off)) as app:
         app.start_workers(1, 1)
         waiting = app.tasks["process_message"].apply_async(("hello",), countdown=60)
         client.set(f"celery-task-meta-{waiting.id}", STUCK % waiting.id)
         out["while_a_retry_waits"] = count_for(app.backend, 3.0)
-    # Another run: nothing queued, reserved or scheduled, and a finished task's result still says RETRY.
-    with build(AppConfig(backend="celery", redis_url=url, app_path="probe_app:build")) as app:
+    # Another run: nothing queued, reserved or scheduled, and a finished task's result says RETRY again
+    # (what Celery's read-then-write race leaves behind).
+    with build(AppConfig(backend="celery", redis_url=url, app_path="probe_app:build", options=off)) as app:
         app.start_workers(1, 1)
-        stuck = f"{app.config.run_id}-stuck"
-        client.set(f"celery-task-meta-{stuck}", STUCK % stuck)
+        done = app.tasks["process_message"].apply_async(("hello",))
+        wait_until_final(app.backend, done.id)
+        client.set(f"celery-task-meta-{done.id}", STUCK % done.id)
         out["when_idle"] = count_for(app.backend, 3.0)
         out["stale_states"] = app.backend.stale_states
     print(json.dumps(out))

@@ -71,11 +71,14 @@ def test_the_terminal_state_of_a_job_is_found_in_the_file(tmp_path: Path) -> Non
     assert s.state("other") is None
 
 
-def test_the_history_off_baseline_polls_slowly_early_and_every_20_ms_near_the_end() -> None:
+def test_the_driver_looks_at_the_run_slowly_early_and_every_20_ms_near_the_end() -> None:
     assert poll_interval("rq", Tally(jobs=1000, terminal=0), 1.0) == 0.02  # no rate yet
     assert poll_interval("rq", Tally(jobs=1000, terminal=100), 1.0) == 0.25  # 9 s to go
+    assert abs(poll_interval("rq", Tally(jobs=1000, terminal=900), 9.0) - 0.25) < 1e-12  # 1 s to go: a quarter
     assert poll_interval("rq", Tally(jobs=1000, terminal=995), 10.0) == 0.02  # 50 ms to go
-    assert poll_interval("reference", Tally(jobs=1000, terminal=100), 1.0) == 0.002  # in-process: always
+    # In-process (reference), the same rule with a 2 ms floor
+    assert abs(poll_interval("reference", Tally(jobs=1000, terminal=900), 0.09) - 0.0025) < 1e-12  # 10 ms to go
+    assert poll_interval("reference", Tally(jobs=1000, terminal=999), 0.1) == 0.002
 
 
 def test_only_the_events_of_a_job_that_failed_for_good_are_copied_to_redis(tmp_path: Path) -> None:
