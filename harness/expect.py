@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from implementations.faults import FaultPlan, plan_key
 from implementations.policy import RetryPolicy, resolve_exception
 from implementations.runtime import retry_delay
+
+if TYPE_CHECKING:
+    from .scenarios import Scenario
 
 # Faults whose outcome depends on the backend's recovery or on wall-clock time, not on the plan alone.
 _UNPREDICTABLE = {"crash", "timeout", "outage"}
@@ -40,3 +43,24 @@ def predict(policy: RetryPolicy, plan: FaultPlan, *, seed: int, job_id: str, tas
             return {"state": "failure", "attempts": attempt, "delays": delays, "exc_type": exc}
         delays.append(retry_delay(policy, seed, job_id, attempt - 1))
         attempt += 1
+
+
+def job_id_for(run_id: str, index: int) -> str:
+    """The id the driver gives job ``index`` of a cell: ``<cell id>-<index>``, the plan key after the dash."""
+    return f"{run_id}-{index:06d}"
+
+
+def expectations(scenario: Scenario, run_id: str) -> list[dict[str, Any] | None]:
+    """What the plan says of every job of one cell, in enqueue order, worked out before the clock starts
+    (the enqueue loop only looks it up). Jobs that expect the same share one dict: 100,000 jobs that all
+    succeed on their first try cost one."""
+    policy, plan = scenario.retry_policy(), scenario.fault_plan()
+    shared: dict[str, dict[str, Any]] = {}
+    out: list[dict[str, Any] | None] = []
+    for index in range(scenario.jobs):
+        args, _ = scenario.job_args(index)
+        found = ({"state": "poison"} if scenario.is_poison(index) else
+                 predict(policy, plan, seed=scenario.seed, job_id=job_id_for(run_id, index), task=scenario.task,
+                         args=args))
+        out.append(None if found is None else shared.setdefault(repr(found), found))
+    return out

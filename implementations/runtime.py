@@ -161,7 +161,8 @@ class Runtime:
         return {"type": type_, **self.base, **fields}
 
     def emit(self, type_: str, **fields: Any) -> None:
-        self.emit_all(self.event(type_, **fields))
+        if self.record:  # off: no event is even built, so the baseline pays nothing of what recording does
+            self.emit_all(self.event(type_, **fields))
 
     def emit_all(self, *events: dict[str, Any]) -> None:
         """Record ``events`` in one write to the sink (one round trip to Redis)."""
@@ -218,11 +219,12 @@ class Runtime:
             return self._record_failure(task, job_id, attempt, as_timeout(exc, task.time_limit), fault, started,
                                         common, native, store_error)
         finished = now_ns()
-        self.emit_all(
-            self.event("attempt", **common, started_ns=started, finished_ns=finished, outcome="success",
-                       fault=fault.kind if fault else None, native=native or {}),
-            self.event("terminal", job_id=job_id, task=task.name, state="success", attempts=attempt,
-                       ts_ns=finished, result=_jsonable(value)))
+        if self.record:
+            self.emit_all(
+                self.event("attempt", **common, started_ns=started, finished_ns=finished, outcome="success",
+                           fault=fault.kind if fault else None, native=native or {}),
+                self.event("terminal", job_id=job_id, task=task.name, state="success", attempts=attempt,
+                           ts_ns=finished, result=_jsonable(value)))
         return Outcome(ok=True, value=value, fault=fault, started_ns=started, finished_ns=finished, attempt=attempt)
 
     def _record_failure(self, task: Task, job_id: str, attempt: int, exc: BaseException, fault: Fault | None,
