@@ -8,12 +8,14 @@ JSON-lines file, each write finished before the handler returns, so a record sur
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from .marks import MarkWriter, wait_for
@@ -71,6 +73,8 @@ class EventSink(Protocol):
     def first_time(self, key: str) -> bool: ...
 
     def flush(self, timeout: float = 10.0) -> bool: ...
+
+    def burst(self) -> AbstractContextManager[None]: ...
 
 
 def harness_redis(url: str, **options: Any) -> Any:
@@ -181,6 +185,10 @@ class RedisSink:
         """Wait until this process's enqueue marks are in Redis."""
         return self._marks.flush(timeout)
 
+    def burst(self) -> AbstractContextManager[None]:
+        """A burst of enqueues from this thread: their marks are sent when it ends (``MarkWriter.burst``)."""
+        return self._marks.burst()
+
     def add_deferral(self, job_id: str) -> None:
         self._redis.hincrby(f"{self.prefix}:deferrals", job_id, 1)
 
@@ -246,6 +254,9 @@ class MemorySink:
 
     def flush(self, timeout: float = 10.0) -> bool:
         return True
+
+    def burst(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
     def emit(self, *events: dict[str, Any]) -> None:
         for event in events:

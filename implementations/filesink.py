@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import AbstractContextManager
 from typing import Any
 
 from .events import RedisSink
@@ -145,3 +146,6 @@ class FileSink:
 
     def flush(self, timeout: float = 10.0) -> bool:
         return self.shared.flush(timeout)
+
+    def burst(self) -> AbstractContextManager[None]:
+        return self.shared.burst()

@@ -67,3 +67,18 @@ def test_a_failure_reads_an_enqueue_time_that_lands_after_it_asked(redis_url: st
 def test_a_job_never_marked_has_no_enqueue_time(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(events, "MARK_WAIT_S", 0.05)
     assert RedisSink(redis_url, "test-marks:never").enqueued_ns("nobody") is None
+
+
+def test_a_burst_sends_its_marks_itself_and_starts_no_thread(redis_url: str) -> None:
+    # Given a writer used only inside a burst (the driver's enqueue loop)
+    writer = MarkWriter(harness_redis(redis_url), "test-marks:burst-block")
+    threads = threading.active_count()
+    with writer.burst():
+        for n in range(40):
+            writer.add(f"job-{n}", n)
+        # Then no other thread runs meanwhile (its wake-ups would cost the loop), and full batches are sent
+        assert threading.active_count() == threads
+        assert redis.Redis.from_url(redis_url).hlen("test-marks:burst-block") == 32
+    # And the tail is sent when the burst ends
+    assert redis.Redis.from_url(redis_url).hlen("test-marks:burst-block") == 40
+    assert threading.active_count() == threads

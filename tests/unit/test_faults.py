@@ -83,3 +83,25 @@ def test_time_scale_shrinks_outage_windows_like_delays() -> None:
     assert plan.fault_for("000001", 1, elapsed_s=0.5) is None
     assert plan.fault_for("000001", 1, elapsed_s=1.5) is not None
     assert plan.fault_for("000001", 1, elapsed_s=3.5) is None
+
+
+def test_a_cells_expectations_are_worked_out_up_front_in_enqueue_order_and_shared_where_equal() -> None:
+    from dataclasses import replace
+
+    from harness.expect import expectations, job_id_for
+    from harness.scenarios import PRESETS
+
+    # Given 200 jobs of the flaky preset, a tenth of them poison
+    scenario = replace(PRESETS["flaky-20"], jobs=200, poison=0.1)
+    # When the cell's expectations are worked out before the run
+    found = expectations(scenario, "cell1")
+    # Then job i's is the prediction for job i's own id, and a poison job's says so
+    policy, plan = scenario.retry_policy(), scenario.fault_plan()
+    for i in (0, 7, 199):
+        want = ({"state": "poison"} if scenario.is_poison(i) else
+                predict(policy, plan, seed=scenario.seed, job_id=job_id_for("cell1", i), task=scenario.task,
+                        args=scenario.job_args(i)[0]))
+        assert found[i] == want
+    assert len(found) == 200 and 0 < sum(e == {"state": "poison"} for e in found) < 200
+    # And equal expectations are one object (100,000 jobs that all succeed at once cost one dict)
+    assert len({id(e) for e in found}) == len({repr(e) for e in found}) < 200
