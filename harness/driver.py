@@ -116,6 +116,10 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
         started = time.monotonic()
         last_tick = last_ping = 0.0
         enqueued = 0
+
+        def look_again_later() -> None:
+            time.sleep(poll_interval(config.backend, tally, time.perf_counter() - (first_enqueue or 0.0)))
+
         while tally.terminal < tally.jobs:
             if stop["flag"]:
                 reason, code = "interrupted", EXIT_INTERRUPTED
@@ -169,7 +173,7 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                                        "needs a backend that can")
                 tally.terminal = count
                 if tally.terminal < tally.jobs:  # done: the run ends now, not a poll later
-                    time.sleep(poll_interval(config.backend, tally, time.perf_counter() - (first_enqueue or 0.0)))
+                    look_again_later()
                 continue
             try:
                 events = sink.drain(block_ms=100)
@@ -207,7 +211,7 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
             if events and tally.terminal < tally.jobs:
                 # Read in batches, as often as the history-off baseline counts (cell.poll_interval): a read
                 # per handful of events would spend the CPU, and the moments, the workers are measured on.
-                time.sleep(poll_interval(config.backend, tally, time.perf_counter() - (first_enqueue or 0.0)))
+                look_again_later()
             if now - last_tick >= 0.25:
                 last_tick = now
                 print(json.dumps({"done": tally.terminal, "jobs": tally.jobs, "attempts": tally.attempts,

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..base import Backend, ProcessWorkers
 from .app import build_celery, queue_name
+
+# A result meta's state, matched in the raw JSON: the polling decodes nothing it does not need.
+_SUCCESS, _FAILURE, _RETRY = b'"status": "SUCCESS"', b'"status": "FAILURE"', b'"status": "RETRY"'
 
 if TYPE_CHECKING:
     from ..app import RetryApp, Task
@@ -57,12 +61,15 @@ class CeleryBackend(Backend):
         self.app.runtime.sink.flush()  # the ids come from the enqueue marks, which are written behind
         keys = client.hkeys(f"{self.config.prefix}:enqueued")
         ids = sorted(k.decode() if isinstance(k, bytes) else str(k) for k in keys)
-        failed = []
-        for start in range(0, len(ids), 1000):  # a thousand result states a round trip, not one each
-            chunk = ids[start:start + 1000]
-            metas = client.mget([self.celery.backend.get_key_for_task(i) for i in chunk])
-            failed += [i for i, raw in zip(chunk, metas, strict=True) if raw and b'"status": "FAILURE"' in raw]
+        failed = [i for i, raw in self._result_metas(client, ids) if raw and _FAILURE in raw]
         return {"store": "celery result backend (state FAILURE)", "job_ids": failed}
+
+    def _result_metas(self, client: Any, ids: list[str]) -> Iterator[tuple[str, bytes | None]]:
+        """Each id with its raw result meta (None: no result yet), a thousand a round trip (MGET)."""
+        backend = self.celery.backend
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start:start + 1000]
+            yield from zip(chunk, client.mget([backend.get_key_for_task(i) for i in chunk]), strict=True)
 
     def native_terminal_count(self) -> int | None:
         import redis
@@ -73,17 +80,14 @@ class CeleryBackend(Backend):
         if self._counter is None:
             self._counter = redis.Redis.from_url(self.config.redis_url or "")
         client = self._counter
-        backend = self.celery.backend
         retrying, still = [], []
-        for start in range(0, len(self._unfinished), 1000):
-            ids = self._unfinished[start:start + 1000]
-            for job_id, raw in zip(ids, client.mget([backend.get_key_for_task(i) for i in ids]), strict=True):
-                if raw is not None and (b'"status": "SUCCESS"' in raw or b'"status": "FAILURE"' in raw):
-                    self._final.add(job_id)
-                    continue
-                if raw is not None and b'"status": "RETRY"' in raw:
-                    retrying.append(job_id)
-                still.append(job_id)
+        for job_id, raw in self._result_metas(client, self._unfinished):
+            if raw is not None and (_SUCCESS in raw or _FAILURE in raw):
+                self._final.add(job_id)
+                continue
+            if raw is not None and _RETRY in raw:
+                retrying.append(job_id)
+            still.append(job_id)
         self._unfinished = still
         now = time.perf_counter()
         if self._changed_at is None or len(self._final) != self._seen:
