@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import time
 from dataclasses import dataclass
 from typing import IO, Any
@@ -72,6 +73,26 @@ def settle(app: Any, failed: set[str], timeout: float = 5.0) -> None:
         if not native or failed <= set(native.get("job_ids", ())) or time.monotonic() > deadline:
             return
         time.sleep(0.05)
+
+
+def cpu_snapshot(backend: Any, client: Any) -> dict[str, float | None]:
+    """CPU seconds used so far by the driver (and its threads), the worker process groups and the Redis
+    server: two snapshots bound what each spent inside the measured window, which the totals at the end
+    of a cell (start-up and shutdown included) cannot. ``None`` where a part cannot be read."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    redis_s: float | None = None
+    if client is not None:
+        try:
+            info = client.info("cpu")
+            redis_s = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        except Exception:  # noqa: BLE001 - a broker restart, an INFO a managed Redis refuses: no figure
+            redis_s = None
+    return {"driver": usage.ru_utime + usage.ru_stime, "workers": backend.worker_cpu_s(), "redis": redis_s}
+
+
+def cpu_spent(before: dict[str, float | None], after: dict[str, float | None]) -> dict[str, float | None]:
+    return {k: round(a - b, 4) if (a := after.get(k)) is not None and (b := before.get(k)) is not None else None
+            for k in before}
 
 
 def is_disconnect(exc: BaseException) -> bool:

@@ -147,6 +147,7 @@ def check_throughput(events: Run) -> dict[str, Any]:
     end = idx.end or {}
     cpu, driver_cpu = end.get("worker_cpu_s"), end.get("driver_cpu_s")
     enqueue_s, wall_s, jobs_done = end.get("enqueue_s"), end.get("wall_s"), end.get("jobs_done")
+    window = end.get("window_cpu_s") or {}
     unrecorded = end.get("record_history") is False  # the harness-overhead baseline: no history to judge
     return {"jobs": jobs, "terminal_jobs": terminal, "attempts": attempts, "duration_s": span,
             "enqueue_jobs_s": jobs / enqueue_s if enqueue_s else None, "worker_cpu_s": cpu,
@@ -154,6 +155,9 @@ def check_throughput(events: Run) -> dict[str, Any]:
             "cpu_ms_per_attempt": cpu * 1e3 / attempts if cpu is not None and attempts else None,
             "worker_cpu_ms_per_job": cpu * 1e3 / jobs_done if cpu is not None and jobs_done else None,
             "driver_cpu_ms_per_job": driver_cpu * 1e3 / jobs_done if driver_cpu is not None and jobs_done else None,
+            **{f"window_{who}_cpu_ms_per_job": window[part] * 1e3 / jobs_done
+               if isinstance(window.get(part), (int, float)) and jobs_done else None
+               for who, part in (("driver", "driver"), ("worker", "workers"), ("redis", "redis"))},
             "throughput_jobs_s": terminal / span if span else None,
             "throughput_attempts_s": attempts / span if span else None, "latency_p50": lat["median"],
             "latency_p95": lat["p95"], "latency_p99": lat["p99"], "latency_max": lat["max"],

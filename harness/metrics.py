@@ -84,6 +84,12 @@ METRICS: dict[str, Metric] = dict([
        _LOWER, ".2f"),
     _m("driver_cpu_ms_per_job", "CPU time of the harness's driver per job done: enqueueing, reading the events, "
        "writing the history (or, with it off, counting)", "ms", _LOWER, ".2f"),
+    _m("window_driver_cpu_ms_per_job", "the driver's CPU time per job done inside the measured window (first "
+       "enqueue until it saw the last finish)", "ms", _LOWER, ".3f"),
+    _m("window_worker_cpu_ms_per_job", "the workers' CPU time per job done inside the measured window", "ms",
+       _LOWER, ".3f"),
+    _m("window_redis_cpu_ms_per_job", "the Redis server's CPU time per job done inside the measured window",
+       "ms", _LOWER, ".3f"),
     _m("latency_p50", "median time from enqueue to terminal state", "s", _LOWER, ".3f"),
     _m("latency_p95", "95th percentile time from enqueue to terminal state", "s", _LOWER, ".3f"),
     _m("latency_p99", "99th percentile time from enqueue to terminal state", "s", _LOWER, ".3f"),

@@ -15,7 +15,11 @@ from .compare import significant
 from .stats import paired_ratio
 
 OVERHEAD_TARGET_PCT = 5.0  # issue #7: recording may cost at most this share of throughput on any backend
-_CPU = ("driver_cpu_ms_per_job", "worker_cpu_ms_per_job")
+# CPU per job: inside the measured window (driver, workers and the Redis server) where the history has it,
+# else the totals of the whole cell (start-up and shutdown included), as older results recorded them.
+_CPU_WINDOW = ("window_driver_cpu_ms_per_job", "window_worker_cpu_ms_per_job", "window_redis_cpu_ms_per_job")
+_CPU_CELL = ("driver_cpu_ms_per_job", "worker_cpu_ms_per_job")
+_PARTS = ("driver", "worker", "redis")
 
 
 def overhead(rows: Sequence[Mapping[str, Any]], *, target_pct: float = OVERHEAD_TARGET_PCT) -> list[dict[str, Any]]:
@@ -26,7 +30,9 @@ def overhead(rows: Sequence[Mapping[str, Any]], *, target_pct: float = OVERHEAD_
     interval ``low_pct``..``high_pct``; ``verdict`` against ``target_pct``: ``within`` (the whole interval
     is at or below it), ``over`` (the whole interval above), ``unresolved`` (the repetitions cannot tell),
     None (a single pair). ``significant``: the interval excludes zero (Welch's t-test when no repetition
-    can be paired). ``cpu_pct``: the same for CPU per job (driver and workers together), more is a cost.
+    can be paired). ``cpu_pct``: the same for CPU per job, more is a cost: inside the measured window, of the
+    driver, the workers and the Redis server together (``cpu_window``), or, for results recorded before the
+    window was, of the driver and workers over the whole cell.
     """
     by_backend: dict[str, dict[bool, Mapping[str, Any]]] = {}
     for r in rows:
@@ -54,10 +60,13 @@ def overhead(rows: Sequence[Mapping[str, Any]], *, target_pct: float = OVERHEAD_
         else:
             entry["verdict"] = "within" if high <= target_pct else "over" if low > target_pct else "unresolved"
             entry["significant"] = low > 0 or high < 0
-        cpu = _paired_cost(v, _CPU, higher_is_cost=True)
-        entry.update(cpu_pct=cpu["pct"] if cpu["pairs"] else None, cpu_low_pct=cpu["low"], cpu_high_pct=cpu["high"])
-        entry.update({f"{who}_cpu_ms{suffix}": v[mode]["metrics"].get(f"{who}_cpu_ms_per_job")
-                      for who in ("driver", "worker") for mode, suffix in ((True, ""), (False, "_off"))})
+        window = all(isinstance(v[mode]["metrics"].get(_CPU_WINDOW[0]), (int, float)) for mode in (True, False))
+        cpu = _paired_cost(v, _CPU_WINDOW if window else _CPU_CELL, higher_is_cost=True)
+        entry.update(cpu_pct=cpu["pct"] if cpu["pairs"] else None, cpu_low_pct=cpu["low"], cpu_high_pct=cpu["high"],
+                     cpu_window=window)
+        prefix = "window_" if window else ""
+        entry.update({f"{who}_cpu_ms{suffix}": v[mode]["metrics"].get(f"{prefix}{who}_cpu_ms_per_job")
+                      for who in _PARTS for mode, suffix in ((True, ""), (False, "_off"))})
         out.append(entry)
     return out
 
@@ -106,11 +115,12 @@ def overhead_note(o: Mapping[str, Any], *, cpu: bool = True) -> str:
 
 def _cpu_note(o: Mapping[str, Any]) -> str:
     parts = []
-    for who in ("driver", "worker"):
+    for who in _PARTS:
         on, off = o.get(f"{who}_cpu_ms"), o.get(f"{who}_cpu_ms_off")
         if isinstance(on, (int, float)) and isinstance(off, (int, float)):
-            parts.append(f"{who} {on:.2f} vs {off:.2f}")
-    text = f"; CPU ms per job, on vs off: {', '.join(parts)}" if parts else ""
+            parts.append(f"{'workers' if who == 'worker' else who} {on:.2f} vs {off:.2f}")
+    where = " inside the measured window" if o.get("cpu_window") else ""
+    text = f"; CPU ms per job{where}, on vs off: {', '.join(parts)}" if parts else ""
     if o.get("cpu_low_pct") is not None:
         text += f" ({o['cpu_pct']:+.1f}%, 95% interval {o['cpu_low_pct']:+.1f}% to {o['cpu_high_pct']:+.1f}%)"
     return text

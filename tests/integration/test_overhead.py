@@ -36,6 +36,15 @@ def test_history_on_and_off_both_see_every_job_end_and_off_records_nothing(
     assert "attempt" not in by_run[off] and by_run[on].count("terminal") == 40
     # And the events file each cell's workers wrote through is gone, once copied into the history
     assert not list((run_dir / "logs").glob("*-events.jsonl"))
+    # And both say what the driver, the workers (processes of their own, but reference's threads) and the
+    # Redis server spent inside the measured window: some CPU, never more than was spent in the whole cell
+    for end in ends.values():
+        window = end["window_cpu_s"]
+        assert 0 < window["driver"] <= end["driver_cpu_s"] and window["redis"] > 0
+        if backend == "reference":
+            assert window["workers"] is None
+        else:
+            assert 0 <= window["workers"] <= end["worker_cpu_s"]
     results = json.loads((run_dir / "results.json").read_text())
     assert len(results["cells"]) == 2
 

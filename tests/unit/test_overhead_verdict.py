@@ -25,22 +25,29 @@ def test_history_on_and_off_gives_the_share_of_throughput_recording_costs_and_no
 
 
 def overhead_of(on: list[float], off: list[float], *, order: list[int] | None = None,
-                cpu: tuple[list[float], list[float]] | None = None) -> dict[str, Any]:
+                cpu: tuple[list[float], list[float]] | None = None, window: bool = False) -> dict[str, Any]:
     """The overhead entry of one backend whose repetition r measured ``on[r]`` and ``off[r]`` jobs/s (and
-    ``cpu[0][r]``, ``cpu[1][r]`` ms of worker CPU per job, the driver's being 1 ms on both sides)."""
+    ``cpu[0][r]``, ``cpu[1][r]`` ms of worker CPU per job, the driver's being 1 ms on both sides; with
+    ``window``, inside the measured window, where the whole cell's figures say 50 ms and Redis used 0.5 ms)."""
     scenarios = {f"o[record_history={v}]": {"sweep_of": "o", "sweep_values": {"record_history": v}}
                  for v in (True, False)}
 
     def summary(v: bool, r: int) -> dict[str, float]:
         out = {"wall_throughput_jobs_s": (on if v else off)[r]}
-        if cpu:
+        if cpu and window:
+            out.update(window_driver_cpu_ms_per_job=1.0, window_worker_cpu_ms_per_job=cpu[0 if v else 1][r],
+                       window_redis_cpu_ms_per_job=0.5, driver_cpu_ms_per_job=50.0, worker_cpu_ms_per_job=50.0)
+        elif cpu:
             out.update(driver_cpu_ms_per_job=1.0, worker_cpu_ms_per_job=cpu[0 if v else 1][r])
         return out
 
     cells = [{"scenario": f"o[record_history={v}]", "backend": "rq", "repeat": r, "summary": summary(v, r)}
              for r in (order or range(len(on))) for v in (True, False)]
-    aggregates = {f"o[record_history={v}]": {"rq": {"wall_throughput_jobs_s": {"median": sorted(xs)[len(xs) // 2]}}}
-                  for v, xs in ((True, on), (False, off))}
+    def median(v: bool, metric: str) -> dict[str, float]:
+        xs = sorted(c["summary"][metric] for c in cells if c["scenario"] == f"o[record_history={v}]")
+        return {"median": xs[len(xs) // 2]}
+
+    aggregates = {f"o[record_history={v}]": {"rq": {m: median(v, m) for m in summary(v, 0)}} for v in (True, False)}
     (o,) = overhead(sweeps({"scenarios": scenarios, "aggregates": aggregates, "cells": cells})["o"])
     return o
 
@@ -91,3 +98,13 @@ def test_the_cpu_recording_costs_per_job_is_paired_too_driver_and_workers_togeth
     # Then recording costs 10 ms against 9: +11.1%, with no spread at all
     assert abs(o["cpu_pct"] - 100 / 9) < 1e-9 and abs(o["cpu_high_pct"] - o["cpu_low_pct"]) < 1e-9
     assert "+11.1%" in overhead_note(o) and "+11.1%" not in overhead_note(o, cpu=False)
+
+
+def test_the_cpu_cost_is_read_inside_the_measured_window_when_the_history_has_it_redis_included() -> None:
+    # Given worker CPU of 9 ms per job on and 8 off inside the window, driver 1 ms and Redis 0.5 ms on both
+    # sides, and whole-cell figures (start-up included) that are alike on both sides
+    o = overhead_of([99.0, 98.0, 99.0], [100.0, 99.0, 100.0], cpu=([9.0, 9.0, 9.0], [8.0, 8.0, 8.0]), window=True)
+    # Then the cost is the window's: 10.5 ms against 9.5, and the note says where it was measured
+    assert o["cpu_window"] is True and abs(o["cpu_pct"] - 100 / 9.5) < 1e-9
+    assert (o["redis_cpu_ms"], o["redis_cpu_ms_off"]) == (0.5, 0.5)
+    assert "inside the measured window" in overhead_note(o) and "redis 0.50 vs 0.50" in overhead_note(o)
