@@ -143,6 +143,7 @@ def test_report_html_renders_in_headless_chromium(run_dir: Path, chromium: str, 
 # overhead: the overhead preset alone, 40 paired repetitions, and at 10 ms of work, 10 (README "What recording
 # costs").
 COMMITTED = {"example": 3, "reliability": 3, "load-10k": 1, "perf": 3, "overhead": 40, "overhead-work10": 10,
+             "overhead-rerun": 30,
              "resolution": 7}
 # Issue #7 asks for the timing resolution of the reference backend.
 ONLY = {"resolution": {"reference"}}
