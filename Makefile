@@ -18,8 +18,10 @@ test: setup
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Timed runs of benchmarks/ (BENCH_EVENTS=1000000 for the issue's figure); JSON kept in results/benchmarks/.
+# BENCH picks a part, e.g. BENCH=benchmarks/test_recording.py (PYTEST_ARGS only adds options to the whole).
+BENCH ?= benchmarks
 benchmark: setup
-	@BENCH_FULL=1 $(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-only --benchmark-autosave \
+	@BENCH_FULL=1 $(BIN)/python -m pytest $(BENCH) --benchmark-enable --benchmark-only --benchmark-autosave \
 		--benchmark-storage=file://results/benchmarks $(PYTEST_ARGS)
 
 lint: setup
