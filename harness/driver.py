@@ -41,7 +41,7 @@ from .expect import expectations, job_id_for
 from .scenarios import Scenario
 
 EXIT_INTERRUPTED = 130
-BROKER_WAIT_S = 30.0  # how long the driver waits for a restarting broker before the cell fails
+BROKER_WAIT_S = 30.0  # how long the driver waits for a restarting broker before the cell fails (broker_wait_s)
 EXIT_SETUP = 2
 
 
@@ -68,7 +68,9 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
     history = History(spec["history_path"])
     base = {"run_id": config.run_id, "backend": config.label, "scenario": scenario.name}
     policy, plan = scenario.retry_policy(), scenario.fault_plan()
-    limit = spec.get("deadline_s") or float(scenario.options.get("deadline_s") or 0) or deadline_s(scenario)
+    # From config.options: the scenario's own, with --option winning, as the backends read theirs.
+    limit = spec.get("deadline_s") or float(config.options.get("deadline_s") or 0) or deadline_s(scenario)
+    broker_wait_s = float(config.options.get("broker_wait_s") or BROKER_WAIT_S)
     history.write([{"type": "run", **base, "ts_ns": now_ns(), "repeat": spec.get("repeat", 0),
                     "policy": policy.to_dict(), "faults": plan.to_list(), "seed": scenario.seed,
                     "time_scale": scenario.time_scale, "jobs": scenario.jobs, "workers": scenario.workers,
@@ -194,8 +196,8 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                 if not is_disconnect(exc):
                     raise
                 down_since = down_since or now
-                if now - down_since > BROKER_WAIT_S:
-                    raise
+                if now - down_since > broker_wait_s:
+                    raise ConnectionError(f"Redis unreachable for {broker_wait_s:g}s (broker_wait_s): {exc}") from exc
                 time.sleep(0.1)
                 continue
             keep(events)

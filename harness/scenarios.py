@@ -195,9 +195,19 @@ KNOWN_OPTIONS = frozenset({
     "celery_pool", "celery_prefetch", "celery_acks_late", "celery_reject_on_worker_lost",
     "celery_retry_on_worker_lost", "celery_visibility_timeout", "celery_unacked_restore_interval",
     "celery_unacked_restore_throttle",
-    "restart_workers", "record_history", "deadline_s", "broker_restart_at", "broker_down_s", "redis_appendfsync",
-    "alert_webhook", "alert_window_s", "log_json", "log_dir",
+    "restart_workers", "record_history", "deadline_s", "broker_restart_at", "broker_down_s", "broker_wait_s",
+    "redis_appendfsync", "alert_webhook", "alert_window_s", "log_json", "log_dir",
 })
+# The options that are a number of seconds (or a count), with the least each may be: anything else would
+# reach a worker or the driver and stop it with a traceback, or (a deadline of -5) end every cell at once.
+_POSITIVE = 1e-9
+NUMBER_OPTIONS = {
+    "rq_maintenance_interval": _POSITIVE, "rq_worker_ttl": _POSITIVE, "rq_job_timeout": _POSITIVE,
+    "arq_poll_delay": _POSITIVE, "arq_job_timeout": _POSITIVE, "arq_conn_retries": 0,
+    "celery_prefetch": 0, "celery_visibility_timeout": _POSITIVE, "celery_unacked_restore_interval": 0,
+    "celery_unacked_restore_throttle": 0, "deadline_s": _POSITIVE, "broker_restart_at": 0, "broker_down_s": 0,
+    "broker_wait_s": _POSITIVE, "alert_window_s": _POSITIVE,
+}
 
 
 def check_options(options: Mapping[str, Any], where: str) -> None:
@@ -205,6 +215,13 @@ def check_options(options: Mapping[str, Any], where: str) -> None:
     if unknown:
         raise ScenarioError(f"{where}: unknown option(s) {', '.join(unknown)} "
                             f"(known: {', '.join(sorted(KNOWN_OPTIONS))})")
+    for key, least in NUMBER_OPTIONS.items():
+        value = options.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < least:
+            expected = "a number > 0" if least == _POSITIVE else f"a number >= {least:g}"
+            raise ScenarioError(f"{where}: {key} must be {expected}, got {value!r}")
 
 
 def validate(s: Scenario, where: str) -> Scenario:

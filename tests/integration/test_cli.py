@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.history import read_history
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -167,8 +169,10 @@ def test_redis_going_away_mid_run_stops_the_run_with_a_clear_message_and_keeps_t
     server = RedisServer()
     server.start()
     try:
+        # (the driver waits 3 s for it to come back, not the default 30: a restart would be back by then)
         proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "-b", "rq", "-s", "transient-3",
-                                 "-s", "permanent", "--redis-url", server.url, "--out", str(tmp_path)], cwd=ROOT,
+                                 "-s", "permanent", "--redis-url", server.url, "--out", str(tmp_path),
+                                 "-o", "broker_wait_s=3"], cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         run_dirs = lambda: [p for p in tmp_path.iterdir() if p.is_dir() and not p.is_symlink()]  # noqa: E731
         _wait_for(lambda: run_dirs() and (run_dirs()[0] / "history.jsonl").exists() and
@@ -190,3 +194,6 @@ def test_redis_going_away_mid_run_stops_the_run_with_a_clear_message_and_keeps_t
     summary = results["cells"][0]["summary"]
     assert summary["attempts"] > 0 and summary["lost_jobs"] == 0 and summary["unfinished"] > 0
     assert (run_dir / "report.md").exists()
+    # And the cell's end says how long its driver waited for Redis to come back: the --option reached it
+    (end,) = [e for e in read_history(run_dir / "history.jsonl").events if e["type"] == "end"]
+    assert "unreachable for 3s (broker_wait_s)" in end["reason"]

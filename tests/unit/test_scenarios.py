@@ -44,6 +44,11 @@ def test_a_user_file_runs_like_a_preset(tmp_path: Path) -> None:
     ("jobs = [", "not valid TOML"),
     ("poison = 1.5", "poison: expected a share of jobs between 0 and 1"),
     ("[options]\ncelery_acks_lat = true", "unknown option.*celery_acks_lat.*known:.*celery_acks_late"),
+    ("[options]\ndeadline_s = 'soon'", "deadline_s must be a number > 0, got 'soon'"),
+    ("[options]\ndeadline_s = -5", "deadline_s must be a number > 0, got -5"),
+    ("[options]\narq_poll_delay = 0", "arq_poll_delay must be a number > 0"),
+    ("[options]\ncelery_prefetch = -1", "celery_prefetch must be a number >= 0"),
+    ("[options]\nbroker_wait_s = true", "broker_wait_s must be a number > 0, got True"),
     ("[[faults]]\nkind = 'crash'\ntarget = 'host'", r"faults\[0\].target: expected process or worker"),
     ("[[faults]]\nkind = 'timeout'\ntarget = 'worker'", "unknown key.*target"),
 ])
@@ -53,6 +58,16 @@ def test_malformed_files_name_the_file_and_key(tmp_path: Path, text: str, messag
     with pytest.raises(ScenarioError, match=message) as info:
         load_file(path)
     assert "bad.toml" in str(info.value)
+
+
+def test_a_number_option_is_checked_on_the_command_line_too() -> None:
+    from harness.scenarios import check_options
+
+    # Given -o values as the CLI parses them (numbers where they look like one)
+    check_options({"deadline_s": 30, "celery_prefetch": 0, "broker_down_s": 0.5}, "--option")
+    # Then a too-small or non-number one is refused with its name
+    with pytest.raises(ScenarioError, match="--option: broker_wait_s must be a number > 0, got 0"):
+        check_options({"broker_wait_s": 0}, "--option")
 
 
 def test_unknown_preset_lists_the_presets() -> None:
