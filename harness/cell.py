@@ -86,7 +86,7 @@ def cpu_snapshot(backend: Any, client: Any) -> dict[str, float | None]:
             info = client.info("cpu")
             redis_s = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
         except Exception:  # noqa: BLE001 - a broker restart, an INFO a managed Redis refuses: no figure
-            redis_s = None
+            pass
     return {"driver": usage.ru_utime + usage.ru_stime, "workers": backend.worker_cpu_s(), "redis": redis_s}
 
 

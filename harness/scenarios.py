@@ -198,16 +198,16 @@ KNOWN_OPTIONS = frozenset({
     "restart_workers", "record_history", "deadline_s", "broker_restart_at", "broker_down_s", "broker_wait_s",
     "redis_appendfsync", "alert_webhook", "alert_window_s", "log_json", "log_dir",
 })
-# The options that are a number of seconds (or a count), with the least each may be: anything else would
-# reach a worker or the driver and stop it with a traceback, or (a deadline of -5) end every cell at once.
-_POSITIVE = 1e-9
-NUMBER_OPTIONS = {
-    "rq_maintenance_interval": _POSITIVE, "rq_worker_ttl": _POSITIVE, "rq_job_timeout": _POSITIVE,
-    "arq_poll_delay": _POSITIVE, "arq_job_timeout": _POSITIVE, "arq_conn_retries": 0,
-    "celery_prefetch": 0, "celery_visibility_timeout": _POSITIVE, "celery_unacked_restore_interval": 0,
-    "celery_unacked_restore_throttle": 0, "deadline_s": _POSITIVE, "broker_restart_at": 0, "broker_down_s": 0,
-    "broker_wait_s": _POSITIVE, "alert_window_s": _POSITIVE,
-}
+# The options that are a number of seconds (or a count): anything else would reach a worker or the driver
+# and stop it with a traceback, or (a deadline of -5) end every cell at once.
+POSITIVE_OPTIONS = frozenset({
+    "rq_maintenance_interval", "rq_worker_ttl", "rq_job_timeout", "arq_poll_delay", "arq_job_timeout",
+    "celery_visibility_timeout", "deadline_s", "broker_wait_s", "alert_window_s",
+})
+NON_NEGATIVE_OPTIONS = frozenset({
+    "arq_conn_retries", "celery_prefetch", "celery_unacked_restore_interval", "celery_unacked_restore_throttle",
+    "broker_restart_at", "broker_down_s",
+})
 
 
 def check_options(options: Mapping[str, Any], where: str) -> None:
@@ -215,13 +215,10 @@ def check_options(options: Mapping[str, Any], where: str) -> None:
     if unknown:
         raise ScenarioError(f"{where}: unknown option(s) {', '.join(unknown)} "
                             f"(known: {', '.join(sorted(KNOWN_OPTIONS))})")
-    for key, least in NUMBER_OPTIONS.items():
-        value = options.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < least:
-            expected = "a number > 0" if least == _POSITIVE else f"a number >= {least:g}"
-            raise ScenarioError(f"{where}: {key} must be {expected}, got {value!r}")
+    for key in (POSITIVE_OPTIONS | NON_NEGATIVE_OPTIONS) & set(options):
+        value, positive = options[key], key in POSITIVE_OPTIONS
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (positive and value == 0):
+            raise ScenarioError(f"{where}: {key} must be a number {'> 0' if positive else '>= 0'}, got {value!r}")
 
 
 def validate(s: Scenario, where: str) -> Scenario:
