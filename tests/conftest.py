@@ -19,6 +19,16 @@ BACKENDS = ["reference", "rq", "arq", "celery"]
 QUEUE_BACKENDS = ["rq", "arq", "celery"]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # `make test`'s scheduler (pytest-xdist --dist loadscope) keys its queue by node id: of two tests with one
+    # id, one would silently not run.
+    seen: set[str] = set()
+    for item in items:
+        if item.nodeid in seen:
+            raise pytest.UsageError(f"two tests share the node id {item.nodeid}: under xdist one would not run")
+        seen.add(item.nodeid)
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()
