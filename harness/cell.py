@@ -7,7 +7,7 @@ import json
 import os
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import redis
@@ -19,10 +19,36 @@ from .scenarios import Scenario
 
 @dataclass
 class Tally:
+    """What the driver has seen of a run so far: it ends when ``terminal`` reaches ``jobs``."""
+
     jobs: int
     terminal: int = 0
     attempts: int = 0
     failed: int = 0
+    terminal_ids: set[str] = field(default_factory=set)
+    failed_ids: set[str] = field(default_factory=set)
+    poison_ids: set[str] = field(default_factory=set)  # never in ``jobs``: no task body ever ends them
+
+    def count(self, events: list[dict[str, Any]]) -> None:
+        # Two comprehensions rather than one loop that branches on every event: the driver counts every
+        # event of the run, and in the reference backend it shares one interpreter with the workers.
+        kinds = [e.get("type") for e in events]
+        self.attempts += kinds.count("attempt")
+        if "terminal" not in kinds:
+            return
+        for e in [e for e in events if e.get("type") == "terminal"]:
+            job_id = str(e.get("job_id"))
+            # A job that ran twice (at-least-once delivery after a crash) is terminal twice: count jobs, not
+            # events, or the run would stop while another job is still to recover.
+            if job_id in self.terminal_ids:
+                continue
+            self.terminal_ids.add(job_id)
+            if job_id in self.poison_ids:
+                continue  # not in ``jobs``: counting it would end the run one job early
+            self.terminal += 1
+            if e.get("state") == "failure":
+                self.failed += 1
+                self.failed_ids.add(job_id)
 
 
 class History:
@@ -125,17 +151,24 @@ def copy_records(events: list[dict[str, Any]], path: str | None) -> None:
 POLL_S = 0.02
 IN_PROCESS_POLL_S = 0.002  # reference: broker and workers are in the driver, and so is everything it reads
 SLOWEST_POLL_S = 0.25
+# Never sleep longer than this share of the time the run has taken: the end is then seen within it of the
+# truth whatever the rate estimate says. Early on that estimate can be far too low (the first jobs are still
+# starting): one capped sleep of 0.25 s at 10 ms outlasted whole 0.2 s reference runs, and the driver-seen
+# wall of either side of the overhead measurement was then that sleep, not the run.
+LAG_SHARE = 0.05
 
 
 def poll_interval(backend: str, tally: Tally, elapsed_s: float) -> float:
     """How long the driver waits before it reads the run's events (or counts its finished jobs) again.
 
-    A quarter of the time the run still needs at its rate so far, between the floor and 0.25 s: slow
-    while much is left, at the floor once the end is near, so the end is seen within a floor of the
-    truth (20 ms; 2 ms in-process, where the broker and the workers are the driver's own threads).
+    A quarter of the time the run still needs at its rate so far, and at most a twentieth of the time it has
+    taken, between the floor and 0.25 s: slow while much is left, at the floor once the end is near, so the
+    end is seen within a floor of the truth (20 ms; 2 ms in-process, where the broker and the workers are
+    the driver's own threads), and never later than 5% of the run's wall time.
     """
     floor = IN_PROCESS_POLL_S if backend == "reference" else POLL_S
     rate = tally.terminal / elapsed_s if elapsed_s > 0 else 0.0
     if rate <= 0:
         return floor
-    return min(SLOWEST_POLL_S, max(floor, (tally.jobs - tally.terminal) / rate / 4))
+    left = (tally.jobs - tally.terminal) / rate / 4
+    return min(SLOWEST_POLL_S, max(floor, min(left, elapsed_s * LAG_SHARE)))

@@ -92,9 +92,6 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
         if isinstance(app.runtime.sink, FileSink):
             app.runtime.sink.mirror(events)
 
-    failed_ids: set[str] = set()
-    terminal_ids: set[Any] = set()
-    poison_ids: set[str] = set()
     enqueue_s: float | None = None
     first_enqueue: float | None = None
     wall_s: float | None = None
@@ -155,7 +152,7 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                     try:
                         task.apply_async(args, kwargs, task_id=job_id, meta={"expected": expected})
                         if poison:
-                            poison_ids.add(job_id)
+                            tally.poison_ids.add(job_id)
                     except Exception as exc:  # noqa: BLE001 - a payload the library refuses is a result, not a crash
                         if is_disconnect(exc):
                             enqueued -= 1  # the broker is restarting: this job goes in on a later tick
@@ -201,22 +198,7 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                 time.sleep(0.1)
                 continue
             keep(events)
-            for e in events:
-                kind = e.get("type")
-                if kind == "terminal":
-                    # A job that ran twice (at-least-once delivery after a crash) is terminal twice: count
-                    # jobs, not events, or the run would stop while another job is still to recover.
-                    if e.get("job_id") in terminal_ids:
-                        continue
-                    terminal_ids.add(e.get("job_id"))
-                    if e.get("job_id") in poison_ids:
-                        continue  # not in tally.jobs: counting it would end the run one job early
-                    tally.terminal += 1
-                    if e.get("state") == "failure":
-                        tally.failed += 1
-                        failed_ids.add(e["job_id"])
-                elif kind == "attempt":
-                    tally.attempts += 1
+            tally.count(events)
             if events and tally.terminal < tally.jobs:
                 # Read in batches, as often as the history-off baseline counts (cell.poll_interval): a read
                 # per handful of events would spend the CPU, and the moments, the workers are measured on.
@@ -233,9 +215,9 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
         if reason == "complete":
             # RQ retries a job it cannot decode like any failure, so a poison job reaches the failed store only
             # after the whole retry schedule: wait that long for it (never past the deadline).
-            waiting = poison_ids - terminal_ids
+            waiting = tally.poison_ids - tally.terminal_ids
             grace = min(max(0.0, limit - (time.monotonic() - started)), retry_schedule_s(scenario) + 5.0)
-            settle(app, failed_ids | waiting, timeout=grace if waiting else 5.0)
+            settle(app, tally.failed_ids | waiting, timeout=grace if waiting else 5.0)
     except BaseException as exc:
         reason, code = f"error: {type(exc).__name__}: {exc}", 1
         raise

@@ -73,12 +73,21 @@ def test_the_terminal_state_of_a_job_is_found_in_the_file(tmp_path: Path) -> Non
 
 def test_the_driver_looks_at_the_run_slowly_early_and_every_20_ms_near_the_end() -> None:
     assert poll_interval("rq", Tally(jobs=1000, terminal=0), 1.0) == 0.02  # no rate yet
-    assert poll_interval("rq", Tally(jobs=1000, terminal=100), 1.0) == 0.25  # 9 s to go
+    assert poll_interval("rq", Tally(jobs=1000, terminal=100), 10.0) == 0.25  # 90 s to go, 10 s so far
     assert abs(poll_interval("rq", Tally(jobs=1000, terminal=900), 9.0) - 0.25) < 1e-12  # 1 s to go: a quarter
     assert poll_interval("rq", Tally(jobs=1000, terminal=995), 10.0) == 0.02  # 50 ms to go
     # In-process (reference), the same rule with a 2 ms floor
     assert abs(poll_interval("reference", Tally(jobs=1000, terminal=900), 0.09) - 0.0025) < 1e-12  # 10 ms to go
     assert poll_interval("reference", Tally(jobs=1000, terminal=999), 0.1) == 0.002
+
+
+def test_an_early_low_rate_estimate_never_makes_the_driver_sleep_past_a_twentieth_of_the_run_so_far() -> None:
+    # Given a run 10 ms in whose first jobs are still starting (8 of 1000 done: the rate says 1.2 s to go)
+    # Then the driver looks again within 5% of the time so far (floor 2 ms), not a quarter of 1.2 s (0.25 s
+    # capped, which outlasted whole 0.2 s reference runs), and so sees any end within 5% of the truth
+    assert poll_interval("reference", Tally(jobs=1000, terminal=8), 0.01) == 0.002
+    assert abs(poll_interval("reference", Tally(jobs=1000, terminal=100), 0.1) - 0.005) < 1e-12
+    assert abs(poll_interval("rq", Tally(jobs=1000, terminal=100), 1.0) - 0.05) < 1e-12
 
 
 def test_only_the_events_of_a_job_that_failed_for_good_are_copied_to_redis(tmp_path: Path) -> None:
