@@ -144,7 +144,7 @@ def test_report_html_renders_in_headless_chromium(run_dir: Path, chromium: str, 
 # sessions; reference: the reference backend alone, 100 (README "What recording costs").
 COMMITTED = {"example": 3, "reliability": 3, "load-10k": 1, "perf": 3, "overhead": 40, "overhead-work10": 10,
              "overhead-rerun": 30, "overhead-lag": 20,
-             "overhead-reference": 100,
+             "overhead-reference": 100, "overhead-work10-lag": 20,
              "resolution": 7}
 # Issue #7 asks for the timing resolution of the reference backend; its overhead is resolved with more pairs.
 ONLY = {"resolution": {"reference"}, "overhead-reference": {"reference"}}
