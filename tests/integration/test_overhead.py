@@ -40,10 +40,12 @@ def test_history_on_and_off_both_see_every_job_end_and_off_records_nothing(
     # Redis server spent inside the measured window: some CPU, never more than was spent in the whole cell
     for end in ends.values():
         window = end["window_cpu_s"]
-        assert 0 < window["driver"] <= end["driver_cpu_s"] and window["redis"] > 0
+        assert 0 < window["driver"] <= end["driver_cpu_s"] and window["redis"] is not None
         if backend == "reference":
-            assert window["workers"] is None
+            # No queue traffic reaches Redis: its figure may round to 0 where the kernel counts in ticks
+            assert window["workers"] is None and window["redis"] >= 0
         else:
+            assert window["redis"] > 0
             assert 0 <= window["workers"] <= end["worker_cpu_s"]
     results = json.loads((run_dir / "results.json").read_text())
     assert len(results["cells"]) == 2
