@@ -24,7 +24,6 @@ class Tally:
     jobs: int
     terminal: int = 0
     attempts: int = 0
-    failed: int = 0
     terminal_ids: set[str] = field(default_factory=set)
     failed_ids: set[str] = field(default_factory=set)
     poison_ids: set[str] = field(default_factory=set)  # never in ``jobs``: no task body ever ends them
@@ -47,8 +46,11 @@ class Tally:
                 continue  # not in ``jobs``: counting it would end the run one job early
             self.terminal += 1
             if e.get("state") == "failure":
-                self.failed += 1
                 self.failed_ids.add(job_id)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failed_ids)
 
 
 class History:
