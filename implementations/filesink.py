@@ -14,6 +14,8 @@ once-only crash marks, breaker deferrals, ready workers, enqueue times) stays in
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import time
 from contextlib import AbstractContextManager
@@ -24,6 +26,45 @@ from .jsonline import dumps_lines, loads
 
 POLL_S = 0.02  # how often drain() looks again while it blocks
 READ_BYTES = 1 << 20
+
+
+def _write_holding_the_lock() -> Any:
+    """libc's ``write`` called with the interpreter lock held (``ctypes.PyDLL``), or None where it cannot be.
+
+    ``os.write`` lets go of the interpreter lock for the system call, and a worker records from the thread
+    that runs the task body (ARQ's executor, Celery's thread pool): the event loop or another thread takes
+    the lock meanwhile, and the recording thread then waits for it to be handed back, far longer than the
+    few microseconds an append to the page cache takes. At 1 ms of work that wait decided ARQ's throughput
+    (README "What recording costs": one such write per job cost it 5-8%).
+    """
+    try:
+        libc = ctypes.PyDLL(None, use_errno=True)
+        write = libc.write
+    except (OSError, AttributeError):  # pragma: no cover - not a POSIX libc: os.write it is
+        return None
+    write.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)
+    write.restype = ctypes.c_ssize_t
+    return write
+
+
+_WRITE = _write_holding_the_lock()
+
+
+def append(fd: int, data: bytes) -> None:
+    """All of ``data`` to ``fd`` (opened ``O_APPEND``), without letting go of the interpreter lock."""
+    if _WRITE is None:  # pragma: no cover
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        return
+    while data:  # one write in practice: a regular file takes it whole unless the disk is full
+        n = _WRITE(fd, data, len(data))
+        if n < 0:
+            err = ctypes.get_errno()
+            if err == errno.EINTR:
+                continue
+            raise OSError(err, os.strerror(err))
+        data = data[n:]
 
 
 class FileSink:
@@ -43,9 +84,7 @@ class FileSink:
         if self._fd is None:
             # A forked child (RQ's work horse) may inherit it: with O_APPEND every write still lands whole.
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        data = memoryview(dumps_lines(events))
-        while data:  # one write in practice: a regular file takes it whole unless the disk is full
-            data = data[os.write(self._fd, data):]
+        append(self._fd, dumps_lines(events))
 
     def emit(self, *events: dict[str, Any]) -> None:
         self._write(events)

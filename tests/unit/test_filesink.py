@@ -133,3 +133,29 @@ def test_a_failed_jobs_history_waits_out_a_redis_outage_and_is_sent_with_the_nex
     assert stream.events == []  # Redis away: nothing sent, nothing raised
     s.mirror([{"type": "attempt", "job_id": "b"}, {"type": "terminal", "job_id": "b", "state": "failure"}])
     assert [e["job_id"] for e in stream.events] == ["a", "a", "b", "b"]
+
+
+def test_an_append_writes_every_byte_and_keeps_the_interpreter_lock(tmp_path: Path) -> None:
+    import ctypes
+    import errno
+
+    import pytest
+
+    from implementations import filesink
+
+    # Given libc's write called the way ctypes calls Python's own C API: the interpreter lock stays held
+    # (handing it to the event loop and waiting to get it back is what cost ARQ's 1 ms jobs)
+    assert filesink._WRITE is not None and filesink._WRITE._flags_ & ctypes._FUNCFLAG_PYTHONAPI
+    # When 4 MiB of lines are appended to a file in two calls
+    path = tmp_path / "events.jsonl"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        filesink.append(fd, b'{"n":1}\n' * (1 << 18))
+        filesink.append(fd, b'{"n":2}\n' * (1 << 17) * 2)
+    finally:
+        os.close(fd)
+    # Then every byte is there, in order; and a failed write is an OSError with its errno, not a count
+    assert path.read_bytes() == b'{"n":1}\n' * (1 << 18) + b'{"n":2}\n' * (1 << 18)
+    with pytest.raises(OSError) as info:
+        filesink.append(fd, b"x")  # closed above
+    assert info.value.errno == errno.EBADF
