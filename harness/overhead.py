@@ -13,6 +13,7 @@ from typing import Any
 
 from .compare import significant
 from .stats import paired_ratio
+from .sweep import label
 
 OVERHEAD_TARGET_PCT = 5.0  # issue #7: recording may cost at most this share of throughput on any backend
 # CPU per job: inside the measured window (driver, workers and the Redis server) where the history has it,
@@ -23,8 +24,10 @@ _PARTS = ("driver", "worker", "redis")
 
 
 def overhead(rows: Sequence[Mapping[str, Any]], *, target_pct: float = OVERHEAD_TARGET_PCT) -> list[dict[str, Any]]:
-    """Per backend of a sweep over ``record_history`` alone (rows as ``sweep.sweeps`` gives them):
-    driver-seen jobs/s with the history on and off (medians) and the share of throughput recording costs.
+    """Per backend of a sweep over ``record_history`` (rows as ``sweep.sweeps`` gives them), and per
+    combination of whatever else the sweep varies (``settings``, e.g. ``{"concurrency": 2}``; ``label``
+    names the row, the backend alone when nothing else varies): driver-seen jobs/s with the history on and
+    off (medians) and the share of throughput recording costs.
 
     ``overhead_pct`` is ``1 - on/off`` from the paired repetitions (``stats.paired_ratio``), with its 95 %
     interval ``low_pct``..``high_pct``; ``verdict`` against ``target_pct``: ``within`` (the whole interval
@@ -34,19 +37,25 @@ def overhead(rows: Sequence[Mapping[str, Any]], *, target_pct: float = OVERHEAD_
     driver, the workers and the Redis server together (``cpu_window``), or, for results recorded before the
     window was, of the driver and workers over the whole cell.
     """
-    by_backend: dict[str, dict[bool, Mapping[str, Any]]] = {}
+    pairs: dict[tuple[str, str], dict[bool, Mapping[str, Any]]] = {}
+    others_of: dict[tuple[str, str], dict[str, Any]] = {}
     for r in rows:
-        if set(r["settings"]) == {"record_history"} and isinstance(r["metrics"].get("wall_throughput_jobs_s"),
-                                                                    (int, float)):
-            by_backend.setdefault(r["backend"], {})[bool(r["settings"]["record_history"])] = r
+        if "record_history" in r["settings"] and isinstance(r["metrics"].get("wall_throughput_jobs_s"),
+                                                            (int, float)):
+            others = {k: x for k, x in r["settings"].items() if k != "record_history"}
+            key = (r["backend"], label(others))  # a string: a swept value may be a list
+            others_of[key] = others
+            pairs.setdefault(key, {})[bool(r["settings"]["record_history"])] = r
     out = []
-    for b, v in by_backend.items():
+    for key, v in pairs.items():
+        b, others = key[0], others_of[key]
         if True not in v or False not in v or not v[False]["metrics"]["wall_throughput_jobs_s"] > 0:
             continue
         on, off = (float(v[mode]["metrics"]["wall_throughput_jobs_s"]) for mode in (True, False))
         on_reps, off_reps = ([float(x) for x in (v[mode].get("values") or {}).get("wall_throughput_jobs_s", [])
                               if isinstance(x, (int, float))] for mode in (True, False))
-        entry: dict[str, Any] = {"backend": b, "on": on, "off": off, "target_pct": target_pct,
+        entry: dict[str, Any] = {"backend": b, "settings": others, "label": f"{b} · {key[1]}" if others else b,
+                                 "on": on, "off": off, "target_pct": target_pct,
                                  "runs": min(len(on_reps), len(off_reps))}
         cost = _paired_cost(v, ("wall_throughput_jobs_s",), higher_is_cost=False)
         if cost["pairs"]:

@@ -169,7 +169,7 @@ def sweep_table(name: str, rows: list[dict[str, Any]]) -> Table:
     for r in rows:
         cells = [format_value(m, r["metrics"].get(m)) for m in columns]
         table.add_row(("★ " if r["recommended"] else "") + f"{r['backend']} · {label(r['settings'])}", *cells)
-    notes = [f"{o['backend']}: recording costs {overhead_note(o, cpu=False)}" for o in overhead(rows)]
+    notes = [f"{o['label']}: recording costs {overhead_note(o, cpu=False)}" for o in overhead(rows)]
     if notes:
         table.caption, table.caption_justify = "\n".join(notes), "left"
     return table

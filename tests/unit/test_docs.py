@@ -42,3 +42,14 @@ def test_the_work10_overhead_benchmark_is_the_overhead_preset_but_for_its_work()
     same = ("policy", "faults", "jobs", "workers", "concurrency", "options", "sweep", "task")
     assert {k: getattr(scenario, k) for k in same} == {k: getattr(preset, k) for k in same}
     assert (preset.work_ms, scenario.work_ms) == (1, 10)
+
+
+def test_the_threads_overhead_benchmark_is_the_overhead_preset_on_one_worker_with_1_to_8_slots() -> None:
+    from harness.sweep import variants
+
+    scenario = load_file(ROOT / "benchmarks" / "overhead-threads.toml")
+    preset = PRESETS["overhead"]
+    same = ("policy", "faults", "jobs", "work_ms", "options", "task")
+    assert {k: getattr(scenario, k) for k in same} == {k: getattr(preset, k) for k in same}
+    assert [(v.workers, v.concurrency, v.options["record_history"]) for v in variants(scenario, "reference")] == [
+        (1, c, on) for c in (1, 2, 4, 8) for on in (True, False)]

@@ -108,3 +108,28 @@ def test_the_cpu_cost_is_read_inside_the_measured_window_when_the_history_has_it
     assert o["cpu_window"] is True and abs(o["cpu_pct"] - 100 / 9.5) < 1e-9
     assert (o["redis_cpu_ms"], o["redis_cpu_ms_off"]) == (0.5, 0.5)
     assert "inside the measured window" in overhead_note(o) and "redis 0.50 vs 0.50" in overhead_note(o)
+
+
+def test_a_sweep_that_also_varies_another_setting_gets_one_cost_per_value_of_it() -> None:
+    # Given a sweep over concurrency and record_history: on/off of each concurrency paired per repetition
+    def name(c: int, v: bool) -> str:
+        return f"o[concurrency={c}, record_history={v}]"
+
+    wall = {(1, True): [99.0, 98.0], (1, False): [100.0, 99.0], (8, True): [90.0, 180.0], (8, False): [100.0, 200.0]}
+    scenarios = {name(c, v): {"sweep_of": "o", "sweep_values": {"concurrency": c, "record_history": v}}
+                 for c, v in wall}
+    cells = [{"scenario": name(c, v), "backend": "reference", "repeat": r, "summary": {"wall_throughput_jobs_s": x}}
+             for (c, v), xs in wall.items() for r, x in enumerate(xs)]
+    aggregates = {name(c, v): {"reference": {"wall_throughput_jobs_s": {"median": xs[0]}}}
+                  for (c, v), xs in wall.items()}
+    # When the overhead is worked out
+    one, eight = overhead(sweeps({"scenarios": scenarios, "aggregates": aggregates, "cells": cells})["o"])
+    # Then each concurrency is its own row, named after it, its cost from its own pairs (1% and 10%)
+    assert (one["label"], one["settings"]) == ("reference · concurrency=1", {"concurrency": 1})
+    assert eight["label"] == "reference · concurrency=8" and one["pairs"] == eight["pairs"] == 2
+    assert abs(one["overhead_pct"] - 1.0) < 0.05 and abs(eight["overhead_pct"] - 10.0) < 1e-9
+
+
+def test_a_sweep_over_record_history_alone_is_labelled_by_its_backend() -> None:
+    o = overhead_of([99.0, 98.0], [100.0, 99.0])
+    assert (o["label"], o["settings"]) == ("rq", {})
