@@ -64,6 +64,8 @@ def append(fd: int, data: bytes) -> None:
             if err == errno.EINTR:
                 continue
             raise OSError(err, os.strerror(err))
+        if n == 0:  # never for a regular file and a non-empty buffer: fail rather than spin
+            raise OSError(errno.EIO, "write() wrote nothing")
         data = data[n:]
 
 
