@@ -37,24 +37,23 @@ def overhead(rows: Sequence[Mapping[str, Any]], *, target_pct: float = OVERHEAD_
     driver, the workers and the Redis server together (``cpu_window``), or, for results recorded before the
     window was, of the driver and workers over the whole cell.
     """
-    pairs: dict[tuple[str, str], dict[bool, Mapping[str, Any]]] = {}
-    others_of: dict[tuple[str, str], dict[str, Any]] = {}
+    # (backend, the other settings' label) -> (those settings, {history on?: row}); a label, not the
+    # settings, is the key: a swept value may be a list
+    pairs: dict[tuple[str, str], tuple[dict[str, Any], dict[bool, Mapping[str, Any]]]] = {}
     for r in rows:
         if "record_history" in r["settings"] and isinstance(r["metrics"].get("wall_throughput_jobs_s"),
                                                             (int, float)):
             others = {k: x for k, x in r["settings"].items() if k != "record_history"}
-            key = (r["backend"], label(others))  # a string: a swept value may be a list
-            others_of[key] = others
-            pairs.setdefault(key, {})[bool(r["settings"]["record_history"])] = r
+            _, sides = pairs.setdefault((r["backend"], label(others)), (others, {}))
+            sides[bool(r["settings"]["record_history"])] = r
     out = []
-    for key, v in pairs.items():
-        b, others = key[0], others_of[key]
+    for (b, others_label), (others, v) in pairs.items():
         if True not in v or False not in v or not v[False]["metrics"]["wall_throughput_jobs_s"] > 0:
             continue
         on, off = (float(v[mode]["metrics"]["wall_throughput_jobs_s"]) for mode in (True, False))
         on_reps, off_reps = ([float(x) for x in (v[mode].get("values") or {}).get("wall_throughput_jobs_s", [])
                               if isinstance(x, (int, float))] for mode in (True, False))
-        entry: dict[str, Any] = {"backend": b, "settings": others, "label": f"{b} · {key[1]}" if others else b,
+        entry: dict[str, Any] = {"backend": b, "settings": others, "label": f"{b} · {others_label}" if others else b,
                                  "on": on, "off": off, "target_pct": target_pct,
                                  "runs": min(len(on_reps), len(off_reps))}
         cost = _paired_cost(v, ("wall_throughput_jobs_s",), higher_is_cost=False)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from harness.cell import Tally, poll_interval
+from implementations import filesink
 from implementations.events import RedisSink
 from implementations.filesink import FileSink
 
@@ -136,13 +141,6 @@ def test_a_failed_jobs_history_waits_out_a_redis_outage_and_is_sent_with_the_nex
 
 
 def test_an_append_writes_every_byte_and_keeps_the_interpreter_lock(tmp_path: Path) -> None:
-    import ctypes
-    import errno
-
-    import pytest
-
-    from implementations import filesink
-
     # Given libc's write called the way ctypes calls Python's own C API: the interpreter lock stays held
     # (handing it to the event loop and waiting to get it back is what cost ARQ's 1 ms jobs)
     assert filesink._WRITE is not None and filesink._WRITE._flags_ & ctypes._FUNCFLAG_PYTHONAPI
