@@ -126,6 +126,7 @@ class Runtime:
         self.sink = sink
         self.plan = FaultPlan.from_list(cfg.faults, seed=cfg.seed).scaled(cfg.time_scale)
         self.base = {"run_id": cfg.run_id, "backend": cfg.label, "scenario": cfg.scenario}
+        self._run_id, self._label, self._scenario = cfg.run_id, cfg.label, cfg.scenario
         self._t0 = 0
         self.alerts: Alerts | None = None
         if cfg.options.get("alert_webhook"):
@@ -161,9 +162,11 @@ class Runtime:
         return {"type": type_, **self.base, **fields}
 
     def emit(self, type_: str, **fields: Any) -> None:
-        # Off: no event is even built, so the baseline pays nothing of what recording does. On, one dict and
-        # one call: a worker records a few events per attempt, and in the reference backend's one process
-        # every microsecond of it comes off the throughput it is measured on (event/emit_all cost 2×).
+        # Off: no event is even built, so the baseline pays nothing of what recording does. The events of
+        # every job (enqueue, attempts, retries, terminal) do not come through here: they are dict literals
+        # passed to emit_all, which cost half of keyword arguments merged into a dict (README "What
+        # recording costs"); in the reference backend's one process every microsecond comes off the
+        # throughput it is measured on.
         if self.record:
             event = {"type": type_, **self.base, **fields}
             self.sink.emit(event)
@@ -198,15 +201,18 @@ class Runtime:
             # A crash is one event: the worker died once. The copy a backend delivers again (acks_late,
             # an expired in-progress key) runs normally, as it would after a real machine failure.
             fault = None
-        common = {"job_id": job_id, "task": task.name, "attempt": attempt, "host": HOST, "pid": os.getpid()}
+        record, name, pid, native = self.record, task.name, os.getpid(), native or {}
         started = 0
 
         def call_dependency() -> Any:
             # Inside the breaker: while it is open this never runs, and no attempt is recorded.
             nonlocal started
             started = now_ns()
-            self.emit("attempt_start", **common, started_ns=started, fault=fault.kind if fault else None,
-                      native=native or {})
+            if record:
+                self.emit_all({"type": "attempt_start", "run_id": self._run_id, "backend": self._label,
+                               "scenario": self._scenario, "job_id": job_id, "task": name, "attempt": attempt,
+                               "host": HOST, "pid": pid, "started_ns": started,
+                               "fault": fault.kind if fault else None, "native": native})
             self._inject(fault, task, cancel)
             if task.bind:
                 return task.fn(BoundTask(task, Request(job_id, attempt - 1, args, kwargs)), *args, **kwargs)
@@ -216,35 +222,42 @@ class Runtime:
             value = breaker.call(call_dependency) if breaker is not None else call_dependency()
         except CircuitOpen as exc:
             if started:  # raised by the task body itself: an ordinary failure
-                return self._record_failure(task, job_id, attempt, exc, fault, started, common, native,
-                                            store_error)
+                return self._record_failure(task, job_id, attempt, exc, fault, started, native, store_error)
             return self._defer(task, job_id, attempt, exc.wait)
         except BaseException as exc:  # noqa: B036 - every failure is recorded, then handed back
             if isinstance(exc, (KeyboardInterrupt, SystemExit, WorkerCrashed)):
                 raise
             return self._record_failure(task, job_id, attempt, as_timeout(exc, task.time_limit), fault, started,
-                                        common, native, store_error)
+                                        native, store_error)
         finished = now_ns()
-        if self.record:
+        if record:
+            run_id, label, scenario = self._run_id, self._label, self._scenario
             self.emit_all(
-                {"type": "attempt", **self.base, **common, "started_ns": started, "finished_ns": finished,
-                 "outcome": "success", "fault": fault.kind if fault else None, "native": native or {}},
-                {"type": "terminal", **self.base, "job_id": job_id, "task": task.name, "state": "success",
-                 "attempts": attempt, "ts_ns": finished, "result": _jsonable(value)})
+                {"type": "attempt", "run_id": run_id, "backend": label, "scenario": scenario, "job_id": job_id,
+                 "task": name, "attempt": attempt, "host": HOST, "pid": pid, "started_ns": started,
+                 "finished_ns": finished, "outcome": "success", "fault": fault.kind if fault else None,
+                 "native": native},
+                {"type": "terminal", "run_id": run_id, "backend": label, "scenario": scenario, "job_id": job_id,
+                 "task": name, "state": "success", "attempts": attempt, "ts_ns": finished,
+                 "result": _jsonable(value)})
         return Outcome(ok=True, value=value, fault=fault, started_ns=started, finished_ns=finished, attempt=attempt)
 
     def _record_failure(self, task: Task, job_id: str, attempt: int, exc: BaseException, fault: Fault | None,
-                        started: int, common: dict[str, Any], native: dict[str, Any] | None,
+                        started: int, native: dict[str, Any],
                         store_error: Callable[[dict[str, Any]], None] | None) -> Outcome:
         outcome = self._failed(task, job_id, attempt, exc, fault, started)
         error = {"attempt": attempt, "exc_type": exc_type_name(outcome.exc or exc),
                  "exc_message": str(outcome.exc or exc), "traceback": outcome.tb, "failed_ns": outcome.finished_ns}
         if store_error is not None:
             store_error(error)
-        self.emit("attempt", **common, started_ns=started, finished_ns=outcome.finished_ns,
-                  outcome="retry" if outcome.retry else "failure", exc_type=error["exc_type"],
-                  exc_message=error["exc_message"], fault=fault.kind if fault else None,
-                  expected_delay=outcome.delay, native=native or {})
+        if self.record:
+            self.emit_all({
+                "type": "attempt", "run_id": self._run_id, "backend": self._label, "scenario": self._scenario,
+                "job_id": job_id, "task": task.name, "attempt": attempt, "host": HOST, "pid": os.getpid(),
+                "started_ns": started, "finished_ns": outcome.finished_ns,
+                "outcome": "retry" if outcome.retry else "failure", "exc_type": error["exc_type"],
+                "exc_message": error["exc_message"], "fault": fault.kind if fault else None,
+                "expected_delay": outcome.delay, "native": native})
         outcome.attempt = attempt
         return outcome
 
@@ -315,7 +328,10 @@ class Runtime:
     # -- callbacks (called from each backend's native hook) ----------------------------------------
     def fire_retry(self, task: Task, job_id: str, exc: BaseException | None, attempt: int,
                    args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self.emit("callback", name="on_retry", job_id=job_id, task=task.name, attempt=attempt, ts_ns=now_ns())
+        if self.record:
+            self.emit_all({"type": "callback", "run_id": self._run_id, "backend": self._label,
+                           "scenario": self._scenario, "name": "on_retry", "job_id": job_id, "task": task.name,
+                           "attempt": attempt, "ts_ns": now_ns()})
         if task.on_retry is not None:
             task.on_retry(job_id, exc, "", args, kwargs, attempt)
 
