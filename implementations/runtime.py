@@ -89,7 +89,6 @@ class Outcome:
     ok: bool
     value: Any = None
     exc: BaseException | None = None
-    tb: str = ""
     retry: bool = False
     delay: float | None = None  # seconds before the next attempt, when retry
     fault: Fault | None = None
@@ -98,6 +97,18 @@ class Outcome:
     attempt: int = 0  # the policy's count: the backend's own count minus circuit-breaker deferrals
     deferred: bool = False  # the breaker was open: the dependency was not called, no retry was used
     extra: dict[str, Any] = field(default_factory=dict)
+    _tb: str | None = field(default=None, repr=False)
+
+    @property
+    def tb(self) -> str:
+        """The failure's formatted traceback ("" for none), formatted when first read."""
+        # Formatting one costs more than the rest of an attempt (3.11 parses the source of every frame for
+        # its carets), and a retried attempt's is read only where the backend keeps every attempt's error
+        # (RQ's job.meta, ARQ's hash): the reference backend and Celery read it for a final failure alone.
+        if self._tb is None:
+            exc = self.exc
+            self._tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) if exc else ""
+        return self._tb
 
 
 def exc_type_name(exc: BaseException) -> str:
@@ -246,17 +257,17 @@ class Runtime:
                         started: int, native: dict[str, Any],
                         store_error: Callable[[dict[str, Any]], None] | None) -> Outcome:
         outcome = self._failed(task, job_id, attempt, exc, fault, started)
-        error = {"attempt": attempt, "exc_type": exc_type_name(outcome.exc or exc),
-                 "exc_message": str(outcome.exc or exc), "traceback": outcome.tb, "failed_ns": outcome.finished_ns}
+        exc_type, exc_message = exc_type_name(outcome.exc or exc), str(outcome.exc or exc)
         if store_error is not None:
-            store_error(error)
+            store_error({"attempt": attempt, "exc_type": exc_type, "exc_message": exc_message,
+                         "traceback": outcome.tb, "failed_ns": outcome.finished_ns})
         if self.record:
             self.emit_all({
                 "type": "attempt", "run_id": self._run_id, "backend": self._label, "scenario": self._scenario,
                 "job_id": job_id, "task": task.name, "attempt": attempt, "host": HOST, "pid": os.getpid(),
                 "started_ns": started, "finished_ns": outcome.finished_ns,
-                "outcome": "retry" if outcome.retry else "failure", "exc_type": error["exc_type"],
-                "exc_message": error["exc_message"], "fault": fault.kind if fault else None,
+                "outcome": "retry" if outcome.retry else "failure", "exc_type": exc_type,
+                "exc_message": exc_message, "fault": fault.kind if fault else None,
                 "expected_delay": outcome.delay, "native": native})
         outcome.attempt = attempt
         return outcome
@@ -270,7 +281,7 @@ class Runtime:
                   started_ns=now, delay=wait)
         exc = CircuitOpen(f"circuit breaker for {task.name} is open: deferred {wait:.3f}s", wait)
         return Outcome(ok=False, exc=exc, retry=True, delay=wait, started_ns=now, finished_ns=now,
-                       attempt=attempt, deferred=True)
+                       attempt=attempt, deferred=True, _tb="")
 
     def _inject(self, fault: Fault | None, task: Task, cancel: threading.Event | None = None) -> None:
         if fault is None:
@@ -321,9 +332,8 @@ class Runtime:
             retry = policy.will_retry(exc, retries_done)
             if retry:
                 delay = retry_delay(policy, self.app.config.seed, job_id, retries_done)
-        tb = "".join(traceback.format_exception(type(real), real, real.__traceback__))
-        return Outcome(ok=False, exc=real, tb=tb, retry=retry, delay=delay, fault=fault,
-                       started_ns=started, finished_ns=now_ns())
+        return Outcome(ok=False, exc=real, retry=retry, delay=delay, fault=fault, started_ns=started,
+                       finished_ns=now_ns())
 
     # -- callbacks (called from each backend's native hook) ----------------------------------------
     def fire_retry(self, task: Task, job_id: str, exc: BaseException | None, attempt: int,
