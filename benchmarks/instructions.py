@@ -31,16 +31,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from harness.cell import History, Tally
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN_ID = "instr0000000000"  # as long as a real cell id: the same bytes go into every event
 LOOK_EVERY = 8  # jobs between two driver reads; a real reference cell reads ~8 jobs' events at a time
 
 
-def wrapper(record: bool, jobs: int) -> Any:
+def wrapper(record: bool, jobs: int) -> Tally:
     """The child: ``jobs`` jobs through the shared wrapper and the driver's reading of their events.
 
     Returns the driver's tally (with the history on, every job terminal in it)."""
-    from harness.cell import History, Tally
     from harness.scenarios import PRESETS
     from implementations.app import RetryApp
 
@@ -99,9 +100,8 @@ def cell_spec(tmp: str, jobs: int) -> str:
 def count(argv: list[str]) -> int:
     """Instructions of one Python process under callgrind (its own output file is not kept)."""
     with tempfile.TemporaryDirectory() as tmp:
-        argv = [a.replace("{tmp}", tmp) for a in argv]
-        if "{spec:" in " ".join(argv):
-            argv = [cell_spec(tmp, int(a[6:-1])) if a.startswith("{spec:") else a for a in argv]
+        # A cell's spec file is written here, in the run's own temporary directory: "{spec:N}" stands for it.
+        argv = [cell_spec(tmp, int(a[6:-1])) if a.startswith("{spec:") else a for a in argv]
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0"}
         proc = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out",
                                sys.executable, *argv], env=env, cwd=ROOT, capture_output=True, text=True)
@@ -112,13 +112,16 @@ def count(argv: list[str]) -> int:
 
 
 def main() -> None:
+    """``python -m benchmarks.instructions``: print (and with ``--json`` write) the counts."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--json", help="also write the counts here")
     parser.add_argument("--child", choices=["on", "off"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        wrapper(args.child == "on", args.jobs)
+        tally = wrapper(args.child == "on", args.jobs)
+        if args.child == "on" and tally.terminal != args.jobs:  # recording broke: its count would mean nothing
+            raise SystemExit(f"only {tally.terminal} of {args.jobs} jobs were recorded as terminal")
         return
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")

@@ -101,15 +101,8 @@ class Task:
             runtime.emit("enqueue_error", job_id=job_id, task=self.name, ts_ns=now_ns(),
                          exc_type=type(exc).__name__, exc_message=str(exc)[:500], **(meta or {}))
             raise
-        if runtime.record:
-            # Written once the library holds the job; its first attempt may already be in the history. A
-            # literal, as in Runtime.run_attempt: the driver writes one for every job it enqueues.
-            event = {"type": "enqueue", "run_id": runtime._run_id, "backend": runtime._label,
-                     "scenario": runtime._scenario, "job_id": job_id, "task": self.name, "ts_ns": ts,
-                     "countdown": scaled}
-            if meta:
-                event.update(meta)
-            runtime.emit_all(event)
+        # Written once the library holds the job; its first attempt may already be in the history.
+        runtime.emit_enqueue(job_id, self.name, ts, scaled, meta)
         return AsyncResult(app, job_id)
 
     def __repr__(self) -> str:

@@ -97,11 +97,14 @@ class Outcome:
     attempt: int = 0  # the policy's count: the backend's own count minus circuit-breaker deferrals
     deferred: bool = False  # the breaker was open: the dependency was not called, no retry was used
     extra: dict[str, Any] = field(default_factory=dict)
-    _tb: str | None = field(default=None, repr=False)
+    _tb: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def tb(self) -> str:
-        """The failure's formatted traceback ("" for none), formatted when first read."""
+        """The failure's formatted traceback ("" for none), formatted when first read.
+
+        Read it before re-raising ``exc``: a raise adds the raising frame to the traceback it formats.
+        """
         # Formatting one costs more than the rest of an attempt (3.11 parses the source of every frame for
         # its carets), and a retried attempt's is read only where the backend keeps every attempt's error
         # (RQ's job.meta, ARQ's hash): the reference backend and Celery read it for a final failure alone.
@@ -173,16 +176,27 @@ class Runtime:
         return {"type": type_, **self.base, **fields}
 
     def emit(self, type_: str, **fields: Any) -> None:
-        # Off: no event is even built, so the baseline pays nothing of what recording does. The events of
-        # every job (enqueue, attempts, retries, terminal) do not come through here: they are dict literals
-        # passed to emit_all, which cost half of keyword arguments merged into a dict (README "What
-        # recording costs"); in the reference backend's one process every microsecond comes off the
-        # throughput it is measured on.
+        # Off: no event is even built, so the baseline pays nothing of what recording does. The events
+        # every job has (enqueue, attempts, on_retry, a success's terminal) do not come through here: they
+        # are dict literals passed to emit_all, built in half the time of keyword arguments merged into a
+        # dict (README "What recording costs"); in the reference backend's one process every microsecond
+        # comes off the throughput it is measured on.
         if self.record:
             event = {"type": type_, **self.base, **fields}
             self.sink.emit(event)
             if self._joblog is not None and type_ == "attempt":
                 log_attempt(self._joblog, event)
+
+    def emit_enqueue(self, job_id: str, task: str, ts_ns: int, countdown: float | None,
+                     meta: dict[str, Any] | None) -> None:
+        """Record that the library now holds job ``job_id`` (``meta``'s fields added to the event)."""
+        if self.record:
+            event = {"type": "enqueue", "run_id": self._run_id, "backend": self._label,
+                     "scenario": self._scenario, "job_id": job_id, "task": task, "ts_ns": ts_ns,
+                     "countdown": countdown}
+            if meta:
+                event.update(meta)
+            self.emit_all(event)
 
     def emit_all(self, *events: dict[str, Any]) -> None:
         """Record ``events`` in one write to the sink (one round trip to Redis)."""

@@ -6,7 +6,7 @@ import json
 import math
 from datetime import datetime, timezone
 
-from implementations.jsonline import dumps_line, loads
+from implementations.jsonline import dumps_line, dumps_lines, loads
 
 
 def test_an_event_comes_back_as_it_went_in() -> None:
@@ -34,3 +34,18 @@ def test_a_key_that_is_not_a_string_alone_takes_orjsons_slower_options_not_json(
     line = dumps_line({"native": {1: "one"}, "ok": True})
     # Then the key becomes a string, in orjson's compact form (json would have written ", " and ": ")
     assert line == b'{"native":{"1":"one"},"ok":true}\n'
+
+
+def test_a_batch_is_one_line_per_event_in_order_whatever_one_of_them_holds() -> None:
+    # Given a batch with a string holding "},{", an integer key and an integer beyond 64 bits among plain events
+    batch = [{"type": "a", "n": 1}, {"type": "b", "msg": "x},{y"}, {"type": "c", "native": {1: "one"}},
+             {"type": "d", "result": 2**70}, {"type": "e", "n": 5}]
+    # When it is encoded as lines
+    data = dumps_lines(batch)
+    lines = data.splitlines(keepends=True)
+    # Then every event is its own line, in order, each the same bytes as on its own
+    assert lines == [dumps_line(e) for e in batch]
+    assert [loads(line)["type"] for line in lines] == ["a", "b", "c", "d", "e"]
+    assert loads(lines[1])["msg"] == "x},{y" and loads(lines[2])["native"] == {"1": "one"}
+    # and an empty batch is nothing at all
+    assert dumps_lines([]) == b""
