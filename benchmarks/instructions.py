@@ -14,7 +14,7 @@ between a run of ``2 × jobs`` and of ``jobs`` (so start-up cancels out):
 
     python -m benchmarks.instructions [--jobs 2000] [--json FILE]
 
-Needs valgrind (``apt-get install valgrind``); about three minutes on 2 cores.
+Needs valgrind (``apt-get install valgrind``); two minutes on 2 cores (five on code whose jobs cost 3× more).
 """
 
 from __future__ import annotations
