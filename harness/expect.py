@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from implementations.attempt import retry_delay
 from implementations.faults import FaultPlan, plan_key
 from implementations.policy import RetryPolicy, resolve_exception
-from implementations.runtime import retry_delay
 
 if TYPE_CHECKING:
     from .scenarios import Scenario

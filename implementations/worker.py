@@ -11,10 +11,10 @@ import logging
 import os
 
 from .app import RetryApp
+from .attempt import WORKER_PID_ENV
 from .backends import load_backend
 from .config import AppConfig
 from .events import HOST, now_ns
-from .runtime import WORKER_PID_ENV
 
 
 def load_app(config: AppConfig) -> RetryApp:

@@ -16,9 +16,9 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..attempt import WorkerCrashed
 from ..base import Backend, BackendError
 from ..events import HOST, EventSink, MemorySink
-from ..runtime import WorkerCrashed
 
 if TYPE_CHECKING:
     from ..app import RetryApp, Task

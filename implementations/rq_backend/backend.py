@@ -9,8 +9,8 @@ from redis import Redis
 from rq import Callback, Queue, Retry
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
 
+from ..attempt import retry_delay
 from ..base import Backend, ProcessWorkers
-from ..runtime import retry_delay
 
 if TYPE_CHECKING:
     from ..app import RetryApp, Task
