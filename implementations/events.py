@@ -64,6 +64,8 @@ class EventSink(Protocol):
 
     def drain(self, block_ms: int = 0) -> list[dict[str, Any]]: ...
 
+    def behind(self) -> bool: ...
+
     def save_config(self, config_json: str) -> None: ...
 
     def add_deferral(self, job_id: str) -> None: ...
@@ -131,6 +133,7 @@ class RedisSink:
             retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError])
         self._key = events_key(prefix)
         self._reader: StreamReader | None = None
+        self._behind = False
         self._marks = MarkWriter(self._redis, f"{prefix}:enqueued")
 
     def emit(self, *events: dict[str, Any]) -> None:
@@ -171,7 +174,13 @@ class RedisSink:
         """Events appended since the last call (blocking up to ``block_ms`` when there are none)."""
         if self._reader is None:
             self._reader = StreamReader(self._redis, self.prefix)
-        return list(self._reader.read(block_ms=block_ms or None))
+        events = list(self._reader.read(block_ms=block_ms or None, count=DRAIN_MAX))
+        self._behind = len(events) >= DRAIN_MAX
+        return events
+
+    def behind(self) -> bool:
+        """Whether the last drain stopped at its chunk size: more events are waiting, read again now."""
+        return self._behind
 
     def mark_enqueued(self, job_id: str, ts_ns: int) -> None:
         self._marks.add(job_id, ts_ns)  # written behind, in batches: the enqueue never waits on it
@@ -237,6 +246,7 @@ class MemorySink:
         self._ready: set[str] = set()
         self._deferrals: dict[str, int] = {}
         self._once: set[str] = set()
+        self._behind = False
         self._t0: int | None = None
         self._cond = threading.Condition(self._lock)
 
@@ -310,7 +320,13 @@ class MemorySink:
                     self._cond.wait(block_ms / 1000)
                 self._waiting = False
         events, popleft = self.events, self.events.popleft
-        return [popleft() for _ in range(min(len(events), DRAIN_MAX))]
+        waiting = len(events)
+        self._behind = waiting > DRAIN_MAX
+        return [popleft() for _ in range(min(waiting, DRAIN_MAX))]
+
+    def behind(self) -> bool:
+        """Whether the last drain stopped at its chunk size: more events are waiting, read again now."""
+        return self._behind
 
 
 class StreamReader:

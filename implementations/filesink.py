@@ -79,6 +79,7 @@ class FileSink:
         self._fd: int | None = None
         self._reader: Any = None
         self._partial = b""
+        self._behind = False
         self._pending: dict[str, list[dict[str, Any]]] = {}
         self._unsent: list[dict[str, Any]] = []
 
@@ -105,6 +106,10 @@ class FileSink:
                 return events
             time.sleep(POLL_S)
 
+    def behind(self) -> bool:
+        """Whether the last drain stopped at its chunk size: more events are waiting, read again now."""
+        return self._behind
+
     def _read(self) -> list[dict[str, Any]]:
         if self._reader is None:
             try:
@@ -113,7 +118,9 @@ class FileSink:
                 return []
         # At most 1 MiB a call: a driver that fell behind (while it enqueued 100,000 jobs) catches up in
         # chunks rather than holding the backlog in memory at once.
-        data = self._partial + self._reader.read(READ_BYTES)
+        chunk = self._reader.read(READ_BYTES)
+        self._behind = len(chunk) >= READ_BYTES
+        data = self._partial + chunk
         # A write still being copied in may show as a line without its end: keep it for the next read.
         cut = data.rfind(b"\n") + 1
         self._partial = data[cut:]

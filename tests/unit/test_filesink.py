@@ -12,8 +12,9 @@ import pytest
 
 from harness.cell import Tally, poll_interval
 from implementations import filesink
-from implementations.events import RedisSink
+from implementations.events import DRAIN_MAX, MemorySink, RedisSink
 from implementations.filesink import FileSink
+from implementations.jsonline import dumps_line
 
 
 def sink(path: Path) -> FileSink:
@@ -157,3 +158,22 @@ def test_an_append_writes_every_byte_and_keeps_the_interpreter_lock(tmp_path: Pa
     with pytest.raises(OSError) as info:
         filesink.append(fd, b"x")  # closed above
     assert info.value.errno == errno.EBADF
+
+
+def test_a_drain_cut_at_its_chunk_size_says_more_is_waiting(tmp_path: Path) -> None:
+    # Given more than one chunk of events in the local file and in memory (the reference backend's sink)
+    path = tmp_path / "events.jsonl"
+    file_sink, memory = sink(path), MemorySink()
+    line = {"type": "attempt", "job_id": "j", "pad": "x" * 200}
+    count = filesink.READ_BYTES // len(dumps_line(line)) + 10
+    with open(path, "ab") as fh:
+        fh.write(dumps_line(line) * count)
+    memory.emit(*[line] * (DRAIN_MAX + 1))
+    for reader, total in ((file_sink, count), (memory, DRAIN_MAX + 1)):
+        # When the driver drains once, and again
+        first = reader.drain()
+        assert reader.behind()  # Then the first drain says to read again at once rather than sleep
+        rest = reader.drain()
+        # And the second, which reached the end, does not
+        assert not reader.behind() and len(first) + len(rest) == total
+    assert memory.drain() == [] and not memory.behind()
