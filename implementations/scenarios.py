@@ -29,7 +29,7 @@ def process_message(message: str, *, work_s: float = 0.1) -> str:
 
 
 def work(n: int = 0, *, work_ms: float = 0.0) -> int:
-    """The harness's generic job: optionally busy for ``work_ms``; faults come from the fault plan."""
+    """The harness's generic job: waits ``work_ms`` (a sleep, as for I/O: no CPU); faults come from the plan."""
     if work_ms:
         time.sleep(work_ms / 1000)
     return n
