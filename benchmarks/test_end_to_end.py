@@ -43,34 +43,28 @@ def run(tmp_path: Path, *args: str) -> tuple[dict[str, Any], list[dict[str, Any]
     return {**medians, "throughput_range": throughputs}, [c["summary"] for c in results["cells"]]
 
 
+def measure(benchmark: Any, tmp_path: Path, *args: str) -> list[dict[str, Any]]:
+    """Time one run of ``args`` with ``REPEAT`` repetitions, keep its medians in ``extra_info``; its cells."""
+    got: dict[str, Any] = {}
+
+    def once() -> None:
+        got["medians"], got["cells"] = run(tmp_path, *args, "--repeat", str(REPEAT))
+
+    benchmark.pedantic(once, rounds=1, iterations=1)
+    figures = {**got["medians"], "repeat": REPEAT}
+    benchmark.extra_info.update({k: figures.get(k) for k in KEEP})
+    return list(got["cells"])
+
+
 @pytest.mark.parametrize("workers", WORKERS)
 @pytest.mark.parametrize("scenario", ["throughput-0", "throughput-20"])
 @pytest.mark.parametrize("backend", ["reference", "rq", "arq", "celery"])
 def test_end_to_end_throughput(benchmark: Any, tmp_path: Path, backend: str, scenario: str, workers: int) -> None:
-    summary: dict[str, Any] = {"repeat": REPEAT}
-    cells: list[dict[str, Any]] = []
-
-    def once() -> None:
-        medians, ran = run(tmp_path, "-b", backend, "-s", scenario, "--jobs", str(JOBS), "--workers", str(workers),
-                           "--repeat", str(REPEAT))
-        summary.update(medians)
-        cells.extend(ran)
-
-    benchmark.pedantic(once, rounds=1, iterations=1)
-    benchmark.extra_info.update({k: summary.get(k) for k in KEEP})
+    cells = measure(benchmark, tmp_path, "-b", backend, "-s", scenario, "--jobs", str(JOBS), "--workers", str(workers))
     assert len(cells) == REPEAT and all(c["succeeded"] == JOBS and c["lost_jobs"] == 0 for c in cells)
 
 
 def test_reference_resolution_with_100_retries_due_at_once(benchmark: Any, tmp_path: Path) -> None:
-    summary: dict[str, Any] = {"repeat": REPEAT}
-    cells: list[dict[str, Any]] = []
-
-    def once() -> None:
-        medians, ran = run(tmp_path, "-b", "reference", "-s", "resolution", "--repeat", str(REPEAT))
-        summary.update(medians)
-        cells.extend(ran)
-
-    benchmark.pedantic(once, rounds=1, iterations=1)
-    benchmark.extra_info.update({k: summary.get(k) for k in KEEP})
+    cells = measure(benchmark, tmp_path, "-b", "reference", "-s", "resolution")
     # Every job failed once and was retried once: 100 retries measured in each repetition
     assert len(cells) == REPEAT and all(c["retries_measured"] == 100 and c["early_retries"] == 0 for c in cells)

@@ -145,8 +145,8 @@ def test_report_html_renders_in_headless_chromium(run_dir: Path, chromium: str, 
 # (README "What each backend loses"); load-10k: 10,000 jobs on each backend; perf: overhead, scaling, sweep;
 # overhead: the overhead preset alone, 40 paired repetitions, and at 10 ms of work, 10; rerun and lag: later
 # sessions; reference: the reference backend alone, 100; arq: ARQ alone, 80, before and after (held) the
-# workers' writes kept the interpreter lock; celery-held and rq-held: Celery and RQ alone after it, 20 each (rq-40: 40)
-# (celery-threads: on Celery's threads pool, 60; celery-work10: at 10 ms of work, 100);
+# workers' writes kept the interpreter lock; celery-held and rq-held: Celery and RQ alone after it, 20 each;
+# rq-40: RQ again, 40; celery-threads: on Celery's threads pool, 60; celery-work10: at 10 ms of work, 100;
 # threads: the reference backend with 1 to 8 threads, 60, before and after (lean) its job stopped formatting
 # the tracebacks of retried attempts (README "What recording costs").
 COMMITTED = {"example": 3, "reliability": 3, "load-10k": 1, "perf": 3, "overhead": 40, "overhead-work10": 10,
