@@ -158,6 +158,7 @@ def check_throughput(events: Run) -> dict[str, Any]:
             **{f"window_{who}_cpu_ms_per_job": window[part] * 1e3 / jobs_done
                if isinstance(window.get(part), (int, float)) and jobs_done else None
                for who, part in (("driver", "driver"), ("worker", "workers"), ("redis", "redis"))},
+            "held_write_ms": held * 1e3 if isinstance(held := end.get("held_write_s"), (int, float)) else None,
             "throughput_jobs_s": terminal / span if span else None,
             "throughput_attempts_s": attempts / span if span else None, "latency_p50": lat["median"],
             "latency_p95": lat["p95"], "latency_p99": lat["p99"], "latency_max": lat["max"],

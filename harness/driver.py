@@ -25,6 +25,7 @@ from implementations.filesink import FileSink
 from implementations.scenarios import build_app
 
 from .cell import (
+    IN_PROCESS_HOLD,
     History,
     Tally,
     copy_records,
@@ -65,7 +66,8 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    history = History(spec["history_path"])
+    # In-process workers (reference) share this interpreter's lock: their history waits (cell.History).
+    history = History(spec["history_path"], hold=IN_PROCESS_HOLD if spec["backend"] == "reference" else 0)
     base = {"run_id": config.run_id, "backend": config.label, "scenario": scenario.name}
     policy, plan = scenario.retry_policy(), scenario.fault_plan()
     # From config.options: the scenario's own, with --option winning, as the backends read theirs.
@@ -95,6 +97,7 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
     enqueue_s: float | None = None
     first_enqueue: float | None = None
     wall_s: float | None = None
+    held_write_s: float | None = None
     window_cpu: dict[str, float | None] | None = None
     cpu_client: Any = None
     reason, code = "complete", 0
@@ -214,6 +217,7 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
             done_at = None if record else app.backend.native_done_at
             wall_s = (done_at or time.perf_counter()) - first_enqueue
             window_cpu = cpu_spent(cpu_at_start, cpu_snapshot(app.backend, cpu_client))
+            held_write_s = history.write_held()  # outside the window, and said so in the end event
         if reason == "complete":
             # RQ retries a job it cannot decode like any failure, so a poison job reaches the failed store only
             # after the whole retry schedule: wait that long for it (never past the deadline).
@@ -248,7 +252,7 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                         "reason": reason, "driver_peak_rss_mb": round(peak_mb, 1), "worker_cpu_s": cpu_s,
                         "driver_cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
                         "enqueue_s": enqueue_s, "wall_s": wall_s, "window_cpu_s": window_cpu,
-                        "jobs_done": tally.terminal,
+                        "held_write_s": held_write_s, "jobs_done": tally.terminal,
                         "record_history": app.runtime.record, "native_stale_states": app.backend.stale_states}])
         history.close()
         if cpu_client is not None:

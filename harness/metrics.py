@@ -90,6 +90,8 @@ METRICS: dict[str, Metric] = dict([
        _LOWER, ".3f"),
     _m("window_redis_cpu_ms_per_job", "the Redis server's CPU time per job done inside the measured window",
        "ms", _LOWER, ".3f"),
+    _m("held_write_ms", "writing the history the driver held back while in-process workers (reference) ran, "
+       "after the measured window", "ms", _LOWER, ".1f"),
     _m("latency_p50", "median time from enqueue to terminal state", "s", _LOWER, ".3f"),
     _m("latency_p95", "95th percentile time from enqueue to terminal state", "s", _LOWER, ".3f"),
     _m("latency_p99", "99th percentile time from enqueue to terminal state", "s", _LOWER, ".3f"),

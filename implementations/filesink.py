@@ -50,8 +50,10 @@ def _write_holding_the_lock() -> Any:
 _WRITE = _write_holding_the_lock()
 
 
-def append(fd: int, data: bytes) -> None:
+def append(fd: int, data: bytes | bytearray) -> None:
     """All of ``data`` to ``fd`` (opened ``O_APPEND``), without letting go of the interpreter lock."""
+    if not isinstance(data, bytes):
+        data = bytes(data)  # ctypes passes ``bytes`` alone as a char pointer
     if _WRITE is None:  # pragma: no cover
         view = memoryview(data)
         while view:

@@ -6,7 +6,7 @@ import json
 import math
 from datetime import datetime, timezone
 
-from implementations.jsonline import dumps_line, dumps_lines, loads
+from implementations.jsonline import SMALL_BATCH, dumps_line, dumps_lines, loads
 
 
 def test_an_event_comes_back_as_it_went_in() -> None:
@@ -49,3 +49,16 @@ def test_a_batch_is_one_line_per_event_in_order_whatever_one_of_them_holds() -> 
     assert loads(lines[1])["msg"] == "x},{y" and loads(lines[2])["native"] == {"1": "one"}
     # and an empty batch is nothing at all
     assert dumps_lines([]) == b""
+
+
+def test_a_large_batch_is_the_same_lines_as_a_small_one() -> None:
+    # Given a driver-sized batch (past SMALL_BATCH, gathered in one buffer) with one event orjson refuses
+    batch = [{"type": "attempt", "job_id": f"j{i}", "attempt": 1} for i in range(SMALL_BATCH * 3)]
+    # When it is encoded, and again with an integer key in its middle (the whole batch then goes event by event)
+    plain = dumps_lines(batch)
+    odd = dumps_lines([*batch[:20], {"type": "c", "native": {1: "one"}}, *batch[20:]])
+    # Then both are one line per event, in order, the same bytes as each event on its own
+    assert bytes(plain) == b"".join(dumps_line(e) for e in batch)
+    assert [loads(line)["job_id"] for line in bytes(plain).splitlines()] == [e["job_id"] for e in batch]
+    assert bytes(odd).splitlines()[20] == b'{"type":"c","native":{"1":"one"}}'
+    assert bytes(odd).count(b"\n") == len(batch) + 1

@@ -1,0 +1,42 @@
+"""The driver's ``history.jsonl`` writer: as it comes for real queues, held back for in-process workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.cell import History
+from implementations.jsonline import loads
+
+
+def lines(path: Path) -> list[str]:
+    return [loads(line)["job_id"] for line in path.read_bytes().splitlines()]
+
+
+def test_without_hold_every_batch_is_on_disk_as_soon_as_it_is_written(tmp_path: Path) -> None:
+    path = tmp_path / "history.jsonl"
+    history = History(str(path))
+    history.write([{"type": "enqueue", "job_id": "a"}, {"type": "enqueue", "job_id": "b"}])
+    assert lines(path) == ["a", "b"]  # flushed: a reader (or a crash) sees it now
+    history.write([])
+    history.close()
+    assert lines(path) == ["a", "b"]
+
+
+def test_held_events_are_written_in_order_once_enough_gather_and_the_rest_at_close(tmp_path: Path) -> None:
+    # Given a history that holds 3 events (an in-process run's driver)
+    path = tmp_path / "history.jsonl"
+    history = History(str(path), hold=3)
+    # When fewer than 3 have been written, nothing is on disk yet
+    history.write([{"type": "enqueue", "job_id": "a"}, {"type": "enqueue", "job_id": "b"}])
+    assert lines(path) == []
+    # and the batch that reaches 3 writes all of them, in the order they came
+    history.write([{"type": "enqueue", "job_id": "c"}, {"type": "enqueue", "job_id": "d"}])
+    assert lines(path) == ["a", "b", "c", "d"]
+    # Then write_held writes what is held at once (the driver's end of the measured window) and says how long
+    history.write([{"type": "terminal", "job_id": "e"}])
+    assert history.write_held() >= 0.0 and lines(path) == ["a", "b", "c", "d", "e"]
+    assert history.write_held() >= 0.0 and lines(path) == ["a", "b", "c", "d", "e"]  # nothing twice
+    # and close writes whatever came after it (the end event)
+    history.write([{"type": "end", "job_id": "-"}])
+    history.close()
+    assert lines(path) == ["a", "b", "c", "d", "e", "-"]
