@@ -269,10 +269,14 @@ class MemorySink:
         return contextlib.nullcontext()
 
     def emit(self, *events: dict[str, Any]) -> None:
-        for event in events:
-            if event.get("type") == "terminal":
-                self._states[event["job_id"]] = event  # before the event: whoever drains it finds the state
-            self.events.append(event)
+        if not events:
+            return
+        # A job's terminal state is the last event of the call that records it (Runtime.run_attempt,
+        # fire_failure): one look, not one per event, in the process whose throughput is measured.
+        last = events[-1]
+        if last.get("type") == "terminal":
+            self._states[last["job_id"]] = last  # before the event: whoever drains it finds the state
+        self.events.extend(events)  # one call, atomic under the interpreter lock like append
         if self._waiting:
             # Set under the condition's lock before drain() last looked: taking it here means drain() is
             # either waiting (and is woken) or has not looked yet (and will see these events).

@@ -29,3 +29,9 @@ def test_batches_add_up_and_a_batch_without_terminal_states_only_counts_attempts
     tally.count([])
     tally.count([{"type": "attempt"}, {"type": "terminal", "job_id": "x", "state": "success"}])
     assert (tally.terminal, tally.failed, tally.attempts) == (1, 0, 2)
+
+
+def test_an_event_without_a_type_is_counted_as_nothing_and_does_not_stop_the_count() -> None:
+    tally = Tally(jobs=1)
+    tally.count([{"job_id": "x"}, {"type": "attempt"}, {"type": "terminal", "job_id": "x", "state": "failure"}])
+    assert (tally.terminal, tally.failed, tally.attempts) == (1, 1, 1)
