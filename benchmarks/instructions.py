@@ -2,19 +2,22 @@
 
 Time on a shared 2-core machine moves by more than recording costs the in-process reference backend (the
 same code gave 3.3% one day and 10.9% another). Instructions do not: ``valgrind --tool=callgrind`` counts
-the same for the same code and inputs whatever else the machine runs. Two counts, each as the difference
+the same for the same code and inputs whatever else the machine runs. Three counts, each as the difference
 between a run of ``2 × jobs`` and of ``jobs`` (so start-up cancels out):
 
 * **recording**: the shared wrapper's path in one thread, as the reference backend's workers and driver
   run it — enqueue, every attempt through ``Runtime.run_attempt`` with the preset's fault plan (a fifth
   fail and are retried at once), and every 8 jobs the driver's drain, ``history.jsonl`` write and tally —
-  with the history on minus the same with it off;
+  with the history on minus the same with it off; and of it, **in the window**: the same with the history
+  held and never written, as a reference cell's driver holds it until its measured window has closed
+  (Page faults are the kernel's and are not counted: a fresh allocation per encoded line once cost more
+  than the encoding, and no instruction count showed it; README "What recording costs");
 * **backend**: a whole reference cell of the preset (``harness.driver``, its 8 worker threads, 1 ms of
   work a job) with the history off: what one job costs the process whose throughput recording comes off.
 
     python -m benchmarks.instructions [--jobs 2000] [--json FILE]
 
-Needs valgrind (``apt-get install valgrind``); two minutes on 2 cores (five on code whose jobs cost 3× more).
+Needs valgrind (``apt-get install valgrind``); three minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -38,9 +41,11 @@ RUN_ID = "instr0000000000"  # as long as a real cell id: the same bytes go into 
 LOOK_EVERY = 8  # jobs between two driver reads; a real reference cell reads ~8 jobs' events at a time
 
 
-def wrapper(record: bool, jobs: int) -> Tally:
+def wrapper(record: bool, jobs: int, *, window: bool = False) -> Tally:
     """The child: ``jobs`` jobs through the shared wrapper and the driver's reading of their events.
 
+    ``window``: the history is held, as a reference cell's driver holds it, and never written, so that the
+    count is what recording costs inside the measured window (the held write comes after it).
     Returns the driver's tally (with the history on, every job terminal in it)."""
     from harness.scenarios import PRESETS
     from implementations.app import RetryApp
@@ -55,7 +60,7 @@ def wrapper(record: bool, jobs: int) -> Tally:
     expected = {"state": "success", "attempts": 1, "delays": []}
     ids = [f"{RUN_ID}-{i:06d}" for i in range(jobs)]
     with tempfile.TemporaryDirectory() as tmp:
-        history = History(os.path.join(tmp, "history.jsonl"))
+        history = History(os.path.join(tmp, "history.jsonl"), hold=10 * jobs if window else 0)
 
         def look() -> None:
             if record:
@@ -79,6 +84,8 @@ def wrapper(record: bool, jobs: int) -> Tally:
             if i % LOOK_EVERY == LOOK_EVERY - 1:
                 look()
         look()
+        if window:
+            history._held.clear()  # what the window does not pay: encoding and writing, after it
         history.close()
     return tally
 
@@ -116,31 +123,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--json", help="also write the counts here")
-    parser.add_argument("--child", choices=["on", "off"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["on", "window", "off"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        tally = wrapper(args.child == "on", args.jobs)
-        if args.child == "on" and tally.terminal != args.jobs:  # recording broke: its count would mean nothing
+        tally = wrapper(args.child != "off", args.jobs, window=args.child == "window")
+        if args.child != "off" and tally.terminal != args.jobs:  # recording broke: its count would mean nothing
             raise SystemExit(f"only {tally.terminal} of {args.jobs} jobs were recorded as terminal")
         return
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     n = args.jobs
     runs = {f"{mode}:{k}": ["-m", "benchmarks.instructions", "--child", mode, "--jobs", str(k * n)]
-            for mode in ("on", "off") for k in (1, 2)}
+            for mode in ("on", "window", "off") for k in (1, 2)}
     runs |= {f"cell:{k}": ["-m", "harness.driver", f"{{spec:{k * n}}}"] for k in (1, 2)}
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         got = dict(zip(runs, pool.map(count, runs.values()), strict=True))
-    per_job = {key: (got[f"{key}:2"] - got[f"{key}:1"]) / n for key in ("on", "off", "cell")}
+    per_job = {key: (got[f"{key}:2"] - got[f"{key}:1"]) / n for key in ("on", "window", "off", "cell")}
     out: dict[str, Any] = {
         "jobs": n, "counts": got,
         "recording_per_job": round(per_job["on"] - per_job["off"]),
+        "recording_in_window_per_job": round(per_job["window"] - per_job["off"]),
         "wrapper_off_per_job": round(per_job["off"]),
         "backend_cell_per_job": round(per_job["cell"]),
     }
     out["recording_share"] = round(out["recording_per_job"] / out["backend_cell_per_job"], 4)
     print(f"recording: {out['recording_per_job']:,} instructions a job (the wrapper with the history off: "
           f"{out['wrapper_off_per_job']:,})")
+    print(f"of which inside a reference cell's measured window (its history held, written after it): "
+          f"{out['recording_in_window_per_job']:,}")
     print(f"a reference cell of the overhead preset, history off: {out['backend_cell_per_job']:,} a job")
     print(f"recording adds {100 * out['recording_share']:.1f}% to what a job costs the reference process")
     if args.json:

@@ -13,9 +13,10 @@ from benchmarks.instructions import ROOT, cell_spec, wrapper
 
 def test_the_wrapper_path_records_every_job_with_the_history_on_and_nothing_off() -> None:
     # Given the overhead preset's fault plan, when 200 jobs go through the shared wrapper in one thread
-    on, off = wrapper(True, 200), wrapper(False, 200)
-    # Then the driver's tally saw every job end, with a fifth or so of the attempts retried
-    assert on.terminal == 200 and 200 < on.attempts < 300
+    on, off, window = wrapper(True, 200), wrapper(False, 200), wrapper(True, 200, window=True)
+    # Then the driver's tally saw every job end, with a fifth or so of the attempts retried, whether the
+    # history was written as it came or held (a reference cell's window)
+    assert on.terminal == window.terminal == 200 and 200 < on.attempts < 300 and window.attempts == on.attempts
     # and with the history off it read no events at all
     assert off.attempts == 0 and not off.terminal_ids
 
