@@ -64,7 +64,7 @@ class Tally:
         return len(self.failed_ids)
 
 
-# Events an in-process run holds before it writes them (~20 MB): see ``History``.
+# Events an in-process run holds before it writes them (~10 MB of event dicts): see ``History``.
 IN_PROCESS_HOLD = 20_000
 
 
@@ -75,8 +75,9 @@ class History:
     ``hold`` is for a backend whose workers are threads of the driver's own process (reference): there,
     encoding and writing the history takes the one interpreter lock from the workers it measures, and was
     half of what recording cost their throughput. A real queue's workers run in other processes, so its
-    history is written as it comes. Holding loses nothing a crash would not: those events were in this
-    process's memory (the in-process sink) either way, and Ctrl-C or an error still ends in ``close``.
+    history is written as it comes. Ctrl-C, SIGTERM and errors still end in ``close``, which writes what
+    is held; a driver killed outright (SIGKILL, an OOM kill) loses up to ``hold`` events that streaming
+    would have put on disk. ``write_through`` is for the driver's own milestones, which must not wait.
     """
 
     def __init__(self, path: str, *, hold: int = 0) -> None:
@@ -89,11 +90,15 @@ class History:
             return
         if self._hold:
             self._held.extend(events)
-            if len(self._held) < self._hold:
-                return
-            events, self._held = self._held, []
+            if len(self._held) >= self._hold:
+                self.write_held()
+            return
         self._fh.write(dumps_lines(events))
         self._fh.flush()
+
+    @property
+    def holds(self) -> bool:
+        return bool(self._hold)
 
     def write_through(self, events: list[dict[str, Any]]) -> None:
         """Write what is held, then ``events``, at once: the driver's own milestones (``run``, ``workers_ready``)
@@ -106,9 +111,9 @@ class History:
         """Write what is held now; returns the seconds it took (what holding moved out of the run)."""
         start = time.perf_counter()
         if self._held:
-            held, self._held = self._held, []
-            self._fh.write(dumps_lines(held))
+            self._fh.write(dumps_lines(self._held))
             self._fh.flush()
+            self._held = []  # only once written: a write that failed is tried again by close()
         return time.perf_counter() - start
 
     def close(self) -> None:

@@ -73,7 +73,7 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
     # From config.options: the scenario's own, with --option winning, as the backends read theirs.
     limit = spec.get("deadline_s") or float(config.options.get("deadline_s") or 0) or deadline_s(scenario)
     broker_wait_s = float(config.options.get("broker_wait_s") or BROKER_WAIT_S)
-    history.write([{"type": "run", **base, "ts_ns": now_ns(), "repeat": spec.get("repeat", 0),
+    history.write_through([{"type": "run", **base, "ts_ns": now_ns(), "repeat": spec.get("repeat", 0),
                     "policy": policy.to_dict(), "faults": plan.to_list(), "seed": scenario.seed,
                     "time_scale": scenario.time_scale, "jobs": scenario.jobs, "workers": scenario.workers,
                     "concurrency": scenario.concurrency, "tolerance_s": scenario.tolerance_s,
@@ -108,10 +108,10 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
         try:
             startup = external.start() if external else app.start_workers(scenario.workers, scenario.concurrency)
         except BackendError as exc:
-            history.write([{"type": "end", **base, "ts_ns": now_ns(), "complete": False, "reason": str(exc)}])
+            history.write_through([{"type": "end", **base, "ts_ns": now_ns(), "complete": False, "reason": str(exc)}])
             print(json.dumps({"error": str(exc)}), file=out, flush=True)
             return EXIT_SETUP
-        history.write([{"type": "workers_ready", **base, "ts_ns": now_ns(), "startup_s": startup}])
+        history.write_through([{"type": "workers_ready", **base, "ts_ns": now_ns(), "startup_s": startup}])
         task = app.tasks[scenario.task]
         sink = app.runtime.sink
         t0 = now_ns()
@@ -168,7 +168,7 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
             if batch_start is not None and enqueued == due:
                 enqueue_s = time.perf_counter() - batch_start  # every job at once: the client's enqueue rate
             if restart_workers and not external:
-                history.write([{"type": "worker", **base, "event": "restarted", "ts_ns": now_ns(), **w}
+                history.write_through([{"type": "worker", **base, "event": "restarted", "ts_ns": now_ns(), **w}
                                for w in app.backend.revive_workers()])
             if now - started > limit:
                 reason = f"deadline: {tally.jobs - tally.terminal} job(s) not terminal after {limit:.0f}s"
@@ -217,7 +217,8 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
             done_at = None if record else app.backend.native_done_at
             wall_s = (done_at or time.perf_counter()) - first_enqueue
             window_cpu = cpu_spent(cpu_at_start, cpu_snapshot(app.backend, cpu_client))
-            held_write_s = history.write_held()  # outside the window, and said so in the end event
+            if history.holds:
+                held_write_s = history.write_held()  # outside the window, and said so in the end event
         if reason == "complete":
             # RQ retries a job it cannot decode like any failure, so a poison job reaches the failed store only
             # after the whole retry schedule: wait that long for it (never past the deadline).
@@ -228,33 +229,36 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
         reason, code = f"error: {type(exc).__name__}: {exc}", 1
         raise
     finally:
-        cpu_s = None
-        if external:
-            external.stop()
-            external.close()
-        else:
-            cpu_s = app.backend.worker_cpu_s()  # before the stop: a stopped worker's times are gone with it
-            app.stop_workers(timeout=5.0)
-        copied = False
         try:
-            while events := app.runtime.sink.drain():  # a drain returns a chunk: read to the end
-                keep(events)
-            copied = True
-            native = app.backend.native_failures()
-            if native:
-                history.write([{"type": "native", **base, **native}])
-        except Exception as exc:  # noqa: BLE001 - Redis may be gone; what was recorded stays recorded
-            reason = f"{reason}; could not read the final events: {exc}"
-        # The harness's own footprint, for the claim that it streams the history rather than holds it.
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        peak_mb = usage.ru_maxrss / 1024
-        history.write([{"type": "end", **base, "ts_ns": now_ns(), "complete": reason == "complete",
-                        "reason": reason, "driver_peak_rss_mb": round(peak_mb, 1), "worker_cpu_s": cpu_s,
-                        "driver_cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
-                        "enqueue_s": enqueue_s, "wall_s": wall_s, "window_cpu_s": window_cpu,
-                        "held_write_s": held_write_s, "jobs_done": tally.terminal,
-                        "record_history": app.runtime.record, "native_stale_states": app.backend.stale_states}])
-        history.close()
+            cpu_s = None
+            if external:
+                external.stop()
+                external.close()
+            else:
+                cpu_s = app.backend.worker_cpu_s()  # before the stop: a stopped worker's times are gone with it
+                app.stop_workers(timeout=5.0)
+            copied = False
+            try:
+                while events := app.runtime.sink.drain():  # a drain returns a chunk: read to the end
+                    keep(events)
+                copied = True
+                native = app.backend.native_failures()
+                if native:
+                    history.write([{"type": "native", **base, **native}])
+            except Exception as exc:  # noqa: BLE001 - Redis may be gone; what was recorded stays recorded
+                reason = f"{reason}; could not read the final events: {exc}"
+            # The harness's own footprint: a real queue's history is streamed, not held (reference: held
+            # up to cell.IN_PROCESS_HOLD events).
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            peak_mb = usage.ru_maxrss / 1024
+            history.write([{"type": "end", **base, "ts_ns": now_ns(), "complete": reason == "complete",
+                            "reason": reason, "driver_peak_rss_mb": round(peak_mb, 1), "worker_cpu_s": cpu_s,
+                            "driver_cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+                            "enqueue_s": enqueue_s, "wall_s": wall_s, "window_cpu_s": window_cpu,
+                            "held_write_s": held_write_s, "jobs_done": tally.terminal,
+                            "record_history": app.runtime.record, "native_stale_states": app.backend.stale_states}])
+        finally:
+            history.close()  # whatever failed above: what the history holds is written here
         if cpu_client is not None:
             cpu_client.close()
         app.close()

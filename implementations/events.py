@@ -44,7 +44,10 @@ def config_key(prefix: str) -> str:
 
 
 class EventSink(Protocol):
-    def emit(self, *events: dict[str, Any]) -> None: ...
+    def emit(self, *events: dict[str, Any]) -> None:
+        """Record ``events`` together; a job's terminal event, when a call has one, comes last (MemorySink
+        looks there alone for the state ``AsyncResult`` waits on)."""
+        ...
 
     def record_failure(self, record: dict[str, Any], *events: dict[str, Any]) -> None: ...
 

@@ -35,3 +35,30 @@ def test_every_preset_on_reference_matches_its_plan(tmp_path: Path) -> None:
         # And each job's attempts and final state are the ones the seeded plan predicted
         if cell["scenario"] not in TIMING_DEPENDENT:
             assert s["plan_mismatches"] == 0, cell["scenario"]
+
+
+def test_a_reference_cell_writes_its_held_history_in_order_after_its_window(tmp_path: Path) -> None:
+    # Given one reference cell of the overhead preset, whose driver holds the history while its threads run
+    done = retrybench("run", "-b", "reference", "-s", "overhead", "--jobs", "200", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    lines = (tmp_path / "latest" / "history.jsonl").read_text().splitlines()
+    cells: dict[str, list[dict[str, object]]] = {}
+    for line in lines:
+        event = json.loads(line)
+        cells.setdefault(str(event.get("run_id")), []).append(event)
+    on = [evs for evs in cells.values() if any(e["type"] == "run" for e in evs)
+          and next(e for e in evs if e["type"] == "end")["record_history"] is True]
+    assert len(on) == 1
+    events = on[0]
+    # Then its milestones frame the jobs' events as they happened: run and workers_ready first, end last
+    kinds = [e["type"] for e in events]
+    assert kinds[:2] == ["run", "workers_ready"] and kinds[-1] == "end"
+    # and every job is in it once, each attempt's start before its end state (the enqueue event may follow
+    # the first attempt: it is written once the queue holds the job), with the deferred write's time recorded
+    terminals = [e["job_id"] for e in events if e["type"] == "terminal"]
+    assert len(terminals) == len(set(terminals)) == 200
+    first = {}
+    for i, e in enumerate(events):
+        first.setdefault((e.get("job_id"), e["type"]), i)
+    assert all((j, "enqueue") in first and first[(j, "attempt_start")] < first[(j, "terminal")] for j in terminals)
+    assert float(str(events[-1]["held_write_s"])) >= 0.0
