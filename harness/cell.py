@@ -93,8 +93,7 @@ class History:
             if len(self._held) >= self._hold:
                 self.write_held()
             return
-        self._fh.write(dumps_lines(events))
-        self._fh.flush()
+        self._put(events)
 
     @property
     def holds(self) -> bool:
@@ -102,19 +101,22 @@ class History:
 
     def write_through(self, events: list[dict[str, Any]]) -> None:
         """Write what is held, then ``events``, at once: the driver's own milestones (``run``, ``workers_ready``)
-        are on disk even if this process is killed."""
-        self.write_held()
-        self._fh.write(dumps_lines(events))
-        self._fh.flush()
+        are on disk even if this process is killed. Nothing to write leaves what is held alone."""
+        if events:
+            self.write_held()
+            self._put(events)
 
     def write_held(self) -> float:
         """Write what is held now; returns the seconds it took (what holding moved out of the run)."""
         start = time.perf_counter()
         if self._held:
-            self._fh.write(dumps_lines(self._held))
-            self._fh.flush()
+            self._put(self._held)
             self._held = []  # only once written: a write that failed is tried again by close()
         return time.perf_counter() - start
+
+    def _put(self, events: list[dict[str, Any]]) -> None:
+        self._fh.write(dumps_lines(events))
+        self._fh.flush()
 
     def close(self) -> None:
         self.write_held()

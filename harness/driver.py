@@ -74,11 +74,11 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
     limit = spec.get("deadline_s") or float(config.options.get("deadline_s") or 0) or deadline_s(scenario)
     broker_wait_s = float(config.options.get("broker_wait_s") or BROKER_WAIT_S)
     history.write_through([{"type": "run", **base, "ts_ns": now_ns(), "repeat": spec.get("repeat", 0),
-                    "policy": policy.to_dict(), "faults": plan.to_list(), "seed": scenario.seed,
-                    "time_scale": scenario.time_scale, "jobs": scenario.jobs, "workers": scenario.workers,
-                    "concurrency": scenario.concurrency, "tolerance_s": scenario.tolerance_s,
-                    "deadline_s": limit, "options": config.options,
-                    "external_workers": spec.get("external_workers", 0)}])
+                            "policy": policy.to_dict(), "faults": plan.to_list(), "seed": scenario.seed,
+                            "time_scale": scenario.time_scale, "jobs": scenario.jobs, "workers": scenario.workers,
+                            "concurrency": scenario.concurrency, "tolerance_s": scenario.tolerance_s,
+                            "deadline_s": limit, "options": config.options,
+                            "external_workers": spec.get("external_workers", 0)}])
     app = build_app(config)
     external = (ExternalWorkers(config, minimum=spec["external_workers"], concurrency=scenario.concurrency)
                 if spec.get("external_workers") else None)
@@ -169,7 +169,7 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                 enqueue_s = time.perf_counter() - batch_start  # every job at once: the client's enqueue rate
             if restart_workers and not external:
                 history.write_through([{"type": "worker", **base, "event": "restarted", "ts_ns": now_ns(), **w}
-                               for w in app.backend.revive_workers()])
+                                       for w in app.backend.revive_workers()])
             if now - started > limit:
                 reason = f"deadline: {tally.jobs - tally.terminal} job(s) not terminal after {limit:.0f}s"
                 break

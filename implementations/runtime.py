@@ -47,7 +47,7 @@ class Runtime:
         self.sink = sink
         self.plan = FaultPlan.from_list(cfg.faults, seed=cfg.seed).scaled(cfg.time_scale)
         self.base = {"run_id": cfg.run_id, "backend": cfg.label, "scenario": cfg.scenario}
-        self._shapes = Shapes(cfg.run_id, cfg.label, cfg.scenario)
+        self._shapes = Shapes(self.base)
         self._t0 = 0
         self.alerts: Alerts | None = None
         if cfg.options.get("alert_webhook"):

@@ -19,8 +19,8 @@ class Shapes:
 
     __slots__ = ("enqueue", "start", "success", "failed", "terminal", "on_retry")
 
-    def __init__(self, run_id: str, backend: str, scenario: str) -> None:
-        ident: dict[str, Any] = {"run_id": run_id, "backend": backend, "scenario": scenario}
+    def __init__(self, ident: dict[str, Any]) -> None:
+        """``ident``: the run's identity every event carries (``run_id``, ``backend``, ``scenario``)."""
         self.enqueue = {"type": "enqueue", **ident, "job_id": None, "task": None, "ts_ns": None, "countdown": None}
         attempt = {"job_id": None, "task": None, "attempt": None, "host": HOST, "pid": None, "started_ns": None}
         self.start = {"type": "attempt_start", **ident, **attempt, "fault": None, "native": None}

@@ -61,4 +61,4 @@ def test_a_reference_cell_writes_its_held_history_in_order_after_its_window(tmp_
     for i, e in enumerate(events):
         first.setdefault((e.get("job_id"), e["type"]), i)
     assert all((j, "enqueue") in first and first[(j, "attempt_start")] < first[(j, "terminal")] for j in terminals)
-    assert float(str(events[-1]["held_write_s"])) >= 0.0
+    assert isinstance(events[-1]["held_write_s"], float)

@@ -36,8 +36,11 @@ def test_held_events_are_written_in_order_once_enough_gather_and_the_rest_at_clo
     history.write([{"type": "terminal", "job_id": "e"}])
     assert history.write_held() >= 0.0 and lines(path) == ["a", "b", "c", "d", "e"]
     assert history.write_held() >= 0.0 and lines(path) == ["a", "b", "c", "d", "e"]  # nothing twice
-    # and write_through puts what is held, then its own events, on disk at once (the driver's milestones)
+    # and write_through puts what is held, then its own events, on disk at once (the driver's milestones),
+    # while with no events of its own (no worker was restarted) it leaves what is held alone
     history.write([{"type": "terminal", "job_id": "f"}])
+    history.write_through([])
+    assert lines(path)[-1] == "e"
     history.write_through([{"type": "workers_ready", "job_id": "!"}])
     assert lines(path)[-2:] == ["f", "!"]
     # and close writes whatever came after it (the end event)
