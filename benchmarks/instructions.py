@@ -65,7 +65,7 @@ def wrapper(record: bool, jobs: int, *, window: bool = False) -> Tally:
 
         def look() -> None:
             if record:
-                events = sink.drain()
+                events = sink.drain_raw()  # as a reference cell's driver reads them
                 history.write(events)
                 tally.count(events)
             else:

@@ -8,16 +8,23 @@ import operator
 import os
 import resource
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import redis
 
 from implementations.jsonline import dumps_lines
+from implementations.shapes import Item, Record, as_events, terminal_of
 
 from .scenarios import Scenario
 
 _KIND = operator.itemgetter("type")
+_RECORD_KIND = operator.itemgetter(0)
+
+
+def _kind(item: dict[str, Any] | Record) -> Any:
+    return item.get("type") if isinstance(item, dict) else item[0]
 
 
 @dataclass
@@ -31,14 +38,18 @@ class Tally:
     failed_ids: set[str] = field(default_factory=set)
     poison_ids: set[str] = field(default_factory=set)  # never in ``jobs``: no task body ever ends them
 
-    def count(self, events: list[dict[str, Any]]) -> None:
+    def count(self, events: Sequence[Item]) -> None:
+        """Count a drained batch: events, or an in-process sink's records (``MemorySink.drain_raw``)."""
         # No Python loop over every event: the driver counts every event of the run, and with the reference
         # backend it shares one interpreter with the workers. The kinds are read in C (itemgetter; every
-        # event has a type), and only the terminal events, found by list.index, are looked at one by one.
+        # event has a type, every record starts with it), and only the terminal events, found by list.index,
+        # are looked at one by one.
+        if not events:
+            return
         try:
-            kinds = list(map(_KIND, events))
-        except KeyError:
-            kinds = [e.get("type") for e in events]
+            kinds = list(map(_KIND if isinstance(events[0], dict) else _RECORD_KIND, events))
+        except (KeyError, TypeError, IndexError):
+            kinds = [_kind(e) for e in events]
         self.attempts += kinds.count("attempt")
         at = -1
         while True:
@@ -46,8 +57,8 @@ class Tally:
                 at = kinds.index("terminal", at + 1)
             except ValueError:
                 return
-            e = events[at]
-            job_id = str(e.get("job_id"))
+            job_id, state = terminal_of(events[at])
+            job_id = str(job_id)
             # A job that ran twice (at-least-once delivery after a crash) is terminal twice: count jobs, not
             # events, or the run would stop while another job is still to recover.
             if job_id in self.terminal_ids:
@@ -56,7 +67,7 @@ class Tally:
             if job_id in self.poison_ids:
                 continue  # not in ``jobs``: counting it would end the run one job early
             self.terminal += 1
-            if e.get("state") == "failure":
+            if state == "failure":
                 self.failed_ids.add(job_id)
 
     @property
@@ -64,8 +75,12 @@ class Tally:
         return len(self.failed_ids)
 
 
-# Events an in-process run holds before it writes them (~10 MB of event dicts): see ``History``.
-IN_PROCESS_HOLD = 20_000
+# Events an in-process run holds before it writes them (~15 MB of compact records, what 20,000 event dicts
+# took; a reference cell of up to ~17,000 jobs never writes inside its window): see ``History``.
+IN_PROCESS_HOLD = 100_000
+
+
+WRITE_SLICE = 512  # held records made dicts and written this many at a time
 
 
 class History:
@@ -74,18 +89,19 @@ class History:
 
     ``hold`` is for a backend whose workers are threads of the driver's own process (reference): there,
     encoding and writing the history takes the one interpreter lock from the workers it measures, and was
-    half of what recording cost their throughput. A real queue's workers run in other processes, so its
-    history is written as it comes. Ctrl-C, SIGTERM and errors still end in ``close``, which writes what
-    is held; a driver killed outright (SIGKILL, an OOM kill) loses up to ``hold`` events that streaming
-    would have put on disk. ``write_through`` is for the driver's own milestones, which must not wait.
+    half of what recording cost their throughput. What it holds are the in-process sink's compact records
+    (``implementations/shapes.py``), made dicts only when written. A real queue's workers run in other
+    processes, so its history is written as it comes. Ctrl-C, SIGTERM and errors still end in ``close``,
+    which writes what is held; a driver killed outright (SIGKILL, an OOM kill) loses up to ``hold`` events
+    that streaming would have put on disk. ``write_through`` is for the driver's own milestones, which must not wait.
     """
 
     def __init__(self, path: str, *, hold: int = 0) -> None:
         self._fh: IO[bytes] = open(path, "ab")  # noqa: SIM115 - closed in close()
         self._hold = hold
-        self._held: list[dict[str, Any]] = []
+        self._held: list[Item] = []
 
-    def write(self, events: list[dict[str, Any]]) -> None:
+    def write(self, events: Sequence[Item]) -> None:
         if not events:
             return
         if self._hold:
@@ -114,8 +130,15 @@ class History:
             self._held = []  # only once written: a write that failed is tried again by close()
         return time.perf_counter() - start
 
-    def _put(self, events: list[dict[str, Any]]) -> None:
-        self._fh.write(dumps_lines(events))
+    def _put(self, events: Sequence[Item]) -> None:
+        if not self._hold and isinstance(events[0], dict):  # a streamed batch: events alone
+            self._fh.write(dumps_lines(cast(list[dict[str, Any]], events)))
+        else:
+            # Records (and the driver's own events among them) made dicts a slice at a time, each slice
+            # written and let go: made all at once, every dict took fresh memory and its page faults, and
+            # the whole took twice as long (README "What recording costs").
+            for at in range(0, len(events), WRITE_SLICE):
+                self._fh.write(dumps_lines(as_events(events[at:at + WRITE_SLICE])))
         self._fh.flush()
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from implementations.base import BackendError
 from implementations.config import AppConfig
-from implementations.events import harness_redis, now_ns
+from implementations.events import MemorySink, harness_redis, now_ns
 from implementations.external import ExternalWorkers
 from implementations.filesink import FileSink
 from implementations.scenarios import build_app
@@ -86,9 +86,10 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
     failure_log = spec.get("failure_log") if external else None
     tally = Tally(jobs=scenario.jobs)
 
-    def keep(events: list[dict[str, Any]]) -> None:
+    def keep(events: list[Any]) -> None:
         """What every drained batch goes to: the history, the failure log, and (for jobs that failed for
-        good) the run's Redis stream."""
+        good) the run's Redis stream. (Records, not events, come only from the in-process sink, which has
+        no failure log to copy and no stream to mirror.)"""
         history.write(events)
         copy_records(events, failure_log)
         if isinstance(app.runtime.sink, FileSink):
@@ -114,6 +115,8 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
         history.write_through([{"type": "workers_ready", **base, "ts_ns": now_ns(), "startup_s": startup}])
         task = app.tasks[scenario.task]
         sink = app.runtime.sink
+        # In-process (reference): the sink's compact records as they are; dicts are made when written.
+        drain = sink.drain_raw if isinstance(sink, MemorySink) else sink.drain
         t0 = now_ns()
         sink.set_t0(t0)
         restart_workers = bool(config.options.get("restart_workers", True))
@@ -185,7 +188,7 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                     look_again_later()
                 continue
             try:
-                events = sink.drain(block_ms=100)
+                events = drain(block_ms=100)
                 if now - last_ping >= 0.5:
                     # Events may come through a local file: ask Redis itself whether it is still there.
                     sink.t0()

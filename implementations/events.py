@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import json
 import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from .marks import MarkWriter, wait_for
+from .shapes import Record, as_event, as_events, wrap
 
 HOST = socket.gethostname()
 
@@ -233,19 +235,25 @@ class RedisSink:
 
 
 class MemorySink:
-    """In-process sink for the ``reference`` backend and unit tests."""
+    """In-process sink for the ``reference`` backend and unit tests.
+
+    Compact: it queues records (shapes.py) as they come, and makes them dicts when they are drained. The
+    driver drains them as they are (``drain_raw``), counts and holds them, and makes dicts only to write the
+    history, after the measured window (harness/cell.py ``History``)."""
+
+    compact = True
 
     def __init__(self, failure_log: str | None = None) -> None:
         # A deque: append and popleft are atomic, so the worker threads record without taking a lock. In
         # this one process every lock a worker waits on hands the interpreter lock to another thread and back,
         # and the control row's throughput is what recording is measured against.
-        self.events: collections.deque[dict[str, Any]] = collections.deque()
+        self.events: collections.deque[Record] = collections.deque()
         self._waiting = False  # the driver sleeps in drain(): only then does an emit need to wake it
         self.failures: list[dict[str, Any]] = []
         self.failure_log = failure_log
         self._lock = threading.Lock()
         self._enqueued: dict[str, int] = {}
-        self._states: dict[str, dict[str, Any]] = {}
+        self._states: dict[str, dict[str, Any] | Record] = {}
         self._ready: set[str] = set()
         self._deferrals: dict[str, int] = {}
         self._once: set[str] = set()
@@ -274,12 +282,25 @@ class MemorySink:
     def emit(self, *events: dict[str, Any]) -> None:
         if not events:
             return
-        # A job's terminal state is the last event of the call that records it (Runtime.run_attempt,
-        # fire_failure): one look, not one per event, in the process whose throughput is measured.
         last = events[-1]
         if last.get("type") == "terminal":
             self._states[last["job_id"]] = last  # before the event: whoever drains it finds the state
-        self.events.extend(events)  # one call, atomic under the interpreter lock like append
+        self._queue([wrap(e) for e in events])
+
+    def emit_records(self, *records: Record) -> None:
+        """Record compact records (``(kind, shape, job_id, …)``, shapes.py) together; a terminal one last."""
+        # A job's terminal state is the last event of the call that records it (Runtime.run_attempt,
+        # fire_failure): one look, not one per event, in the process whose throughput is measured.
+        last = records[-1]
+        if last[0] == "terminal":
+            self._states[last[2]] = last
+        self.events.extend(records)  # one call, atomic under the interpreter lock like append
+        if self._waiting:  # (emit's tail, not a call both make: this is once or twice an attempt)
+            with self._cond:
+                self._cond.notify_all()
+
+    def _queue(self, records: Iterable[Record]) -> None:
+        self.events.extend(records)
         if self._waiting:
             # Set under the condition's lock before drain() last looked: taking it here means drain() is
             # either waiting (and is woken) or has not looked yet (and will see these events).
@@ -287,7 +308,8 @@ class MemorySink:
                 self._cond.notify_all()
 
     def state(self, job_id: str) -> dict[str, Any] | None:
-        return self._states.get(job_id)
+        state = self._states.get(job_id)
+        return None if state is None else as_event(state)
 
     def mark_ready(self, worker: str) -> None:
         self._ready.add(worker)
@@ -319,6 +341,10 @@ class MemorySink:
         self.emit({"type": "failure_record", **record}, *events)
 
     def drain(self, block_ms: int = 0) -> list[dict[str, Any]]:
+        return as_events(self.drain_raw(block_ms))
+
+    def drain_raw(self, block_ms: int = 0) -> list[Record]:
+        """As ``drain``, the records as they were queued (``shapes.as_events`` makes them events)."""
         # What is drained is let go: a 100,000-job run must not hold its whole history in memory.
         if block_ms and not self.events:
             with self._cond:
@@ -326,10 +352,10 @@ class MemorySink:
                 if not self.events:
                     self._cond.wait(block_ms / 1000)
                 self._waiting = False
-        events, popleft = self.events, self.events.popleft
-        waiting = len(events)
+        waiting = len(self.events)
         self._behind = waiting > DRAIN_MAX
-        return [popleft() for _ in range(min(waiting, DRAIN_MAX))]
+        # popleft called from C (starmap), not a Python loop: this runs in the workers' own process.
+        return list(itertools.starmap(self.events.popleft, itertools.repeat((), min(waiting, DRAIN_MAX))))
 
     def behind(self) -> bool:
         """Whether the last drain stopped at its chunk size: more events are waiting, read again now."""
