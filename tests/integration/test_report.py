@@ -148,8 +148,9 @@ def test_report_html_renders_in_headless_chromium(run_dir: Path, chromium: str, 
 # workers' writes kept the interpreter lock; celery-held and rq-held: Celery and RQ alone after it, 20 each;
 # rq-40: RQ again, 40; celery-threads: on Celery's threads pool, 60; celery-work10: at 10 ms of work, 100;
 # threads: the reference backend with 1 to 8 threads, 60, before and after (lean) its job stopped formatting
-# the tracebacks of retried attempts, and after (held) its history waited for the window to close, with the
-# overhead preset's 100 on the same code (README "What recording costs").
+# the tracebacks of retried attempts, after (held) its history waited for the window to close, and after
+# (compact) its events became records made dicts only when written, each with the overhead preset's 100 on the
+# same code (README "What recording costs").
 COMMITTED = {"example": 3, "reliability": 3, "load-10k": 1, "perf": 3, "overhead": 40, "overhead-work10": 10,
              "overhead-rerun": 30, "overhead-lag": 20,
              "overhead-reference": 100, "overhead-work10-lag": 20, "overhead-arq": 80,
@@ -158,6 +159,7 @@ COMMITTED = {"example": 3, "reliability": 3, "load-10k": 1, "perf": 3, "overhead
              "overhead-celery-work10": 100,
              "overhead-threads": 60,
              "overhead-threads-lean": 60, "overhead-threads-held": 60, "overhead-reference-held": 100,
+             "overhead-threads-compact": 60, "overhead-reference-compact": 100,
              "resolution": 7}
 # Issue #7 asks for the timing resolution of the reference backend; its overhead is resolved with more pairs,
 # ARQ's too.
@@ -166,7 +168,8 @@ ONLY = {"resolution": {"reference"}, "overhead-reference": {"reference"}, "overh
         "overhead-rq-40": {"rq"},
         "overhead-celery-threads": {"celery"}, "overhead-celery-work10": {"celery"},
         "overhead-threads": {"reference"}, "overhead-threads-lean": {"reference"},
-        "overhead-threads-held": {"reference"}, "overhead-reference-held": {"reference"}}
+        "overhead-threads-held": {"reference"}, "overhead-reference-held": {"reference"},
+        "overhead-threads-compact": {"reference"}, "overhead-reference-compact": {"reference"}}
 
 
 @pytest.mark.parametrize("name", list(COMMITTED))
