@@ -76,7 +76,8 @@ class Tally:
 
 
 # Events an in-process run holds before it writes them (compact records, ~270 bytes each with what they
-# point to: ~27 MB; a reference cell of up to ~17,000 jobs never writes inside its window): see ``History``.
+# point to: ~27 MB; a reference cell of the overhead preset's ~4.75 events a job never writes inside its
+# window below ~21,000 jobs): see ``History``.
 IN_PROCESS_HOLD = 100_000
 
 
@@ -125,27 +126,37 @@ class History:
     def write_held(self) -> float:
         """Write what is held now; returns the seconds it took (what holding moved out of the run)."""
         start = time.perf_counter()
-        if self._held:
-            self._put(self._held)
-            self._held = []  # only once written: a write that failed is tried again by close()
+        held, done = self._held, 0
+        try:
+            # Made dicts a slice at a time, each slice written and let go: made all at once, every dict
+            # took fresh memory and its page faults, and the whole took twice as long (README "What
+            # recording costs").
+            while done < len(held):
+                self._fh.write(dumps_lines(as_events(held[done:done + WRITE_SLICE])))
+                done += WRITE_SLICE
+            self._fh.flush()
+        finally:
+            # Only what was written is let go: a write that failed is tried again (by close()) from the
+            # slice it failed on, and nothing already on disk is written twice.
+            self._held = held[done:] if done < len(held) else []
         return time.perf_counter() - start
 
     def _put(self, events: Sequence[Item]) -> None:
-        if not self._hold and isinstance(events[0], dict):  # a streamed batch: events alone
+        # A drained batch comes from one sink: events alone (a real queue's), or records alone.
+        if isinstance(events[0], dict) and isinstance(events[-1], dict):
             self._fh.write(dumps_lines(cast(list[dict[str, Any]], events)))
         else:
-            # Records (and the driver's own events among them) made dicts a slice at a time, each slice
-            # written and let go: made all at once, every dict took fresh memory and its page faults, and
-            # the whole took twice as long (README "What recording costs").
             for at in range(0, len(events), WRITE_SLICE):
                 self._fh.write(dumps_lines(as_events(events[at:at + WRITE_SLICE])))
         self._fh.flush()
 
     def close(self) -> None:
-        self.write_held()
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
+        try:
+            self.write_held()
+        finally:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
 
 
 def retry_schedule_s(s: Scenario) -> float:

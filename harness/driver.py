@@ -1,7 +1,8 @@
 """One cell of a run (backend × scenario × repetition), inside that backend's own virtualenv.
 
 ``python -m harness.driver SPEC.json``: starts real workers, enqueues the scenario's jobs with the plan's
-expectations, drains every event into ``history.jsonl`` as it arrives (so Ctrl-C loses nothing already
+expectations, drains every event into ``history.jsonl`` as it arrives (in-process workers' records are
+held until the measured window closes, ``cell.History``; Ctrl-C, SIGTERM and errors still write everything
 recorded), and prints one JSON progress line per tick on stdout for the CLI's progress bars.
 Imports only the standard library, redis-py and ``implementations`` (no rich, no backend in the CLI).
 """
@@ -19,7 +20,7 @@ from typing import IO, Any
 
 from implementations.base import BackendError
 from implementations.config import AppConfig
-from implementations.events import MemorySink, harness_redis, now_ns
+from implementations.events import harness_redis, is_compact, now_ns
 from implementations.external import ExternalWorkers
 from implementations.filesink import FileSink
 from implementations.scenarios import build_app
@@ -85,11 +86,13 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
     # Workers elsewhere cannot append to this host's failed_jobs.log: copy their records from the stream.
     failure_log = spec.get("failure_log") if external else None
     tally = Tally(jobs=scenario.jobs)
+    # In-process (reference): the sink's compact records as they are; dicts are made when written.
+    drain = app.runtime.sink.drain_raw if is_compact(app.runtime.sink) else app.runtime.sink.drain
 
     def keep(events: list[Any]) -> None:
         """What every drained batch goes to: the history, the failure log, and (for jobs that failed for
-        good) the run's Redis stream. (Records, not events, come only from the in-process sink, which has
-        no failure log to copy and no stream to mirror.)"""
+        good) the run's Redis stream. (Records, not events, come only from the in-process sink, which
+        leaves the driver no failure log to copy and no stream to mirror.)"""
         history.write(events)
         copy_records(events, failure_log)
         if isinstance(app.runtime.sink, FileSink):
@@ -115,8 +118,6 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
         history.write_through([{"type": "workers_ready", **base, "ts_ns": now_ns(), "startup_s": startup}])
         task = app.tasks[scenario.task]
         sink = app.runtime.sink
-        # In-process (reference): the sink's compact records as they are; dicts are made when written.
-        drain = sink.drain_raw if isinstance(sink, MemorySink) else sink.drain
         t0 = now_ns()
         sink.set_t0(t0)
         restart_workers = bool(config.options.get("restart_workers", True))
@@ -242,7 +243,7 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                 app.stop_workers(timeout=5.0)
             copied = False
             try:
-                while events := app.runtime.sink.drain():  # a drain returns a chunk: read to the end
+                while events := drain():  # a drain returns a chunk: read to the end
                     keep(events)
                 copied = True
                 native = app.backend.native_failures()

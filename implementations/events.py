@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from .marks import MarkWriter, wait_for
 from .shapes import Record, as_event, as_events, wrap
@@ -48,7 +48,8 @@ def config_key(prefix: str) -> str:
 class EventSink(Protocol):
     def emit(self, *events: dict[str, Any]) -> None:
         """Record ``events`` together; a job's terminal event, when a call has one, comes last (MemorySink
-        looks there alone for the state ``AsyncResult`` waits on)."""
+        looks there alone for the state ``AsyncResult`` waits on). A compact sink (``CompactSink``) also
+        takes the hot events as records, through ``emit_records``, under the same rule."""
         ...
 
     def record_failure(self, record: dict[str, Any], *events: dict[str, Any]) -> None: ...
@@ -82,6 +83,23 @@ class EventSink(Protocol):
     def flush(self, timeout: float = 10.0) -> bool: ...
 
     def burst(self) -> AbstractContextManager[None]: ...
+
+
+class CompactSink(EventSink, Protocol):
+    """A sink that takes records (``shapes.py``) and hands them back as they are (``drain_raw``): the driver
+    in the same process makes them dicts only when it writes them, after the measured window."""
+
+    compact: bool
+
+    def emit_records(self, *records: Record) -> None: ...
+
+    def drain_raw(self, block_ms: int = 0) -> list[Record]: ...
+
+
+def is_compact(sink: EventSink) -> TypeGuard[CompactSink]:
+    """Whether ``sink`` takes records: the one test the wrapper (what it emits) and the driver (what it
+    drains) both make."""
+    return bool(getattr(sink, "compact", False))
 
 
 def harness_redis(url: str, **options: Any) -> Any:
@@ -248,7 +266,7 @@ class MemorySink:
         # this one process every lock a worker waits on hands the interpreter lock to another thread and back,
         # and the control row's throughput is what recording is measured against.
         self.events: collections.deque[Record] = collections.deque()
-        self._waiting = False  # the driver sleeps in drain(): only then does an emit need to wake it
+        self._waiting = False  # the driver sleeps in drain_raw(): only then does an emit need to wake it
         self.failures: list[dict[str, Any]] = []
         self.failure_log = failure_log
         self._lock = threading.Lock()

@@ -28,7 +28,7 @@ from .attempt import (
     retry_delay,
 )
 from .breaker import Breakers, CircuitOpen
-from .events import HOST, EventSink, now_ns
+from .events import HOST, EventSink, is_compact, now_ns
 from .faults import Fault, FaultPlan, plan_key
 from .joblog import job_logger, log_attempt
 from .policy import resolve_exception
@@ -60,8 +60,8 @@ class Runtime:
         self._joblog = job_logger(str(cfg.options["log_json"])) if cfg.options.get("log_json") else None
         # A compact sink (in-process) takes records and makes dicts of them after the measured window; any
         # other sink gets each event as a dict at once. A JSON log of attempts needs the dicts now, too.
-        compact = bool(getattr(sink, "compact", False)) and self._joblog is None
-        self.put: Callable[..., None] = sink.emit_records if compact else self._emit_expanded  # type: ignore[attr-defined]
+        self.put: Callable[..., None] = (sink.emit_records if is_compact(sink) and self._joblog is None
+                                         else self._emit_expanded)
         self._breakers: Breakers | None = None
         self._breakers_lock = threading.Lock()  # reference workers are threads: one shared state per task
 
@@ -102,8 +102,9 @@ class Runtime:
                      meta: dict[str, Any] | None) -> None:
         """Record that the library now holds job ``job_id`` (``meta``'s fields added to the event)."""
         if self.record:
-            # ``meta`` is read when the record is expanded (after the window, in-process): the caller's to keep.
-            self.put(("enqueue", self._shapes.enqueue, job_id, task, ts_ns, countdown, meta))
+            # A copy: the record is made an event later (after the window, in-process), and a caller may
+            # reuse its dict for the next job, as a real queue's enqueue would not notice.
+            self.put(("enqueue", self._shapes.enqueue, job_id, task, ts_ns, countdown, meta.copy() if meta else None))
 
     def _emit_expanded(self, *records: Record) -> None:
         self.emit_all(*[r[1].expand(r) for r in records])

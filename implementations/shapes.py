@@ -2,11 +2,12 @@
 
 An event dict costs far more than its values: copying a template's table, setting each field, and, for an
 in-process run that holds its history until the measured window closes (harness/cell.py ``History``),
-~650 bytes of fresh memory an event, whose page faults the workers pay for. A tuple of the values is built
-in one instruction, and is a fifth of the size. ``Shape.expand`` makes the dict, the same keys in the same
-order as the history has always had, when the event is read: by the driver when it writes the history
-(after the window), by ``MemorySink.drain`` for anyone else, and at once for a sink that is not compact
-(a real queue's workers write JSON as they go). README "What recording costs" counts each step.
+~500 bytes of fresh memory an event with its values, whose page faults the workers pay for. A tuple of the
+values is built in one instruction, and takes ~270 bytes with them. ``Shape.expand`` makes the dict, the
+same keys in the same order as the history has always had, when the event is read: by the driver when it
+writes the history (after the window), by ``MemorySink.drain`` and ``MemorySink.state`` for anyone else,
+and at once for a sink that is not compact (a real queue's workers write JSON as they go). README "What
+recording costs" counts each step.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ class Shape:
     __slots__ = ("kind", "template", "fields", "extra", "expand")
 
     def __init__(self, template: dict[str, Any], fields: tuple[str, ...], *, extra: bool = False) -> None:
+        if not set(fields) <= template.keys():
+            # A field the template lacks would be added after the others: the history's key order would move.
+            raise ValueError(f"fields {sorted(set(fields) - template.keys())} are not in the template")
         self.kind: str = template["type"]
         self.template = template
         self.fields = fields
@@ -36,16 +40,19 @@ class Shape:
 
 def _expander(template: dict[str, Any], fields: tuple[str, ...], extra: bool) -> Callable[[Record], dict[str, Any]]:
     # Generated, as dataclasses generates __init__: the template's copy keeps each field's place, and one
-    # unpacking assignment sets them all, three times faster than ``update(zip(...))``; every history write
-    # of an in-process run makes each of its events this way. The names are this module's own constants.
+    # unpacking assignment sets them all, two to three times faster than ``update(zip(...))``; every history
+    # write of an in-process run makes each of its events this way. The names are this module's own
+    # constants. The whole tail is unpacked: a record with a value too many or too few fails here.
     if not all(f.isidentifier() for f in fields):
         raise ValueError(f"event fields must be identifiers: {fields}")
     targets = ", ".join(f"e[{f!r}]" for f in fields)
-    end = 2 + len(fields)
-    merge = f"\n    if r[{end}]:\n        e.update(r[{end}])" if extra else ""
-    source = f"def expand(r):\n    e = template.copy()\n    {targets}, = r[2:{end}]{merge}\n    return e\n"
+    if extra:
+        body = f"    {targets}, more = r[2:]\n    if more:\n        e.update(more)\n"
+    else:
+        body = f"    {targets}, = r[2:]\n"
+    source = f"def expand(r):\n    e = template.copy()\n{body}    return e\n"
     namespace: dict[str, Any] = {"template": template}
-    exec(source, namespace)  # noqa: S102 - see above
+    exec(compile(source, f"<expand {template['type']}>", "exec"), namespace)  # noqa: S102 - see above
     return namespace["expand"]  # type: ignore[no-any-return]
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from harness.cell import History
 from implementations.jsonline import loads
 
@@ -47,3 +49,38 @@ def test_held_events_are_written_in_order_once_enough_gather_and_the_rest_at_clo
     history.write([{"type": "end", "job_id": "-"}])
     history.close()
     assert lines(path) == ["a", "b", "c", "d", "e", "f", "!", "-"]
+
+
+class _FailsOnce:
+    """A shape whose expansion fails the first time (a disk or encoding error, as the driver sees one)."""
+
+    failed = False
+
+    def expand(self, record: tuple[object, ...]) -> dict[str, object]:
+        if not _FailsOnce.failed and record[2] == "job-700":
+            _FailsOnce.failed = True
+            raise OSError("no space left on device")
+        return {"type": "enqueue", "job_id": record[2]}
+
+
+def test_a_held_write_that_fails_goes_on_from_where_it_failed_and_writes_nothing_twice(tmp_path: Path) -> None:
+    # Given 1,200 held records (written 512 at a time), the 701st of which fails to be written once
+    path = tmp_path / "history.jsonl"
+    history = History(str(path), hold=10_000)
+    shape = _FailsOnce()
+    history.write([("enqueue", shape, f"job-{i}") for i in range(1200)])
+    # When the write at the window's end fails
+    with pytest.raises(OSError):
+        history.write_held()
+    # Then what came before the slice that failed is on disk, and close writes the rest, once each, in order
+    assert lines(path) == [f"job-{i}" for i in range(512)]
+    history.close()
+    assert lines(path) == [f"job-{i}" for i in range(1200)]
+
+
+def test_close_closes_the_file_even_when_what_is_held_cannot_be_written(tmp_path: Path) -> None:
+    history = History(str(tmp_path / "history.jsonl"), hold=10)
+    history.write([("enqueue", None)])  # a malformed record: no event in it
+    with pytest.raises(IndexError):
+        history.close()
+    assert history._fh.closed

@@ -7,11 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from harness.cell import History, Tally
 from implementations.app import RetryApp
 from implementations.events import HOST
 from implementations.jsonline import dumps_lines
-from implementations.shapes import Shapes, as_event, as_events, terminal_of, wrap
+from implementations.shapes import Shape, Shapes, as_event, as_events, terminal_of, wrap
 
 IDENT = ["type", "run_id", "backend", "scenario"]
 ATTEMPT = ["job_id", "task", "attempt", "host", "pid", "started_ns"]
@@ -118,3 +120,31 @@ def test_a_record_made_an_event_gets_its_own_values_and_an_enqueues_extra_fields
     assert as_event(plain) is plain and as_event(wrap(plain)) is plain
     assert terminal_of(("terminal", shapes.terminal, "j", "t", 1, 9, None)) == ("j", "success")
     assert terminal_of(wrap({"type": "terminal", "job_id": "j", "state": "failure"})) == ("j", "failure")
+
+
+def test_a_record_of_the_wrong_length_or_a_field_the_template_lacks_is_refused() -> None:
+    shapes = Shapes({"run_id": "r", "backend": "b", "scenario": "s"}, "h")
+    with pytest.raises(ValueError):
+        shapes.on_retry.expand(("callback", shapes.on_retry, "j", "t", 1, 2, "one too many"))
+    with pytest.raises(ValueError):
+        shapes.enqueue.expand(("enqueue", shapes.enqueue, "j", "t", 7, None))  # no slot for meta
+    with pytest.raises(ValueError):
+        Shape({"type": "x", "a": None}, ("a", "b"))  # "b" would land after the others
+
+
+def test_an_enqueue_records_meta_as_it_was_when_the_job_was_enqueued() -> None:
+    # Given a caller that reuses one meta dict for every job (the event is made later, in-process)
+    app = RetryApp("reference", run_id="meta", scenario="shapes")
+
+    @app.task()
+    def noop() -> None:
+        return None
+
+    meta: dict[str, Any] = {}
+    for i in range(3):
+        meta["n"] = i
+        noop.apply_async(task_id=f"job-{i}", meta=meta)
+    # Then each enqueue event has the value its job was enqueued with
+    app.close()
+    events = [e for e in app.runtime.sink.drain() if e["type"] == "enqueue"]
+    assert [e["n"] for e in events] == [0, 1, 2]
