@@ -142,13 +142,14 @@ class History:
         return time.perf_counter() - start
 
     def _put(self, events: Sequence[Item]) -> None:
-        # A drained batch comes from one sink: events alone (a real queue's), or records alone.
+        # A drained batch comes from one sink: events alone (a real queue's), or records alone, which are
+        # written as held ones are.
         if isinstance(events[0], dict) and isinstance(events[-1], dict):
             self._fh.write(dumps_lines(cast(list[dict[str, Any]], events)))
+            self._fh.flush()
         else:
-            for at in range(0, len(events), WRITE_SLICE):
-                self._fh.write(dumps_lines(as_events(events[at:at + WRITE_SLICE])))
-        self._fh.flush()
+            self._held.extend(events)
+            self.write_held()
 
     def close(self) -> None:
         try:

@@ -25,16 +25,13 @@ class Shape:
     fields a record gives values for. ``extra``: the record's last value is a dict of more fields, or
     ``None`` (an enqueue event's ``meta``)."""
 
-    __slots__ = ("kind", "template", "fields", "extra", "expand")
+    __slots__ = ("template", "expand")
 
     def __init__(self, template: dict[str, Any], fields: tuple[str, ...], *, extra: bool = False) -> None:
         if not set(fields) <= template.keys():
             # A field the template lacks would be added after the others: the history's key order would move.
             raise ValueError(f"fields {sorted(set(fields) - template.keys())} are not in the template")
-        self.kind: str = template["type"]
         self.template = template
-        self.fields = fields
-        self.extra = extra
         self.expand: Callable[[Record], dict[str, Any]] = _expander(template, fields, extra)
 
 
