@@ -25,6 +25,7 @@ from .history import iter_history, no_events
 from .metrics import METRICS
 from .runindex import Event, RunBuilder, RunIndex, paused_gc
 from .storage import HISTORY, RESULTS, SCHEMA_VERSION, ResultsError, history_file, write_json_atomic
+from .verdicts import cell_verdict, scenario_verdicts
 
 TIMELINE_JOBS = 6  # jobs per cell drawn in the report's timeline (the busiest)
 
@@ -56,7 +57,7 @@ def _cell_info(run_id: str, idx: RunIndex, first: Event) -> dict[str, Any]:
         "scenario": header.get("scenario", first.get("scenario", "")),
         "repeat": header.get("repeat", 0),
         "complete": bool(end and end.get("complete")),
-        "partial": end is None or str(end.get("reason", "")).startswith("interrupted"),
+        "partial": idx.partial,  # interrupted, or broken off by an error: a deadline is judged, not partial
         "reason": end.get("reason") if end else "interrupted: no end event",
         "startup_s": ready.get("startup_s"),
     }
@@ -78,6 +79,7 @@ def _finish(run_id: str, builder: RunBuilder, first: Event) -> tuple[dict[str, A
     # Raw per-retry values go to the plots only; results keep counts and examples to stay small.
     lateness = summary["checks"]["timing"].pop("lateness")
     info["checks"] = summary["checks"]
+    info["verdict"] = cell_verdict(info)
     return info, CellPlot(idx.scenario, idx.backend, lateness, _busiest(idx))
 
 
@@ -175,6 +177,7 @@ def analyze(run_dir: Path) -> dict[str, Any]:
             metrics = {name: aggregate([c["summary"].get(name) for c in group]) for name in METRICS
                        if name != "valid"}
             metrics["valid"] = {"all": all(c["summary"].get("valid") for c in group), "n": len(group)}
+            metrics["runs"] = {"n": len(group), "asked": meta.get("repeat", 1)}
             aggregates[scenario][backend] = metrics
     results = {
         "schema_version": SCHEMA_VERSION,
@@ -188,5 +191,9 @@ def analyze(run_dir: Path) -> dict[str, Any]:
         "cells": out_cells,
         "aggregates": aggregates,
     }
+    results["verdicts"] = scenario_verdicts(results)
+    # A row with fewer repetitions than asked is partial too (its median is over fewer runs than it says).
+    results["partial"] = results["partial"] or any(
+        r["status"] == "partial" for v in results["verdicts"].values() for r in v["rows"].values())
     write_json_atomic(run_dir / RESULTS, results)
     return results

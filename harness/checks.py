@@ -13,6 +13,8 @@ import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from implementations.policy import PolicyError, RetryPolicy
+
 from .metrics import METRICS
 from .reliability import check_reliability
 from .resilience import check_outage
@@ -81,18 +83,49 @@ def is_retryable(exc_type: str, policy: Mapping[str, Any]) -> bool:
 
 
 # -- retry timing ------------------------------------------------------------------------------------
-def check_retry_timing(events: Run, *, tolerance_s: float | None = None) -> dict[str, Any]:
+LATE_FLOOR_S = 0.1  # default late budget: 100 ms of scheduling slack on any delay …
+LATE_SHARE = 0.1  # … plus a tenth of the delay that was asked for
+
+
+def late_budget(delay: float, budget_s: float | None) -> float:
+    """How late a retry may start: ``budget_s`` when the scenario sets one, else 0.1 s + 10 % of ``delay``."""
+    return float(budget_s) if budget_s is not None else LATE_FLOOR_S + LATE_SHARE * max(0.0, delay)
+
+
+def _documented_range(policy: Mapping[str, Any], n: int) -> tuple[float, float] | None:
+    """The delay before retry ``n`` (1-based) that the policy's documented formula allows: one value, or
+    Celery's full-jitter range [0, countdown]."""
+    try:
+        p = RetryPolicy.from_dict(policy)
+    except (PolicyError, TypeError, ValueError):
+        return None
+    base = p.base_delay(n - 1) * p.time_scale
+    return (0.0 if p.retry_jitter else base, base)
+
+
+def check_retry_timing(events: Run, *, tolerance_s: float | None = None,
+                       late_budget_s: float | None = None) -> dict[str, Any]:
     """Lateness of every retry: (start of attempt n+1 - end of attempt n) - the delay configured.
 
-    A retry earlier than ``-tolerance_s`` (default: the run header's, else 2 ms) is a violation.
+    Two-sided: a retry earlier than ``-tolerance_s`` (default: the run header's, else 2 ms) is *early*, one
+    later than its late budget (the header's ``late_budget_s``, else ``late_budget(delay)``) is *late*; both
+    fail. In the ``native`` schedule mode the delay is the one the library itself scheduled ("schedule"
+    events: timer lateness), and ``schedule_deviation`` measures that delay against the documented formula.
     """
     idx = _index(events)
+    header = idx.header or {}
     if tolerance_s is None:
-        tolerance_s = (idx.header or {}).get("tolerance_s")
+        tolerance_s = header.get("tolerance_s")
     tol = DEFAULT_TOLERANCE_S if tolerance_s is None else float(tolerance_s)
+    if late_budget_s is None:
+        given = header.get("late_budget_s", (header.get("options") or {}).get("late_budget_s"))
+        late_budget_s = float(given) if isinstance(given, (int, float)) and not isinstance(given, bool) else None
+    native = header.get("schedule") == "native"
     values: list[float] = []
+    deviations: list[float] = []
     by_retry: dict[int, list[float]] = {}
-    retries = unmeasured = early = 0
+    retries = unmeasured = early = late = zero_delays = 0
+    worst_early = worst_late = 0.0
     examples: list[str] = []
     for jv in idx.jobs.values():
         for n, ends in jv.ends.items():
@@ -105,20 +138,47 @@ def check_retry_timing(events: Run, *, tolerance_s: float | None = None) -> dict
             if delay is None and 0 < n <= len(planned):
                 delay = planned[n - 1]
             nxt, finished = jv.start_ns(n + 1), ev.finished_ns
-            if nxt is None or delay is None or finished is None:
+            due = None
+            scheduled = jv.schedules.get(n) if native else None
+            if scheduled is not None and scheduled[1] is not None:
+                due, delay = scheduled[0], scheduled[1]
+                zero_delays += delay <= 0
+                documented = _documented_range(idx.policy, n)
+                if documented is not None:
+                    lo, hi = documented
+                    deviations.append(delay - hi if delay > hi else delay - lo if delay < lo else 0.0)
+            if nxt is None or delay is None or (finished is None and due is None):
                 unmeasured += 1  # the job stopped here (lost, crashed, interrupted) or no delay is known
                 continue
-            late = (nxt - finished) / 1e9 - delay
-            values.append(late)
-            by_retry.setdefault(n, []).append(late)
-            if late < -tol:
+            late_s = (nxt - due) / 1e9 if due is not None else (nxt - finished) / 1e9 - delay  # type: ignore[operator]
+            values.append(late_s)
+            by_retry.setdefault(n, []).append(late_s)
+            budget = late_budget(delay, late_budget_s)
+            if late_s < -tol:
                 early += 1
-                _example(examples, f"{jv.job_id}: retry {n} started {-late * 1e3:.1f} ms before its "
+                worst_early = max(worst_early, -late_s)
+                _example(examples, f"{jv.job_id}: retry {n} started {-late_s * 1e3:.1f} ms before its "
                                    f"{delay:g} s delay was up")
-    return {"retries": retries, "retries_measured": len(values), "unmeasured": unmeasured, "tolerance_s": tol,
+            elif late_s > budget:
+                late += 1
+                worst_late = max(worst_late, late_s)
+                _example(examples, f"{jv.job_id}: retry {n} started {late_s * 1e3:.0f} ms after its {delay:g} s "
+                                   f"delay was up (budget {budget * 1e3:.0f} ms)")
+    measured = len(values)
+    off = [d for d in deviations if abs(d) > tol]
+    if off:
+        _example(examples, f"{len(off)} of {len(deviations)} scheduled delays differ from the documented formula "
+                           f"by up to {max(abs(d) for d in off) * 1e3:.0f} ms")
+    return {"retries": retries, "retries_measured": measured, "unmeasured": unmeasured, "tolerance_s": tol,
+            "late_budget_s": late_budget_s, "schedule": "native" if native else "planned",
             **{f"lateness_{k}": v for k, v in _stats(values).items()}, "early_retries": early,
+            "late_retries": late, "on_time_share": 100.0 * (measured - early - late) / measured if measured else None,
+            "max_early_s": worst_early if early else None, "max_late_s": worst_late if late else None,
+            "scheduled_delays": len(deviations), "zero_delays": zero_delays, "off_schedule": len(off),
+            "schedule_deviation_max": max(deviations, key=abs) if deviations else None,
+            "timer_lateness_p99": percentile(values, 99) if native and deviations else None,
             "median_by_retry": {str(n): percentile(v, 50) for n, v in sorted(by_retry.items())},
-            "lateness": values, "examples": examples, "valid": early == 0}
+            "lateness": values, "examples": examples, "valid": early == 0 and late == 0 and not off}
 
 
 def lateness_values(events: Run) -> list[float]:
@@ -230,15 +290,24 @@ def check_failure_log(events: Run) -> dict[str, Any]:
 
 
 # -- delivery: lost, duplicated, too many or too few attempts ----------------------------------------
-_COUNTS = ("lost_jobs", "duplicate_executions", "duplicate_terminals", "unknown_jobs", "over_retries",
-           "under_retries", "non_retryable_retried", "plan_mismatches")
-_NOTES = ("late_jobs", "unfinished", "redelivered_attempts")  # reported, but not violations themselves
+_COUNTS = ("lost_jobs", "unrecovered_jobs", "late_jobs", "duplicate_executions", "duplicate_terminals",
+           "unknown_jobs", "over_retries", "under_retries", "non_retryable_retried", "plan_mismatches")
+# Reported, not delivery violations: an interrupted run's unfinished jobs prove nothing, a re-run of a crashed
+# attempt is recovery, and a job the library failed on its own is the failure log's violation (no on_failure).
+_NOTES = ("unfinished", "redelivered_attempts", "failed_natively", "duplicated_jobs")
+NOT_CHECKED = "stores not searched"
 
 
 def check_delivery(events: Run, *, deadline_ns: int | None = None) -> dict[str, Any]:
     """Every job terminal exactly once, each attempt run once, and as many attempts as the policy and
-    the plan allow. ``deadline_ns`` (wall clock) defaults to the first enqueue plus the run header's
-    ``deadline_s``; a job terminal only after it counts as lost."""
+    the plan allow, with every job accounted for as Jepsen's total-queue checker does.
+
+    A job with no terminal event is *failed natively* when the library's own failed store holds it (the
+    Celery-style handler never ran), *unrecovered* when it still sits in one of the library's stores at the
+    end (``whereabouts``: named, with when the library would bring it back), and *lost* only when it is in
+    no store at all. Without a search of the stores it stays unrecovered ("stores not searched"): the
+    deadline alone never makes a job lost. ``deadline_ns`` (wall clock) defaults to the first enqueue plus
+    the header's ``deadline_s``; a job terminal only after it is *late*."""
     idx = _index(events)
     policy = idx.policy
     max_retries = policy.get("max_retries")
@@ -250,6 +319,9 @@ def check_delivery(events: Run, *, deadline_ns: int | None = None) -> dict[str, 
     c = dict.fromkeys(_COUNTS + _NOTES + ("succeeded", "failed"), 0)
     examples: list[str] = []
     plan_examples: list[str] = []
+    native = idx.native or set()
+    whereabouts = idx.whereabouts
+    stores: dict[str, int] = {}
     for jid, jv in idx.jobs.items():
         ran = jv.attempts_seen()
         used = len(ran)
@@ -266,17 +338,29 @@ def check_delivery(events: Run, *, deadline_ns: int | None = None) -> dict[str, 
                 _example(examples, f"{jid}: ran but was never enqueued by this run")
         elif term is None and poison:
             pass  # no task body ever sees a poison payload: where it ended is the reliability check's
+        elif term is None and idx.partial:
+            c["unfinished"] += 1
+        elif term is None and jid in native:
+            c["failed_natively"] += 1
         elif term is None:
-            c["unfinished" if idx.partial else "lost_jobs"] += 1
-            if not idx.partial:
-                _example(examples, f"{jid}: enqueued, never terminal ({used} attempt(s) seen)")
+            where = whereabouts.get(jid, []) if whereabouts is not None else [NOT_CHECKED]
+            if where:
+                c["unrecovered_jobs"] += 1
+                for store in where:
+                    stores[store] = stores.get(store, 0) + 1
+                _example(examples, f"{jid}: not terminal at the end, still in {', '.join(where)} "
+                                   f"({used} attempt(s) seen)")
+            else:
+                c["lost_jobs"] += 1
+                _example(examples, f"{jid}: lost: never terminal and in none of the library's stores "
+                                   f"({used} attempt(s) seen)")
         elif deadline_ns is not None and (term.ts_ns or 0) > deadline_ns:
-            c["lost_jobs"] += 1
             c["late_jobs"] += 1
             _example(examples, f"{jid}: terminal only after the deadline")
         # One pass over the finished attempts: duplicates, the first success, the last error, and
         # failures the policy does not retry.
         first_win, last_exc, last_n, not_retryable = None, None, 0, []
+        twice = any(len(ends) > 1 for ends in jv.ends.values())
         for n, ends in jv.ends.items():
             if len(ends) > 1:
                 c["duplicate_executions"] += len(ends) - 1
@@ -296,7 +380,9 @@ def check_delivery(events: Run, *, deadline_ns: int | None = None) -> dict[str, 
                 c["redelivered_attempts"] += len(starts) - 1
         if first_win is not None and (after := sum(n > first_win for n in ran)):
             c["duplicate_executions"] += after
+            twice = True
             _example(examples, f"{jid}: {after} attempt(s) after attempt {first_win} succeeded")
+        c["duplicated_jobs"] += twice
         want = expected.get("attempts") if isinstance(expected.get("attempts"), int) else None
         allowed = min((x for x in (cap, want) if x is not None), default=None)
         if allowed is not None and used > allowed:
@@ -316,8 +402,36 @@ def check_delivery(events: Run, *, deadline_ns: int | None = None) -> dict[str, 
             _example(plan_examples, f"{jid}: plan says {expected.get('state')} after {want} attempt(s), "
                                     f"history shows {state} after {used}")
     return {"jobs": sum(jv.enqueued_ns is not None for jv in idx.jobs.values()), "partial": idx.partial,
-            "policy_known": bool(policy), "deadline_ns": deadline_ns, **c, "examples": examples,
+            "policy_known": bool(policy), "deadline_ns": deadline_ns, **c,
+            "stores_searched": whereabouts is not None, "unrecovered_in": stores,
+            "recovery_hints": {k: v for k, v in idx.recovery_hints.items() if k in stores},
+            "examples": examples,
             "plan_mismatch_examples": plan_examples, "valid": not any(c[k] for k in _COUNTS)}
+
+
+# -- faults: what the plan asked for must have happened ----------------------------------------------
+_IMPLICIT = ("poison", "broker_restart")  # faults that are not rules of the plan but scenario settings
+
+
+def check_faults(events: Run) -> dict[str, Any]:
+    """Every kind of fault the plan asked for (crash, timeout, outage, poison, a broker restart, …) must have
+    hit at least one attempt or job: a cell whose faults never fired measured nothing of what it claims."""
+    idx = _index(events)
+    header, end = idx.header or {}, idx.end or {}
+    planned = {str(f.get("kind")) for f in header.get("faults") or () if isinstance(f, Mapping)}
+    if (header.get("options") or {}).get("broker_restart_at") is not None:
+        planned.add("broker_restart")
+    if header.get("poison"):
+        planned.add("poison")
+    fired = set(idx.faults_fired)
+    if any(e.get("event") == "restart" for e in idx.broker):
+        fired.add("broker_restart")
+    if idx.refused or any((jv.expected or {}).get("state") == "poison" for jv in idx.jobs.values()):
+        fired.add("poison")
+    unrecorded = end.get("record_history") is False  # the overhead baseline writes no attempts to look at
+    missing = [] if unrecorded else sorted(planned - fired)
+    return {"faults_planned": sorted(planned), "faults_fired": sorted(planned & fired),
+            "faults_not_fired": missing, "valid": not missing}
 
 
 # -- one cell's summary ------------------------------------------------------------------------------
@@ -336,13 +450,14 @@ def _summarize(idx: RunIndex, *, tolerance_s: float | None, deadline_ns: int | N
                keep_values: bool) -> dict[str, Any]:
     checks = {"timing": check_retry_timing(idx, tolerance_s=tolerance_s), "throughput": check_throughput(idx),
               "failure_log": check_failure_log(idx), "delivery": check_delivery(idx, deadline_ns=deadline_ns),
-              "outage": check_outage(idx), "reliability": check_reliability(idx)}
+              "outage": check_outage(idx), "reliability": check_reliability(idx), "faults": check_faults(idx)}
     if not keep_values:
         checks["timing"].pop("lateness")
     end = idx.end or {}
     merged: dict[str, Any] = {k: v for check in checks.values() for k, v in check.items() if k != "valid"}
     merged["complete"] = end.get("complete") is True
-    merged["valid"] = all(check["valid"] for check in checks.values())
+    # A partial cell (interrupted, its driver dead, cut short by an error) is never valid, whatever it recorded.
+    merged["valid"] = all(check["valid"] for check in checks.values()) and merged["complete"] and not idx.partial
     run = {"run_id": idx.run_id, "backend": idx.backend, "scenario": idx.scenario,
            "repeat": (idx.header or {}).get("repeat"), "complete": merged["complete"], "partial": idx.partial,
            "reason": end.get("reason") if idx.end is not None else "no end event: the run was interrupted"}

@@ -148,6 +148,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                         console=console, transient=False)
     failures: list[str] = []
+    broken: list[str] = []  # cells whose driver died or failed: the run exits 1 whatever the rest did
 
     def factory(cell: Cell) -> Any:
         # escape: a sweep variant's name is "name[key=value]", which rich would read as markup and drop.
@@ -165,6 +166,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     def done(cell: Cell, last: dict[str, Any]) -> None:
         if last.get("reason") not in (None, "complete") and not last.get("error"):
             failures.append(escape(f"{cell.label}: {last['reason']}"))
+        if last.get("error"):
+            broken.append(cell.label)
 
     run_dir: Path | None = None
     interrupted = aborted = False
@@ -190,15 +193,21 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[red]{failure}[/]")
     console.print(f"results: {run_dir / 'results.json'}  history: {run_dir / 'history.jsonl'}")
     _write_reports(run_dir, results, console, args.junit)
-    return EXIT_INTERRUPTED if interrupted else EXIT_ABORTED if aborted else 0
+    if broken and not interrupted:
+        console.print(f"[bold red]{len(broken)} cell(s) broke off (driver died or failed): "
+                      f"{escape(', '.join(broken))}; their rows are partial[/]")
+    return EXIT_INTERRUPTED if interrupted else EXIT_ABORTED if aborted or broken else 0
 
 
-def _write_reports(run_dir: Path, results: dict[str, Any], console: Console, junit: Path | None = None) -> None:
+def _write_reports(run_dir: Path, results: dict[str, Any], console: Console, junit: Path | None = None) -> int:
+    """Write report.md/html (and the JUnit file when asked); returns the number of failing JUnit cases."""
     md, html = write_reports(run_dir, results)
     console.print(f"report: {md}  {html}")
-    if junit is not None:
-        failing = write_junit(results, junit)
-        console.print(f"junit: {junit} ({failing} failing check(s))")
+    if junit is None:
+        return 0
+    failing = write_junit(results, junit)
+    console.print(f"junit: {junit} ({failing} failing check(s))")
+    return failing
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
@@ -228,8 +237,8 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         raise UsageError(str(exc)) from None
     print_results(results, console)
     console.print(f"results: {args.dir / 'results.json'}")
-    _write_reports(args.dir, results, console, args.junit)
-    return 0
+    failing = _write_reports(args.dir, results, console, args.junit)
+    return 1 if args.junit and failing else 0
 
 
 def cmd_scenarios(args: argparse.Namespace, console: Console) -> int:

@@ -143,7 +143,7 @@ def compare(base: dict[str, Any], new: dict[str, Any], *, thresholds: list[Thres
     vb, vn = repetitions(base), repetitions(new)
     names = metrics or [n for n in METRICS if METRICS[n].better is not None and n not in ("valid", "complete")]
     rows: list[Row] = []
-    failures: list[str] = []
+    failures = missing(base, new, vb, vn, names)
     for key in sorted(set(vb) & set(vn)):
         if key[0] not in common:
             continue
@@ -166,6 +166,21 @@ def compare(base: dict[str, Any], new: dict[str, Any], *, thresholds: list[Thres
             if was and not now:
                 failures.append(f"{key[1]} · {key[0]}: valid in BASE, invalid in NEW")
     return rows, failures
+
+
+def missing(base: Mapping[str, Any], new: Mapping[str, Any], vb: Mapping[tuple[str, str], Any],
+            vn: Mapping[tuple[str, str], Any], names: list[str]) -> list[str]:
+    """What BASE measured and NEW does not: a scenario, a backend in a scenario, or a metric of a row. A gate
+    that compared only what both have would pass a NEW run that dropped a failing backend."""
+    out = [f"NEW lacks scenario {s!r}" for s in sorted(set(base.get("scenarios", {})) - set(new.get("scenarios", {})))]
+    for key in sorted(set(vb) - set(vn)):
+        if key[0] in new.get("scenarios", {}):
+            out.append(f"NEW lacks backend {key[1]!r} in scenario {key[0]!r}")
+    for key in sorted(set(vb) & set(vn)):
+        gone = [m for m in names if vb[key].get(m) and not vn[key].get(m)]
+        if gone:
+            out.append(f"NEW lacks metric(s) {', '.join(gone)} for {key[1]} · {key[0]}")
+    return out
 
 
 def markdown(rows: list[Row], *, only_changed: bool = True) -> str:

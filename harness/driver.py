@@ -43,6 +43,7 @@ from .expect import expectations, job_id_for
 from .scenarios import Scenario
 
 EXIT_INTERRUPTED = 130
+WHEREABOUTS_MAX = 10_000  # jobs looked for in the stores at the end (an interrupted 1e6-job run: the first)
 BROKER_WAIT_S = 30.0  # how long the driver waits for a restarting broker before the cell fails (broker_wait_s)
 EXIT_SETUP = 2
 
@@ -78,7 +79,8 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                             "policy": policy.to_dict(), "faults": plan.to_list(), "seed": scenario.seed,
                             "time_scale": scenario.time_scale, "jobs": scenario.jobs, "workers": scenario.workers,
                             "concurrency": scenario.concurrency, "tolerance_s": scenario.tolerance_s,
-                            "deadline_s": limit, "options": config.options,
+                            "late_budget_s": config.options.get("late_budget_s", scenario.late_budget_s),
+                            "poison": scenario.poison, "deadline_s": limit, "options": config.options,
                             "external_workers": spec.get("external_workers", 0)}])
     app = build_app(config)
     external = (ExternalWorkers(config, minimum=spec["external_workers"], concurrency=scenario.concurrency)
@@ -105,6 +107,7 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
     window_cpu: dict[str, float | None] | None = None
     cpu_client: Any = None
     reason, code = "complete", 0
+    enqueued = 0
     try:
         # Worked out before the workers start and the clock runs (Jepsen's model comes first); it only goes
         # into the history, so the history-off baseline does not work it out at all.
@@ -125,7 +128,6 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
         down_since: float | None = None
         started = time.monotonic()
         last_tick = last_ping = 0.0
-        enqueued = 0
         # The Redis the queues run on: its CPU inside the window is part of what a job costs the 2 cores.
         cpu_client = harness_redis(config.redis_url, socket_timeout=5) if config.redis_url and not external else None
         cpu_at_start = cpu_snapshot(app.backend, cpu_client)
@@ -249,6 +251,13 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                 native = app.backend.native_failures()
                 if native:
                     history.write([{"type": "native", **base, **native}])
+                # Where each job that never became terminal still is, in the library's own stores: only
+                # that tells "unrecovered at the end" from "lost" (in none).
+                missing = [job_id_for(config.run_id, k) for k in range(enqueued)]
+                missing = [j for j in missing if j not in tally.terminal_ids][:WHEREABOUTS_MAX]
+                where = app.backend.whereabouts(missing) if missing else {}
+                if where:
+                    history.write([{"type": "whereabouts", **base, "ts_ns": now_ns(), **where}])
             except Exception as exc:  # noqa: BLE001 - Redis may be gone; what was recorded stays recorded
                 reason = f"{reason}; could not read the final events: {exc}"
             # The harness's own footprint: a real queue's history is streamed, not held (reference: held

@@ -26,6 +26,18 @@ def write_junit(results: dict[str, Any], path: Path) -> int:
             counts = {k: v for k, v in verdict.items() if isinstance(v, int) and not isinstance(v, bool) and v}
             failure = ET.SubElement(case, "failure", message="; ".join(examples[:3]) or f"{name} failed")
             failure.text = "\n".join([*examples, *(f"{k} = {v}" for k, v in sorted(counts.items()))])
+    for scenario, verdict in (results.get("verdicts") or {}).items():
+        for backend, row in (verdict.get("rows") or {}).items():
+            # One case per row: its status over the repetitions (a row with fewer runs than asked is partial).
+            cases += 1
+            case = ET.SubElement(suite, "testcase", classname=f"retrybench.{scenario}.{backend}", name="verdict")
+            ET.SubElement(ET.SubElement(case, "properties"), "property", name="runs",
+                          value=f"{row.get('n')} of {row.get('asked')}")
+            if row.get("status") != "pass":
+                failures += 1
+                sentence = str((verdict.get("sentences") or {}).get(backend) or row.get("status"))
+                failure = ET.SubElement(case, "failure", message=f"{row.get('status')}: {sentence}"[:500])
+                failure.text = sentence
     suite.set("tests", str(cases))
     suite.set("failures", str(failures))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -69,6 +69,19 @@ METRICS: dict[str, Metric] = dict([
     _m("lateness_p99", "99th percentile retry lateness", "ms", _LOWER, ".1f", 1e3),
     _m("lateness_max", "latest retry relative to its delay", "ms", _LOWER, ".1f", 1e3),
     _m("early_retries", "retries that started earlier than their delay minus the tolerance", better=_LOWER),
+    _m("late_retries", "retries that started later than their delay plus the late budget (default 0.1 s + 10 % "
+       "of the delay)", better=_LOWER),
+    _m("on_time_share", "measured retries neither early nor late", "%", _HIGHER, ".1f"),
+    _m("max_early_s", "how early the earliest early retry ran", "ms", _LOWER, ".1f", 1e3),
+    _m("max_late_s", "how late the latest late retry ran", "ms", _LOWER, ".1f", 1e3),
+    _m("scheduled_delays", "retry delays read from the library's own data (schedule events)"),
+    _m("zero_delays", "of those, delays of 0 s (Celery's full jitter can draw 0)"),
+    _m("off_schedule", "scheduled delays outside the policy's documented formula by more than the tolerance",
+       better=_LOWER),
+    _m("schedule_deviation_max", "largest difference between a delay the library scheduled and the documented "
+       "formula (native schedule)", "ms", None, ".1f", 1e3),
+    _m("timer_lateness_p99", "99th percentile of a retry's start minus the time the library scheduled it for "
+       "(native schedule)", "ms", _LOWER, ".1f", 1e3),
     # -- throughput and end-to-end latency (enqueue -> terminal) ----------------------------------
     _m("duration_s", "first enqueue to last terminal event", "s", None, ".2f"),
     _m("throughput_jobs_s", "terminal jobs per second", "jobs/s", _HIGHER, ".1f"),
@@ -109,7 +122,13 @@ METRICS: dict[str, Metric] = dict([
     _m("record_attempts_mismatch", "failure records whose attempts field differs from the attempts seen",
        better=_LOWER),
     # -- delivery -----------------------------------------------------------------------------------
-    _m("lost_jobs", "jobs never terminal (or terminal only after the deadline)", better=_LOWER),
+    _m("lost_jobs", "jobs never terminal and in none of the library's stores at the end", better=_LOWER),
+    _m("unrecovered_jobs", "jobs never terminal but still in one of the library's stores at the end (or the "
+       "stores were not searched)", better=_LOWER),
+    _m("failed_natively", "jobs the library failed in its own store without the Celery-style handler running"),
+    _m("late_jobs", "jobs terminal only after the cell's deadline", better=_LOWER),
+    _m("duplicated_jobs", "jobs with some attempt run to completion twice, or run again after success",
+       better=_LOWER),
     _m("duplicate_executions", "attempts that ran to completion again, or ran after the job succeeded",
        better=_LOWER),
     _m("redelivered_attempts", "re-runs of an attempt that never finished (a crash): expected, not a fault"),
@@ -128,7 +147,10 @@ METRICS: dict[str, Metric] = dict([
     _m("interrupted_attempts", "attempts whose worker died under them (started, never finished)"),
     _m("crash_hit_jobs", "jobs with at least one interrupted attempt"),
     _m("recovered_jobs", "of those, jobs that still reached a terminal state", better=_HIGHER),
-    _m("lost_after_crash", "of those, jobs that never ran again and are in no failed store", better=_LOWER),
+    _m("lost_after_crash", "of those, jobs that never ran again and are in none of the library's stores",
+       better=_LOWER),
+    _m("unrecovered_after_crash", "of those, jobs that never ran again but still sit in one of the library's "
+       "stores (or the stores were not searched)", better=_LOWER),
     _m("failed_natively_after_crash", "of those, jobs the library marked failed without calling on_failure",
        better=_LOWER),
     _m("duplicated_after_crash", "of those, jobs that ran some attempt to completion twice", better=_LOWER),
@@ -148,7 +170,8 @@ METRICS: dict[str, Metric] = dict([
     _m("broker_recovery_s", "from the broker's return to the first attempt that finished", "s", _LOWER, ".2f"),
     _m("driver_peak_rss_mb", "peak memory of the harness process that drove the cell", "MB", _LOWER, ".0f"),
     # -- verdict -----------------------------------------------------------------------------------
-    _m("valid", "every check passed", better=_HIGHER, fmt=""),
+    _m("valid", "every contract passed, every planned fault fired and the cell is complete", better=_HIGHER,
+       fmt=""),
 ])
 
 

@@ -67,9 +67,13 @@ def check_reliability(idx: RunIndex) -> dict[str, Any]:
         elif jid in native:
             c["failed_natively_after_crash"] += 1  # the library marked it failed; on_failure never ran
         elif not idx.partial:
-            c["lost_after_crash"] += 1
+            # Lost only when the library's stores were searched and hold it nowhere (checks.check_delivery).
+            where = idx.whereabouts.get(jid, []) if idx.whereabouts is not None else None
+            c["unrecovered_after_crash" if where or where is None else "lost_after_crash"] += 1
             if len(examples) < MAX_EXAMPLES:
-                examples.append(f"{jid}: its worker died under it and it never ran again")
+                examples.append(f"{jid}: its worker died under it and it never ran again"
+                                + (f" (still in {', '.join(where)})" if where else
+                                   " (stores not searched)" if where is None else " (in no store)"))
     refused_only = refused - idx.jobs.keys()  # refused at enqueue, so the index holds no job for it
     c["poison_jobs"] += len(refused_only)
     c["poison_refused"] += len(refused_only)
@@ -80,7 +84,7 @@ def check_reliability(idx: RunIndex) -> dict[str, Any]:
             "examples": examples, "valid": True}
 
 
-_COUNTS = ("interrupted_attempts", "crash_hit_jobs", "recovered_jobs", "lost_after_crash",
+_COUNTS = ("interrupted_attempts", "crash_hit_jobs", "recovered_jobs", "lost_after_crash", "unrecovered_after_crash",
            "failed_natively_after_crash", "duplicated_after_crash", "on_failure_after_crash", "timed_out_attempts",
            "timeouts_retried", "poison_jobs", "poison_refused", "poison_failed_natively", "poison_recorded",
            "poison_unaccounted")

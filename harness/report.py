@@ -18,28 +18,54 @@ from .analysis import CellPlot, plot_inputs
 from .metrics import METRICS, format_value
 from .overhead import overhead, overhead_note
 from .sweep import SIZES, SWEEP_COLUMNS, curve, label, sweeps
-from .tables import OUTAGE_COLUMNS, SUMMARY_COLUMNS, _best, _median, columns_for, is_reliability
+from .tables import _PACED, OUTAGE_COLUMNS, SUMMARY_COLUMNS, _best, _median, columns_for, is_reliability, runs_title
+from .verdicts import TITLES
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 PLOTS_DIR = "plots"
-_ALWAYS_RED = {"early_retries", "lost_jobs", "duplicate_executions", "missing_records", "duplicate_records"}
+_ALWAYS_RED = {"early_retries", "late_retries", "lost_jobs", "unrecovered_jobs", "duplicate_executions",
+               "missing_records", "duplicate_records"}
 
 
-def _rows(scenario: str, rows: dict[str, dict[str, Any]], columns: tuple[str, ...] = SUMMARY_COLUMNS
-          ) -> dict[str, Any]:
+def _status(row: dict[str, Any] | None, value: Any) -> tuple[str, bool]:
+    """A row's verdict cell: its text and whether it is a violation."""
+    if not row:
+        return ("yes" if value else "NO"), not value
+    status = row.get("status")
+    if status == "pass":
+        return ("control" if row.get("control") else "yes"), False
+    if status == "partial":
+        return f"partial ({row.get('n')} of {row.get('asked')} runs)", True
+    if status == "fault did not fire":
+        return "fault did not fire", True
+    return "NO: " + ", ".join(TITLES.get(c, c) for c in row.get("failed", ())), True
+
+
+def _rows(scenario: str, rows: dict[str, dict[str, Any]], columns: tuple[str, ...] = SUMMARY_COLUMNS,
+          verdict: dict[str, Any] | None = None) -> dict[str, Any]:
+    verdict = verdict or {}
+    statuses = verdict.get("rows") or {}
+    eligible = {b for b, r in statuses.items() if r.get("best_eligible")}
+    paced = verdict.get("paced_by")
     values = {name: {b: _median(r.get(name)) for b, r in rows.items()} for name in columns}
-    best = {name: _best(values[name], name) for name in columns}
+    best = {name: None if paced and name in _PACED else _best(values[name], name, eligible) for name in columns}
     out = []
     for backend in rows:
         cells = []
         for name in columns:
             value = values[name][backend]
-            bad = (name == "valid" and value is False) or (name in _ALWAYS_RED and bool(value))
+            if name == "valid":
+                text, bad = _status(statuses.get(backend), value)
+                cells.append({"text": text, "best": False, "bad": bad})
+                continue
+            bad = name in _ALWAYS_RED and bool(value)
             cells.append({"text": format_value(name, value), "best": best[name] == backend and not bad, "bad": bad})
-        out.append({"backend": backend, "cells": cells})
-    return {"columns": [{"name": n, "unit": METRICS[n].unit, "description": METRICS[n].description}
-                        for n in columns], "rows": out}
+        control = bool((statuses.get(backend) or {}).get("control"))
+        out.append({"backend": f"{backend} (control)" if control else backend, "cells": cells})
+    return {"columns": [{"name": "verdict" if n == "valid" else n, "unit": METRICS[n].unit,
+                         "paced": bool(paced) and n in _PACED, "description": METRICS[n].description}
+                        for n in columns], "rows": out, "paced": paced}
 
 
 RELIABILITY_TABLE = ("jobs", "crash_hit_jobs", "recovered_jobs", "lost_jobs", "failed_natively_after_crash",
@@ -113,6 +139,7 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
     images: dict[str, bytes] = {}
     sections = []
     descriptions = results.get("scenarios", {})
+    verdicts = results.get("verdicts") or {}
     for scenario, rows in results.get("aggregates", {}).items():
         if (descriptions.get(scenario) or {}).get("sweep_of"):
             continue  # a sweep's variants are one table below, not a section each
@@ -121,7 +148,9 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
         tolerance = (descriptions.get(scenario) or {}).get("tolerance_s", 0.002)
         section: dict[str, Any] = {"name": scenario, "description": (descriptions.get(scenario) or {})
                                    .get("description", ""), "plots": [],
-                                   "table": _rows(scenario, rows, columns_for(descriptions.get(scenario)))}
+                                   "table": _rows(scenario, rows, columns_for(descriptions.get(scenario)),
+                                                  verdicts.get(scenario)),
+                                   "runs": runs_title(verdicts.get(scenario), results.get("repeat", 1))}
         timeline = {b: runs[0].sample for b, runs in cells.items()}  # the first repetition's busiest jobs
         for kind, png in (("lateness", plots.lateness_plot(scenario, lateness, tolerance_s=tolerance)),
                           ("timeline", plots.timeline_plot(scenario, timeline))):
@@ -173,13 +202,21 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
         swept.append(entry)
     env = results.get("environment", {})
     return {"run_id": results.get("run_id"), "partial": results.get("partial"), "repeat": results.get("repeat", 1),
-            "environment": env, "sections": sections, "overall": overall,
+            "environment": env, "sections": sections, "verdicts": _verdict_context(verdicts), "overall": overall,
             "problems": results.get("history_problems", [])[:10],
             "incomplete": [c for c in results.get("cells", []) if not c.get("complete")],
             "reliability": _reliability(results), "sweeps": swept,
             "metrics": [METRICS[n] for n in dict.fromkeys(SUMMARY_COLUMNS + OUTAGE_COLUMNS + RELIABILITY_TABLE
                                                             + SWEEP_COLUMNS)],
             "images": images}
+
+
+def _verdict_context(verdicts: dict[str, Any]) -> list[dict[str, Any]]:
+    """The verdict at the top of both reports: per scenario, one sentence per backend, then the best."""
+    return [{"scenario": scenario, "schedule": v.get("schedule") or "planned", "best": v.get("best_sentence", ""),
+             "rows": [{"status": ((v.get("rows") or {}).get(b) or {}).get("status", ""), "sentence": sentence}
+                      for b, sentence in (v.get("sentences") or {}).items()]}
+            for scenario, v in verdicts.items()]
 
 
 def _jinja() -> Environment:

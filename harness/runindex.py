@@ -117,6 +117,8 @@ class JobView:
     records: list[Event] = field(default_factory=list)
     on_retry: int = 0
     on_failure: int = 0
+    # What the library itself scheduled after failed attempt n: (due_ns, delay_s, source) of "schedule" events.
+    schedules: dict[int, tuple[int | None, float | None, str | None]] = field(default_factory=dict)
 
     def attempts_seen(self) -> set[int]:
         return self.starts.keys() | self.ends.keys()
@@ -150,6 +152,11 @@ class RunIndex:
     ready: Event | None = None  # the first workers_ready event
     refused: set[str] = field(default_factory=set)  # jobs whose enqueue the client refused (enqueue_error)
     broker: list[Event] = field(default_factory=list)  # broker lifecycle events (a restart's down/up times)
+    faults_fired: set[str] = field(default_factory=set)  # fault kinds some attempt really ran with
+    # Where the jobs not terminal at the end still were, from the library's own stores ("whereabouts" event):
+    # job id -> store names (empty: in none). None: the stores were never searched.
+    whereabouts: dict[str, list[str]] | None = None
+    recovery_hints: dict[str, str] = field(default_factory=dict)  # store -> when the library would bring it back
 
     @property
     def policy(self) -> Mapping[str, Any]:
@@ -171,7 +178,8 @@ def index_run(events: Iterable[Event]) -> RunIndex:
     return builder.idx
 
 
-_JOB_EVENTS = frozenset({"attempt_start", "attempt", "callback", "terminal", "failure_record", "enqueue"})
+_JOB_EVENTS = frozenset({"attempt_start", "attempt", "callback", "terminal", "failure_record", "enqueue",
+                         "schedule"})
 
 
 class RunBuilder:
@@ -210,6 +218,14 @@ class RunBuilder:
                 idx.refused.add(jid)
         elif kind == "broker":
             idx.broker.append(e)
+        elif kind == "whereabouts":
+            found = e.get("jobs")
+            if isinstance(found, dict):
+                idx.whereabouts = {**(idx.whereabouts or {}),
+                                   **{str(j): [str(s) for s in v] for j, v in found.items() if isinstance(v, list)}}
+            hints = e.get("recovery")
+            if isinstance(hints, dict):
+                idx.recovery_hints.update({str(k): str(v) for k, v in hints.items()})
         # Anything else (worker lifecycle, event types added later) is not evidence for these checks.
 
     def _word(self, value: Any) -> Any:
@@ -230,6 +246,9 @@ class RunBuilder:
         jv = idx.jobs.get(jid)
         if jv is None:
             jv = idx.jobs[jid] = JobView(jid)
+        fault = e.get("fault")
+        if fault and kind in ("attempt_start", "attempt"):
+            idx.faults_fired.add(str(fault))
         if kind == "attempt_start":
             n = e.get("attempt")
             if isinstance(n, int):
@@ -268,6 +287,11 @@ class RunBuilder:
                 idx.last_terminal_ns = ts
         elif kind == "failure_record":
             jv.records.append(self._record(e))
+        elif kind == "schedule":
+            n, due, delay = e.get("attempt"), e.get("due_ns"), e.get("delay_s")
+            if isinstance(n, int):
+                jv.schedules[n] = (due if isinstance(due, int) else None,
+                                   float(delay) if isinstance(delay, (int, float)) else None, e.get("source"))
         elif jv.enqueued_ns is None:  # kind == "enqueue": the first one counts, as in the sink
             jv.enqueued_ns = ts = e.get("ts_ns")
             jv.expected = self._plan(e.get("expected"))

@@ -35,6 +35,7 @@ class Scenario:
     time_scale: float = 1.0
     enqueue_rate: float = 0.0  # jobs per second; 0 = all at once
     tolerance_s: float = 0.002  # a retry earlier than this before its delay is a violation
+    late_budget_s: float | None = None  # a retry later than this after its delay fails (None: 0.1 s + 10 % of it)
     messages: tuple[str, ...] = ()  # process_message: cycled through as the jobs' arguments
     work_ms: float = 0.0
     task_options: Mapping[str, Any] = field(default_factory=dict)
@@ -75,12 +76,17 @@ _CRASH_POLICY = {**_BACKOFF, "max_retries": 3, "retry_backoff": 1, "default_retr
 _RECOVERY = {
     "celery_acks_late": True, "celery_reject_on_worker_lost": True, "celery_retry_on_worker_lost": True,
     "celery_visibility_timeout": 10, "celery_unacked_restore_interval": 1, "celery_unacked_restore_throttle": 1,
-    # RQ finds a dead worker's job once its entry in the started registry expires (job_timeout + 60 s) and
+    # RQ finds a dead worker's job once its entry in the started registry expires (min(job_timeout, 30 s) + 60 s) and
     # a live worker runs maintenance, which it does only between blocking waits of worker_ttl - 15 s.
     "rq_maintenance_interval": 5, "rq_worker_ttl": 20, "rq_job_timeout": 5,
     "arq_job_timeout": 3,  # a dead worker's job runs again when its in-progress key expires: timeout + 10 s
     "arq_conn_retries": 20,  # reconnect across a broker restart instead of exiting
 }
+
+# Arrivals of the timing presets, in jobs per second: not a divisor of one second, so the failures (and the
+# retries they schedule) fall at every phase of a scheduler that polls once a second; a burst enqueued at once
+# would fail in one phase, and early or late retries could hide behind it.
+STAGGER = 7.0
 
 PRESETS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("seed-lesson", "The lesson: empty → ValueError (never retried); 'retry' → ConnectionError, "
@@ -89,16 +95,16 @@ PRESETS: dict[str, Scenario] = {s.name: s for s in [
              messages=("hello world", "", "please retry this", "order 42", "ship it", "retry me too")),
     Scenario("transient-1", "Every job fails once with a transient error, then succeeds (backoff 1 s, 2 s…).",
              policy={**_BACKOFF, "max_retries": 3, "retry_backoff": 1}, faults=({"kind": "fail_first", "k": 1},),
-             jobs=40),
+             jobs=40, enqueue_rate=STAGGER),
     Scenario("transient-3", "Every job fails three times, then succeeds on its last allowed try.",
              policy={**_BACKOFF, "max_retries": 3, "retry_backoff": 1}, faults=({"kind": "fail_first", "k": 3},),
-             jobs=20),
+             jobs=20, enqueue_rate=STAGGER),
     Scenario("flaky-20", "Each attempt fails with probability 0.2; fixed 1 s retry interval, 5 retries.",
              policy={**_BACKOFF, "max_retries": 5, "intervals": [1]}, faults=({"kind": "probability", "p": 0.2},),
-             jobs=100),
+             jobs=100, enqueue_rate=3 * STAGGER),
     Scenario("permanent", "Every attempt fails: retries run out and each job gets one failure record.",
              policy={**_BACKOFF, "max_retries": 3, "intervals": [1, 2, 3]}, faults=({"kind": "permanent"},),
-             jobs=20),
+             jobs=20, enqueue_rate=STAGGER),
     Scenario("non-retryable", "A ValueError on the first try: never retried, one failure record each.",
              policy={**_BACKOFF, "max_retries": 3, "intervals": [1]}, faults=({"kind": "non_retryable"},),
              jobs=20),
@@ -112,7 +118,8 @@ PRESETS: dict[str, Scenario] = {s.name: s for s in [
              faults=({"kind": "outage", "start": 1.5, "duration": 3},)),
     Scenario("backoff-jitter", "Celery's exponential backoff with full jitter (factor 2, cap 8 s), 3 failures.",
              policy={**_BACKOFF, "max_retries": 4, "retry_backoff": 2, "retry_backoff_max": 8,
-                     "retry_jitter": True}, faults=({"kind": "fail_first", "k": 3},), jobs=30),
+                     "retry_jitter": True}, faults=({"kind": "fail_first", "k": 3},), jobs=30,
+             enqueue_rate=STAGGER),
     Scenario("worker-crash", "A fifth of the jobs SIGKILL the process running them (RQ's work horse, Celery's "
              "pool child, the ARQ worker) on their first attempt; every library on its defaults.",
              policy=_CRASH_POLICY, faults=({"kind": "crash", "fraction": 0.2},), jobs=20, workers=2,
@@ -182,7 +189,8 @@ PRESETS: dict[str, Scenario] = {s.name: s for s in [
 _TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "description": (str,), "task": (str,), "jobs": (int,), "workers": (int,),
     "concurrency": (int,), "seed": (int,), "time_scale": (int, float), "enqueue_rate": (int, float),
-    "tolerance_s": (int, float), "messages": (list,), "work_ms": (int, float), "policy": (dict,),
+    "tolerance_s": (int, float), "late_budget_s": (int, float), "messages": (list,), "work_ms": (int, float),
+    "policy": (dict,),
     "faults": (list,), "task_options": (dict,), "options": (dict,), "poison": (int, float), "sweep": (dict,),
 }
 
@@ -196,13 +204,13 @@ KNOWN_OPTIONS = frozenset({
     "celery_retry_on_worker_lost", "celery_visibility_timeout", "celery_unacked_restore_interval",
     "celery_unacked_restore_throttle",
     "restart_workers", "record_history", "deadline_s", "broker_restart_at", "broker_down_s", "broker_wait_s",
-    "redis_appendfsync", "alert_webhook", "alert_window_s", "log_json", "log_dir",
+    "redis_appendfsync", "alert_webhook", "alert_window_s", "log_json", "log_dir", "late_budget_s",
 })
 # The options that are a number of seconds (or a count): anything else would reach a worker or the driver
 # and stop it with a traceback, or (a deadline of -5) end every cell at once.
 POSITIVE_OPTIONS = frozenset({
     "rq_maintenance_interval", "rq_worker_ttl", "rq_job_timeout", "arq_poll_delay", "arq_job_timeout",
-    "celery_visibility_timeout", "deadline_s", "broker_wait_s", "alert_window_s",
+    "celery_visibility_timeout", "deadline_s", "broker_wait_s", "alert_window_s", "late_budget_s",
 })
 NON_NEGATIVE_OPTIONS = frozenset({
     "arq_conn_retries", "celery_prefetch", "celery_unacked_restore_interval", "celery_unacked_restore_throttle",
@@ -235,6 +243,8 @@ def validate(s: Scenario, where: str) -> Scenario:
         raise ScenarioError(f"{where}: poison: expected a share of jobs between 0 and 1, got {s.poison}")
     if s.enqueue_rate < 0 or s.tolerance_s < 0 or s.work_ms < 0:
         raise ScenarioError(f"{where}: enqueue_rate, tolerance_s and work_ms must be >= 0")
+    if s.late_budget_s is not None and s.late_budget_s <= 0:
+        raise ScenarioError(f"{where}: late_budget_s must be a number > 0, got {s.late_budget_s!r}")
     if s.task not in TASKS:
         raise ScenarioError(f"{where}: task: expected one of {', '.join(TASKS)}, got {s.task!r}")
     try:

@@ -9,27 +9,31 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from implementations.backends import is_control
+
 from .metrics import METRICS, format_value
 from .overhead import overhead, overhead_note
 from .sweep import label, sweeps
+from .verdicts import TITLES
 
-SUMMARY_COLUMNS = ("jobs", "attempts", "succeeded", "failed", "failure_records", "lateness_median",
-                   "lateness_p99", "early_retries", "throughput_jobs_s", "lost_jobs", "duplicate_executions",
-                   "valid")
+SUMMARY_COLUMNS = ("jobs", "attempts", "succeeded", "failed", "lateness_median",
+                   "lateness_p99", "early_retries", "late_retries", "throughput_jobs_s", "lost_jobs",
+                   "unrecovered_jobs", "duplicate_executions", "valid")
 OUTAGE_COLUMNS = ("deferrals", "outage_calls", "recovery_s")
 # For an outage, what the dependency went through replaces the failure-log and p50 columns (still in
 # results.json and in the other scenarios' tables), so the table still fits 120 columns.
-_OUTAGE_TABLE = ("jobs", "attempts", "succeeded", "failed", "lateness_p99", "early_retries", "throughput_jobs_s",
-                 "lost_jobs", *OUTAGE_COLUMNS, "valid")
+_OUTAGE_TABLE = ("jobs", "attempts", "succeeded", "failed", "lateness_p99", "early_retries", "late_retries",
+                 "throughput_jobs_s", "lost_jobs", *OUTAGE_COLUMNS, "valid")
 
 
 # Crashes, time limits, poison and a broker restart: what was hit, what came back, what was lost.
 RELIABILITY_COLUMNS = ("interrupted_attempts", "recovered_jobs", "lost_after_crash", "failed_natively_after_crash",
                        "duplicated_after_crash", "recovery_median_s", "recovery_max_s")
-_RELIABILITY_TABLE = ("jobs", "succeeded", "failed", "lost_jobs", "duplicate_executions", "interrupted_attempts",
-                      "recovered_jobs", "lost_after_crash", "failed_natively_after_crash", "recovery_median_s",
+_RELIABILITY_TABLE = ("jobs", "succeeded", "failed", "lost_jobs", "unrecovered_jobs", "duplicate_executions",
+                      "interrupted_attempts", "recovered_jobs", "failed_natively_after_crash", "recovery_median_s",
                       "recovery_max_s", "valid")
-_TIMEOUT_TABLE = (*SUMMARY_COLUMNS[:-1], "timed_out_attempts", "timeouts_retried", "valid")
+_TIMEOUT_TABLE = ("jobs", "attempts", "succeeded", "failed", "lateness_p99", "early_retries", "late_retries",
+                  "lost_jobs", "unrecovered_jobs", "timed_out_attempts", "timeouts_retried", "valid")
 _POISON_TABLE = ("jobs", "attempts", "succeeded", "failed", "failure_records", "lost_jobs", "poison_jobs",
                  "poison_refused", "poison_failed_natively", "poison_recorded", "poison_unaccounted", "valid")
 _BROKER_TABLE = ("jobs", "attempts", "succeeded", "failed", "lost_jobs", "duplicate_executions",
@@ -63,7 +67,8 @@ def columns_for(definition: dict[str, Any] | None) -> tuple[str, ...]:
 # Headers short enough for an 80-column terminal; the full meaning is in the README's metric table.
 SHORT = {"jobs": "jobs", "attempts": "tries", "succeeded": "ok", "failed": "fail", "failure_records": "f.log",
          "lateness_median": "late p50", "lateness_p99": "late p99", "early_retries": "early",
-         "throughput_jobs_s": "jobs/s", "lost_jobs": "lost", "duplicate_executions": "dup", "valid": "valid",
+         "late_retries": "late", "unrecovered_jobs": "held", "on_time_share": "on time",
+         "throughput_jobs_s": "jobs/s", "lost_jobs": "lost", "duplicate_executions": "dup", "valid": "verdict",
          "deferrals": "defer", "outage_calls": "out.calls", "recovery_s": "recov s",
          "interrupted_attempts": "killed", "recovered_jobs": "back", "lost_after_crash": "gone",
          "failed_natively_after_crash": "native fail", "duplicated_after_crash": "twice",
@@ -74,9 +79,17 @@ SHORT = {"jobs": "jobs", "attempts": "tries", "succeeded": "ok", "failed": "fail
          "driver_peak_rss_mb": "rss", "wall_throughput_jobs_s": "jobs/s"}
 
 
-def _best(values: dict[str, Any], name: str) -> str | None:
+_RED = frozenset({"early_retries", "late_retries", "lost_jobs", "unrecovered_jobs", "duplicate_executions",
+                  "lost_after_crash", "poison_unaccounted"})
+_PACED = frozenset({"throughput_jobs_s", "throughput_attempts_s", "wall_throughput_jobs_s"})
+
+
+def _best(values: dict[str, Any], name: str, eligible: set[str] | None = None) -> str | None:
+    """The one row with the best value of ``name`` among ``eligible`` rows (complete, passing every contract,
+    not a control); None when fewer than two compete or they tie."""
     better = METRICS[name].better
-    numeric = {b: v for b, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    numeric = {b: v for b, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+               and (eligible is None or b in eligible)}
     if better is None or len(numeric) < 2:
         return None
     if name.startswith("lateness"):
@@ -89,32 +102,72 @@ def _best(values: dict[str, Any], name: str) -> str | None:
     return winners[0] if len(winners) == 1 else None  # a tie marks nobody
 
 
+def status_text(row: dict[str, Any] | None) -> str:
+    """A row's verdict as a table cell (rich markup)."""
+    if not row:
+        return "-"
+    status = row.get("status")
+    if status == "pass":
+        return "[green]control[/]" if row.get("control") else "[green]yes[/]"
+    if status == "partial":
+        return f"[yellow]partial {row.get('n')}/{row.get('asked')}[/]"
+    if status == "fault did not fire":
+        return "[yellow]no fault[/]"
+    return "[bold red]NO: " + ", ".join(TITLES.get(c, c) for c in row.get("failed", ())) + "[/]"
+
+
+def runs_title(verdict: dict[str, Any] | None, repeat: int) -> str:
+    """"median of N runs", with the real N: a row with fewer runs than asked says so."""
+    ns = sorted({int(r.get("n", 0)) for r in ((verdict or {}).get("rows") or {}).values()}) or [repeat]
+    if ns == [repeat]:
+        return f" — median of {repeat} runs" if repeat > 1 else ""
+    got = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
+    return f" — median of {got} runs ({repeat} asked: partial)"
+
+
 def scenario_table(scenario: str, rows: dict[str, dict[str, Any]], *, versions: dict[str, dict[str, str]],
-                   columns: tuple[str, ...] = SUMMARY_COLUMNS, repeat: int = 1) -> Table:
-    """``rows`` maps backend → aggregates (``{"median": …}`` per metric) as in results.json."""
-    title = f"{scenario}" + (f" — median of {repeat} runs" if repeat > 1 else "")
+                   columns: tuple[str, ...] = SUMMARY_COLUMNS, repeat: int = 1,
+                   verdict: dict[str, Any] | None = None) -> Table:
+    """``rows`` maps backend → aggregates (``{"median": …}`` per metric) as in results.json; ``verdict`` is the
+    scenario's entry of ``results["verdicts"]`` (row statuses, what paces throughput)."""
+    verdict = verdict or {}
+    statuses = verdict.get("rows") or {}
+    eligible = {b for b, r in statuses.items() if r.get("best_eligible")} if statuses else set()
+    paced = verdict.get("paced_by")
+    title = f"{scenario}" + runs_title(verdict, repeat)
     table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("backend", no_wrap=True)
+    table.add_column("backend")
     for name in columns:
         metric = METRICS[name]
         unit = f" {metric.unit}" if metric.unit and metric.unit not in SHORT.get(name, "") else ""
-        table.add_column(f"{SHORT.get(name, name.replace('_', ' '))}{unit}", justify="right", no_wrap=True)
+        flag = " (paced)" if paced and name in _PACED else ""
+        # Headers wrap (at spaces) so that 13 columns fit 120; numbers never need to.
+        table.add_column(f"{SHORT.get(name, name.replace('_', ' '))}{unit}{flag}", justify="right",
+                         no_wrap=name == "valid")
     values = {name: {b: _median(r.get(name)) for b, r in rows.items()} for name in columns}
-    best = {name: _best(values[name], name) for name in columns}
+    # Throughput paced by retry delays or arrivals is not capacity: nobody is best at it.
+    best = {name: None if paced and name in _PACED else _best(values[name], name, eligible) for name in columns}
     for backend in rows:
         cells = []
         for name in columns:
             value = values[name][backend]
             text = format_value(name, value)
             if name == "valid":
-                text = "[green]yes[/]" if value else "[bold red]NO[/]"
-            elif name in ("early_retries", "lost_jobs", "duplicate_executions", "lost_after_crash",
-                          "poison_unaccounted") and value:
+                text = status_text(statuses.get(backend)) if statuses else (
+                    "[green]yes[/]" if value else "[bold red]NO[/]")
+            elif name in _RED and value:
                 text = f"[bold red]{text}[/]"
             elif best[name] == backend:
                 text = f"[bold]{text}*[/]"
             cells.append(text)
-        table.add_row(backend, *cells)
+        label = f"{backend} (control)" if is_control(backend) else backend
+        table.add_row(escape(label), *cells)
+    if paced and _PACED & set(columns):
+        table.caption = f"jobs/s is paced by the {paced} here, not the backend's capacity; * best among rows " \
+                        "that pass every contract and are complete"
+    else:
+        table.caption = "* best among rows that pass every contract and are complete (controls are never ranked)"
+    table.caption_justify = "left"
     return table
 
 
@@ -124,14 +177,33 @@ def _median(entry: Any) -> Any:
     return entry
 
 
+def print_verdicts(results: dict[str, Any], console: Console) -> None:
+    """The plain-language verdict: per scenario, one sentence per backend, then the best one and its cost."""
+    verdicts = results.get("verdicts") or {}
+    if not verdicts:
+        return
+    console.print("[bold]Verdict[/]")
+    for scenario, v in verdicts.items():
+        mode = v.get("schedule") or "planned"
+        console.print(f"[bold]{escape(scenario)}[/] [dim](schedule: {escape(str(mode))})[/]")
+        for backend, sentence in (v.get("sentences") or {}).items():
+            status = ((v.get("rows") or {}).get(backend) or {}).get("status")
+            colour = {"pass": "green", "fail": "red"}.get(str(status), "yellow")
+            console.print(f"  [{colour}]•[/] {escape(sentence)}")
+        console.print(f"  [bold]{escape(str(v.get('best_sentence', '')))}[/]")
+    console.print()
+
+
 def print_results(results: dict[str, Any], console: Console) -> None:
     versions = results.get("environment", {}).get("backends", {})
     definitions = results.get("scenarios", {})
+    print_verdicts(results, console)
     for scenario, rows in results.get("aggregates", {}).items():
         if (definitions.get(scenario) or {}).get("sweep_of"):
             continue  # printed as one table per sweep below
         console.print(scenario_table(scenario, rows, versions=versions, repeat=results.get("repeat", 1),
-                                     columns=columns_for(results.get("scenarios", {}).get(scenario))))
+                                     columns=columns_for(results.get("scenarios", {}).get(scenario)),
+                                     verdict=(results.get("verdicts") or {}).get(scenario)))
     for parent, rows in sweeps(results).items():
         console.print(sweep_table(parent, rows))
     for backend, libs in versions.items():

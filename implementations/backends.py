@@ -15,6 +15,14 @@ BACKENDS = {
     "celery": "implementations.celery_backend.backend:CeleryBackend",
 }
 
+# Control rows: shown beside the libraries for scale, never ranked against them.
+CONTROLS = frozenset({"reference"})
+
+
+def is_control(label: str) -> bool:
+    """Whether a backend label (``reference``, ``rq``, ``celery==5.6.*``, ``arq[…]``) names a control."""
+    return label.split("==")[0].split("[")[0].split(" ")[0] in CONTROLS
+
 
 class UnknownBackend(ValueError):
     """A backend name retrybench does not know."""

@@ -62,6 +62,12 @@ class Backend(ABC):
         """What the library's own bookkeeping says failed, for cross-checking the failure log."""
         return {}
 
+    def whereabouts(self, job_ids: list[str]) -> dict[str, Any]:
+        """Where each of ``job_ids`` (jobs never seen terminal) still is in the library's own stores, read once
+        the workers have stopped: ``{"jobs": {job_id: [store, …]}, "recovery": {store: when it would come
+        back}}``; an empty list means the job is in no store (lost). ``{}``: this backend cannot search."""
+        return {}
+
     def native_terminal_count(self) -> int | None:
         """Jobs of this run the library itself holds as finished or failed for good (None: cannot tell).
 

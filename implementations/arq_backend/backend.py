@@ -83,6 +83,38 @@ class ARQBackend(Backend):
         waiting = self._loop.run_until_complete(self.pool.zcard(queue_name(self.config.prefix)))
         return self.enqueued - int(waiting)
 
+    def whereabouts(self, job_ids: list[str]) -> dict[str, Any]:
+        return self._loop.run_until_complete(self._whereabouts(job_ids))
+
+    async def _whereabouts(self, job_ids: list[str]) -> dict[str, Any]:
+        from arq.constants import in_progress_key_prefix, job_key_prefix
+
+        pipe = self.pool.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.zscore(queue_name(self.config.prefix), job_id)
+            pipe.pttl(in_progress_key_prefix + job_id)
+            pipe.exists(job_key_prefix + job_id)
+        raw = await pipe.execute()
+        jobs: dict[str, list[str]] = {}
+        longest = 0
+        for k, job_id in enumerate(job_ids):
+            score, ttl_ms, has_job = raw[3 * k:3 * k + 3]
+            where = []
+            if score is not None:
+                where.append("arq queue")
+            if isinstance(ttl_ms, int) and ttl_ms != -2:
+                where.append("arq in-progress key")
+                longest = max(longest, ttl_ms)
+            if not where and has_job:
+                where.append("arq job key (in no queue)")
+            jobs[job_id] = where
+        return {"jobs": jobs, "recovery": {
+            "arq queue": "when its score comes due and a worker polls (poll_delay) with no in-progress key on it",
+            "arq in-progress key": f"when that key expires (job_timeout + 10 s after the try began): "
+                                   f"within {longest / 1e3:.0f} s of the end of the run",
+            "arq job key (in no queue)": "never by itself: only a manual requeue",
+        }}
+
     def requeue(self, record: dict[str, Any]) -> str:
         # ARQ refuses an id whose result it still keeps (enqueue_job returns None), and that result is
         # the native failure record: so the job runs again under a derived id.

@@ -64,6 +64,34 @@ class CeleryBackend(Backend):
         failed = [i for i, raw in self._result_metas(client, ids) if raw and _FAILURE in raw]
         return {"store": "celery result backend (state FAILURE)", "job_ids": failed}
 
+    def whereabouts(self, job_ids: list[str]) -> dict[str, Any]:
+        import json
+
+        import redis
+
+        client = redis.Redis.from_url(self.config.redis_url or "")
+        wanted = set(job_ids)
+
+        def task_id(raw: bytes | str) -> str | None:
+            try:
+                message = json.loads(raw)
+                message = message[0] if isinstance(message, list) else message  # unacked: [message, exchange, key]
+                return str(message["headers"]["id"])
+            except (ValueError, KeyError, TypeError, IndexError):
+                return None
+
+        queued = {task_id(m) for m in client.lrange(queue_name(self.config.prefix), 0, 200_000)}
+        unacked = {task_id(m) for m in client.hvals("unacked")} if client.type("unacked") == b"hash" else set()
+        visibility = int(self.config.options.get("celery_visibility_timeout", 3600))
+        client.close()
+        jobs = {j: [name for name, ids in (("celery broker queue", queued), ("kombu unacked", unacked)) if j in ids]
+                for j in wanted}
+        return {"jobs": jobs, "recovery": {
+            "celery broker queue": "when a worker is free",
+            "kombu unacked": f"{visibility} s (visibility_timeout) after a worker took it, when a live worker's "
+                             "restore sweep runs",
+        }}
+
     def _result_metas(self, client: Any, ids: list[str]) -> Iterator[tuple[str, bytes | None]]:
         """Each id with its raw result meta (None: no result yet), a thousand a round trip (MGET)."""
         backend = self.celery.backend

@@ -143,3 +143,10 @@ class ReferenceBackend(Backend):
 
     def native_failures(self) -> dict[str, Any]:
         return {"store": "reference failed list", "job_ids": sorted(self.failed)}
+
+    def whereabouts(self, job_ids: list[str]) -> dict[str, Any]:
+        # In-process: what the stopped workers had not run yet went with them.
+        with self._cond:
+            waiting = {entry.job[3] for entry in self._heap}
+        return {"jobs": {j: ["reference timer heap"] if j in waiting else [] for j in job_ids},
+                "recovery": {"reference timer heap": "never: the in-process queue ends with the run"}}

@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from rq import Callback, Queue, Retry
-from rq.registry import FailedJobRegistry, FinishedJobRegistry
+from rq.registry import (
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ScheduledJobRegistry,
+    StartedJobRegistry,
+)
 
 from ..attempt import retry_delay
 from ..base import Backend, ProcessWorkers
@@ -77,6 +83,34 @@ class RQBackend(Backend):
     def native_failures(self) -> dict[str, Any]:
         registry = FailedJobRegistry(queue=self.queue)
         return {"store": "rq FailedJobRegistry", "job_ids": sorted(registry.get_job_ids())}
+
+    def whereabouts(self, job_ids: list[str]) -> dict[str, Any]:
+        timeout = self.config.options.get("rq_job_timeout", 180)
+        stores = {
+            "rq queue": self.queue.get_job_ids(),
+            "rq ScheduledJobRegistry": ScheduledJobRegistry(queue=self.queue).get_job_ids(),
+            # A dead worker's job stays here until its heartbeat entry expires and a live worker's maintenance
+            # (clean_registries) moves it on: rq.worker get_heartbeat_ttl, min(time left, 30 s) + 60 s.
+            "rq StartedJobRegistry": StartedJobRegistry(queue=self.queue).get_job_ids(),
+            "rq DeferredJobRegistry": DeferredJobRegistry(queue=self.queue).get_job_ids(),
+        }
+        found = {name: {i.split(":")[0] for i in ids} for name, ids in stores.items()}
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.exists(f"rq:job:{job_id}")
+        hashes = pipe.execute()
+        jobs = {}
+        for job_id, has_hash in zip(job_ids, hashes, strict=True):
+            where = [name for name, ids in found.items() if job_id in ids]
+            jobs[job_id] = where or (["rq job hash (in no queue or registry)"] if has_hash else [])
+        return {"jobs": jobs, "recovery": {
+            "rq queue": "when a worker is free",
+            "rq ScheduledJobRegistry": "when its score comes due and a worker's scheduler moves it to the queue",
+            "rq StartedJobRegistry": f"when its heartbeat entry expires, min({timeout} s job_timeout, 30 s) + 60 s "
+                                     "after its worker died, at the next maintenance of a live worker",
+            "rq DeferredJobRegistry": "when the jobs it depends on finish",
+            "rq job hash (in no queue or registry)": "never by itself: only a manual requeue",
+        }}
 
     def native_terminal_count(self) -> int | None:
         # Two ZCARDs in one round trip: the baseline polls this, and must cost the broker next to nothing.

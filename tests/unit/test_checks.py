@@ -260,10 +260,44 @@ def test_an_attempt_after_the_job_succeeded_is_a_duplicate_execution() -> None:
     assert check_delivery(history)["duplicate_executions"] == 1
 
 
-def test_an_enqueued_job_that_never_became_terminal_is_lost() -> None:
+def test_a_job_never_terminal_is_unrecovered_not_lost_while_the_stores_were_not_searched() -> None:
+    # Given a job that started once and never ended, and no search of the library's stores
     history = [header(), enqueue("j1", 0.0), start("j1", 1, 0.1), end(False, "deadline: 1 job(s) not terminal")]
     result = check_delivery(history)
-    assert result["lost_jobs"] == 1 and result["valid"] is False
+    # Then the deadline alone does not make it lost
+    assert (result["lost_jobs"], result["unrecovered_jobs"], result["valid"]) == (0, 1, False)
+    assert result["unrecovered_in"] == {"stores not searched": 1}
+
+
+def test_a_job_in_none_of_the_library_stores_is_lost() -> None:
+    history = [header(), enqueue("j1", 0.0), start("j1", 1, 0.1),
+               ev("whereabouts", jobs={"j1": []}, recovery={}), end(False, "deadline: 1 job(s) not terminal")]
+    result = check_delivery(history)
+    assert (result["lost_jobs"], result["unrecovered_jobs"], result["valid"]) == (1, 0, False)
+
+
+def test_a_job_still_in_a_store_is_unrecovered_with_the_store_and_when_it_would_come_back() -> None:
+    # Given ARQ's crash: the job's in-progress key outlives the deadline
+    hint = "when that key expires (job_timeout + 10 s after the try began): within 290 s of the end of the run"
+    history = [header(), enqueue("j1", 0.0), start("j1", 1, 0.1),
+               ev("whereabouts", jobs={"j1": ["arq queue", "arq in-progress key"]},
+                  recovery={"arq in-progress key": hint, "rq queue": "unused"}),
+               end(False, "deadline: 1 job(s) not terminal")]
+    result = check_delivery(history)
+    assert (result["lost_jobs"], result["unrecovered_jobs"]) == (0, 1)
+    assert result["unrecovered_in"] == {"arq queue": 1, "arq in-progress key": 1}
+    assert result["recovery_hints"] == {"arq in-progress key": hint}
+
+
+def test_a_job_in_the_library_failed_store_is_failed_natively_not_lost() -> None:
+    # Given Celery's default crash: the task is FAILURE (WorkerLostError) in Celery's store, no on_failure ran
+    history = [header(), enqueue("j1", 0.0), start("j1", 1, 0.1),
+               ev("native", store="celery result backend (state FAILURE)", job_ids=["j1"]),
+               ev("whereabouts", jobs={"j1": []}, recovery={}), end()]
+    result = check_delivery(history)
+    assert (result["lost_jobs"], result["unrecovered_jobs"], result["failed_natively"]) == (0, 0, 1)
+    assert result["valid"] is True  # delivery accounts for it; the failure log is what it breaks
+    assert check_failure_log(history)["valid"] is False
 
 
 def test_in_an_interrupted_run_unfinished_jobs_are_not_counted_as_lost() -> None:
@@ -272,10 +306,10 @@ def test_in_an_interrupted_run_unfinished_jobs_are_not_counted_as_lost() -> None
     assert (result["partial"], result["lost_jobs"], result["unfinished"]) == (True, 0, 1)
 
 
-def test_a_job_terminal_only_after_the_deadline_counts_as_lost() -> None:
+def test_a_job_terminal_only_after_the_deadline_is_late_not_lost() -> None:
     history = one_retry_then_success(second_start=2.0)
     result = check_delivery(history, deadline_ns=ns(1.5))
-    assert result["lost_jobs"] == 1 and result["late_jobs"] == 1
+    assert (result["lost_jobs"], result["late_jobs"], result["valid"]) == (0, 1, False)
 
 
 def test_a_non_retryable_error_that_was_retried_is_a_violation() -> None:

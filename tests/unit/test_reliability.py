@@ -41,9 +41,13 @@ def test_a_redelivered_attempt_counts_the_earlier_copy_as_interrupted() -> None:
 
 
 def test_a_job_that_never_ran_again_is_lost_unless_the_library_failed_it() -> None:
-    lost = reliability(enqueue("a", 0), start("a", 1, 1))
+    lost = reliability(enqueue("a", 0), start("a", 1, 1), ev("whereabouts", jobs={"a": []}))
     assert lost["lost_after_crash"] == 1 and lost["recovered_jobs"] == 0 and lost["recovery_max_s"] is None
     assert lost["examples"]
+    # Still in one of the library's stores, or the stores were never searched: unrecovered, not lost
+    held = reliability(enqueue("a", 0), start("a", 1, 1), ev("whereabouts", jobs={"a": ["rq StartedJobRegistry"]}))
+    unsearched = reliability(enqueue("a", 0), start("a", 1, 1))
+    assert [(r["lost_after_crash"], r["unrecovered_after_crash"]) for r in (held, unsearched)] == [(0, 1), (0, 1)]
     # When the library's own store lists it as failed (Celery's WorkerLostError), it is not lost
     native = reliability(enqueue("a", 0), start("a", 1, 1), ev("native", job_ids=["a"]))
     assert native["lost_after_crash"] == 0 and native["failed_natively_after_crash"] == 1

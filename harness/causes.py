@@ -1,0 +1,123 @@
+"""The catalogue of known behaviours a verdict may name as the cause of a failed contract.
+
+Each cause is a library behaviour read from that library's source or documentation, the evidence in a cell's
+checks that triggers it, and the sentence it contributes. A verdict never explains a failure in free text:
+when no cause of the catalogue matches, it falls back to the generic sentence of the contract, which states
+the measured fact without a cause (docs/verdicts.md lists every entry).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Checks = Mapping[str, Mapping[str, Any]]
+
+
+def ms(seconds: float | None) -> str:
+    """A duration as people read it: 285 ms, 2.4 s."""
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1e3:.0f} ms" if abs(seconds) < 1 else f"{seconds:.1f} s"
+
+
+def _timing(c: Checks) -> Mapping[str, Any]:
+    return c.get("timing") or {}
+
+
+def _delivery(c: Checks) -> Mapping[str, Any]:
+    return c.get("delivery") or {}
+
+
+def _early(c: Checks) -> str:
+    t = _timing(c)
+    return f"{t.get('early_retries')} of {t.get('retries_measured')} retries ran up to {ms(t.get('max_early_s'))} early"
+
+
+def _late(c: Checks) -> str:
+    t = _timing(c)
+    budget = t.get("late_budget_s")
+    allowed = f"budget {ms(budget)}" if budget is not None else "budget 100 ms + 10 % of the delay"
+    return (f"{t.get('late_retries')} of {t.get('retries_measured')} retries ran up to {ms(t.get('max_late_s'))} "
+            f"late ({allowed})")
+
+
+def _held(c: Checks, store: str) -> int:
+    return int((_delivery(c).get("unrecovered_in") or {}).get(store, 0))
+
+
+def _hint(c: Checks, store: str) -> str:
+    hint = (_delivery(c).get("recovery_hints") or {}).get(store)
+    return f"; back {hint}" if hint else ""
+
+
+@dataclass(frozen=True)
+class Cause:
+    """One known behaviour: ``applies`` reads a cell's checks (and its backend and schedule mode)."""
+
+    key: str
+    backend: str | None  # the library it belongs to (None: any)
+    contract: str  # timing, delivery or failure_log
+    evidence: str  # what in the checks triggers it (documentation)
+    applies: Callable[[Checks], bool]
+    sentence: Callable[[Checks], str]
+    native_only: bool = False  # a behaviour of the library's own schedule (--schedule native)
+
+
+CAUSES: tuple[Cause, ...] = (
+    Cause("rq-whole-seconds", "rq", "timing", "early_retries > 0 on RQ",
+          lambda c: bool(_timing(c).get("early_retries")),
+          lambda c: f"RQ schedules retries in whole seconds (ScheduledJobRegistry scores are integer Unix "
+                    f"times): {_early(c)}"),
+    Cause("rq-scheduler-tick", "rq", "timing", "late_retries > 0 on RQ",
+          lambda c: bool(_timing(c).get("late_retries")),
+          lambda c: f"RQ's scheduler moves due jobs to the queue on a once-a-second tick: {_late(c)}"),
+    Cause("arq-poll-delay", "arq", "timing", "late_retries > 0 on ARQ",
+          lambda c: bool(_timing(c).get("late_retries")),
+          lambda c: f"ARQ workers look for due jobs only every poll_delay (0.5 s by default): {_late(c)}"),
+    Cause("celery-native-backoff", "celery", "timing", "native schedule on Celery with 0 s or off-formula delays",
+          lambda c: bool(_timing(c).get("zero_delays") or _timing(c).get("off_schedule")),
+          lambda c: f"Celery computes its own backoff in whole seconds with unseeded full jitter: "
+                    f"{_timing(c).get('zero_delays')} of {_timing(c).get('scheduled_delays')} delays were 0 s, "
+                    f"{_timing(c).get('off_schedule')} off the documented formula",
+          native_only=True),
+    Cause("arq-in-progress", "arq", "delivery", "unrecovered jobs in ARQ's in-progress key",
+          lambda c: _held(c, "arq in-progress key") > 0,
+          lambda c: f"ARQ runs a crashed job again only when its in-progress key expires: "
+                    f"{_held(c, 'arq in-progress key')} job(s) still held there at the end"
+                    f"{_hint(c, 'arq in-progress key')}"),
+    Cause("rq-abandoned", "rq", "delivery", "unrecovered jobs in RQ's StartedJobRegistry",
+          lambda c: _held(c, "rq StartedJobRegistry") > 0,
+          lambda c: f"RQ moves a dead worker's job out of StartedJobRegistry only when its heartbeat entry "
+                    f"expires and a live worker runs maintenance: {_held(c, 'rq StartedJobRegistry')} job(s) "
+                    f"still there at the end{_hint(c, 'rq StartedJobRegistry')}"),
+    Cause("celery-unacked", "celery", "delivery", "unrecovered jobs in kombu's unacked hash",
+          lambda c: _held(c, "kombu unacked") > 0,
+          lambda c: f"Celery's Redis transport restores a dead worker's messages only after visibility_timeout: "
+                    f"{_held(c, 'kombu unacked')} job(s) still unacked at the end{_hint(c, 'kombu unacked')}"),
+    Cause("celery-worker-lost", "celery", "failure_log", "failed_natively > 0 on Celery",
+          lambda c: bool(_delivery(c).get("failed_natively")),
+          lambda c: f"Celery marks a task whose worker process died FAILURE (WorkerLostError) without running "
+                    f"on_failure: {_delivery(c).get('failed_natively')} job(s) failed natively, outside the "
+                    f"failure log"),
+    Cause("arq-native-final", "arq", "failure_log", "native schedule on ARQ with failures outside the failure log",
+          lambda c: bool(_delivery(c).get("failed_natively") or (c.get("failure_log") or {}).get("missing_records")),
+          lambda c: "ARQ's last try fails natively: its result keeps JobExecutionFailed instead of the task's error "
+                    "and no on_failure runs", native_only=True),
+)
+
+
+def causes_for(backend: str, checks: Checks, contract: str) -> list[str]:
+    """The catalogue's sentences for one failed contract of one cell (empty: no known cause applies)."""
+    native = _timing(checks).get("schedule") == "native"
+    lib = backend.split("==")[0].split("[")[0]
+    return [c.sentence(checks) for c in CAUSES
+            if c.contract == contract and c.backend in (None, lib) and (native or not c.native_only)
+            and c.applies(checks)]
+
+
+def catalogue() -> list[dict[str, Any]]:
+    """The catalogue as data (docs and tests read it)."""
+    return [{"key": c.key, "backend": c.backend, "contract": c.contract, "evidence": c.evidence,
+             "native_only": c.native_only} for c in CAUSES]
