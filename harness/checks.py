@@ -13,6 +13,7 @@ import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from implementations.backends import is_control
 from implementations.policy import PolicyError, RetryPolicy
 
 from .metrics import METRICS
@@ -419,8 +420,8 @@ def check_faults(events: Run) -> dict[str, Any]:
     idx = _index(events)
     header, end = idx.header or {}, idx.end or {}
     planned = {str(f.get("kind")) for f in header.get("faults") or () if isinstance(f, Mapping)}
-    if (header.get("options") or {}).get("broker_restart_at") is not None:
-        planned.add("broker_restart")
+    if (header.get("options") or {}).get("broker_restart_at") is not None and not is_control(str(idx.backend or "")):
+        planned.add("broker_restart")  # an in-process control has no broker to lose
     if header.get("poison"):
         planned.add("poison")
     fired = set(idx.faults_fired)

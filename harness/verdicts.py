@@ -68,7 +68,10 @@ def _delivery(checks: Mapping[str, Mapping[str, Any]]) -> tuple[bool, str]:
     d = {**(checks.get("reliability") or {}), **(checks.get("delivery") or {})}
     problems = [f"{d[k]} {text}" for k, text in _DELIVERY if _n(d.get(k))]
     stores = d.get("unrecovered_in") or {}
-    if stores:
+    if stores == {"stores not searched": _n(d.get("unrecovered_jobs"))}:
+        problems = [f"{d['unrecovered_jobs']} not terminal at the end (the library's stores were not searched: "
+                    "still held or lost cannot be told)" if p.endswith("store)") else p for p in problems]
+    elif stores:
         problems = [p + (f" in {', '.join(sorted(stores))}" if p.endswith("store)") else "") for p in problems]
     if not _n((checks.get("throughput") or {}).get("jobs")) and not _n(d.get("jobs")):
         problems.append("no job was enqueued")
@@ -213,7 +216,7 @@ def best_sentence(best: str | None, rows: Mapping[str, Mapping[str, Any]],
         return ("No backend honours every contract here." if ranked else "Only the control ran: nothing to rank.")
     m = aggregates.get(best) or {}
     p99, cpu, tput = (_median(m, k) for k in ("lateness_p99", "cpu_ms_per_attempt", "throughput_jobs_s"))
-    timing = f"p99 lateness {ms(p99)}" if p99 is not None else "no retries to time"
+    timing = f"a median p99 lateness of {ms(p99)}" if p99 is not None else "no retries to time"
     cost = [f"{cpu:.2f} ms of worker CPU per attempt"] if cpu is not None else []
     if tput is not None:
         cost.append(f"{tput:.1f} jobs/s" + (f" (paced by the {paced}, not capacity)" if paced else ""))

