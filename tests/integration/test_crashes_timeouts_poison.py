@@ -80,6 +80,34 @@ def test_celery_on_its_defaults_marks_a_crashed_task_failed_without_calling_on_f
     assert s["recovered_jobs"] == 0 and s["native_mismatch"] == s["crash_hit_jobs"]
 
 
+# On its defaults, where each library keeps a job whose whole worker died, as read from its own stores.
+HELD = {"rq": "rq StartedJobRegistry", "arq": "arq in-progress key"}
+
+
+@pytest.mark.parametrize("backend", ["rq", "arq", "celery"])
+def test_on_the_defaults_a_crashed_job_is_where_the_library_stores_say_never_lost_for_a_deadline(
+        backend: str, redis_url: str, backend_envs: object, tmp_path: Path) -> None:
+    # Given the whole worker is SIGKILLed under some of six jobs, and a deadline far shorter than any
+    # library's own recovery on its defaults (RQ's heartbeat TTL, ARQ's in-progress key)
+    body = 'jobs = 6\nfaults = [{kind = "crash", fraction = 0.5, target = "worker"}]\noptions = {deadline_s = 8}'
+    done = retrybench("run", "-b", backend, "-s", scenario(tmp_path, "crash", body), "--redis-url", redis_url,
+                      "--out", str(tmp_path / "out"), timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (cell,) = json.loads((tmp_path / "out" / "latest" / "results.json").read_text())["cells"]
+    s, delivery = cell["summary"], cell["checks"]["delivery"]
+    assert s["crash_hit_jobs"] > 0 and delivery["stores_searched"] is True
+    if backend in HELD:
+        # Then RQ and ARQ still hold each crashed job, in a store they name with when it would come back:
+        # unrecovered at the deadline, not lost
+        assert s["unrecovered_jobs"] == s["crash_hit_jobs"] and s["lost_jobs"] == 0
+        assert HELD[backend] in delivery["unrecovered_in"] and delivery["recovery_hints"][HELD[backend]]
+        assert cell["verdict"]["failed"] == ["delivery"] and cell["verdict"]["contracts"]["delivery"]["causes"]
+    else:
+        # Then Celery, which acknowledged the message before the task ran, holds it nowhere: in no queue, not
+        # unacked, not FAILURE (no parent survived to mark it): lost, in every store
+        assert s["lost_jobs"] == s["crash_hit_jobs"] and s["unrecovered_jobs"] == s["failed_natively"] == 0
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_poison_payloads_end_where_each_library_puts_them_and_the_rest_of_the_run_is_unaffected(
         backend: str, redis_url: str, backend_envs: object, tmp_path: Path) -> None:
@@ -109,7 +137,8 @@ def test_a_broker_restart_mid_run_is_recorded_and_every_job_is_accounted_for(
     # Then the downtime is in the history, and every job either finished or is reported lost (none vanish
     # from the count): the numbers per library are the README's, not this test's
     assert s["broker_down_s"] is not None and s["broker_down_s"] >= 1.0
-    assert s["succeeded"] + s["failed"] + s["lost_jobs"] >= s["jobs"] - s["unfinished"]
+    assert s["succeeded"] + s["failed"] + s["failed_natively"] + s["unrecovered_jobs"] + s["lost_jobs"] >= \
+        s["jobs"] - s["unfinished"]
 
 
 def test_a_broker_restart_needs_the_redis_the_harness_started(redis_url: str, tmp_path: Path) -> None:
