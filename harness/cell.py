@@ -14,6 +14,7 @@ from typing import IO, Any, cast
 
 import redis
 
+from implementations.backends import is_in_process
 from implementations.jsonline import dumps_lines
 from implementations.shapes import Item, Record, as_events, terminal_of
 
@@ -258,7 +259,7 @@ def poll_interval(backend: str, tally: Tally, elapsed_s: float) -> float:
     end is seen within a floor of the truth (20 ms; 2 ms in-process, where the broker and the workers are
     the driver's own threads), and never later than 5% of the run's wall time.
     """
-    floor = IN_PROCESS_POLL_S if backend == "reference" else POLL_S
+    floor = IN_PROCESS_POLL_S if is_in_process(backend) else POLL_S
     rate = tally.terminal / elapsed_s if elapsed_s > 0 else 0.0
     if rate <= 0:
         return floor

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from implementations.backends import QUEUES, REGISTRY, is_in_process
 from implementations.policy import PolicyError
 
 from .analysis import analyze
@@ -26,7 +27,7 @@ from .scenarios import PRESETS, ScenarioError, check_options, resolve, with_over
 from .storage import ResultsError, read_results
 from .tables import compare_table, print_results
 
-DEFAULT_BACKENDS = ["reference", "rq", "arq", "celery"]
+DEFAULT_BACKENDS = list(REGISTRY)
 EXIT_ABORTED = 1  # the run broke off (Redis went away): partial results are written
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -134,9 +135,9 @@ def _plan(args: argparse.Namespace) -> RunPlan:
             raise UsageError(f"--external-workers must be >= 1, got {args.external_workers}")
         if not args.redis_url:
             raise UsageError("--external-workers needs --redis-url: the Redis that the external workers use")
-        if any(b.backend == "reference" for b in backends):
-            raise UsageError("--external-workers: the reference backend runs in-process; choose rq, arq or celery "
-                             "with --backend")
+        if in_process := [b.backend for b in backends if is_in_process(b.backend)]:
+            raise UsageError(f"--external-workers: {', '.join(in_process)} runs in-process; choose "
+                             f"{', '.join(QUEUES)} with --backend")
     return RunPlan(backends=backends, scenarios=scenarios, repeat=args.repeat, redis_url=args.redis_url,
                    broker_url=args.broker_url, out=args.out, options=dict(args.option), command=sys.argv,
                    external_workers=args.external_workers)

@@ -18,6 +18,7 @@ import sys
 import time
 from typing import IO, Any
 
+from implementations.backends import is_in_process
 from implementations.base import BackendError
 from implementations.config import AppConfig
 from implementations.events import harness_redis, is_compact, now_ns
@@ -69,7 +70,7 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     # In-process workers (reference) share this interpreter's lock: their history waits (cell.History).
-    history = History(spec["history_path"], hold=IN_PROCESS_HOLD if spec["backend"] == "reference" else 0)
+    history = History(spec["history_path"], hold=IN_PROCESS_HOLD if is_in_process(spec["backend"]) else 0)
     base = {"run_id": config.run_id, "backend": config.label, "scenario": scenario.name}
     policy, plan = scenario.retry_policy(), scenario.fault_plan()
     # From config.options: the scenario's own, with --option winning, as the backends read theirs.

@@ -25,20 +25,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from implementations.backends import QUEUES, REGISTRY, is_in_process
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_ROOT = REPO / ".venvs"
 LOCK_DIR = REPO / "requirements"
-BACKENDS = ("rq", "arq", "celery")
-REFERENCE = "reference"
+BACKENDS = QUEUES  # the backends that need an environment (implementations.backends.REGISTRY)
 MARKER = "retrybench-env.json"
 MARKER_FORMAT = 1
-# What pip installs for a pinned backend; Celery needs the redis extra (kombu's transport deps).
-_DISTRIBUTION = {"rq": "rq", "arq": "arq", "celery": "celery[redis]"}
 # What implementations/ imports besides the backend (the lock files pin the same): a pinned env without
 # them could not start a worker.
 WORKER_DEPS = ("pybreaker>=1.4", "orjson>=3.10")
-# The versions a result records, besides the backend's own.
-_RECORDED = {"rq": ("rq", "redis"), "arq": ("arq", "redis", "hiredis"), "celery": ("celery", "kombu", "redis")}
 _SPEC_RE = re.compile(r"^\s*(~=|===|==|!=|<=|>=|<|>)\s*[A-Za-z0-9][A-Za-z0-9.*+!_-]*\s*$")
 _SPEC_NAMES = {"~=": "compat", "===": "eq", "==": "", "!=": "ne", "<=": "le", ">=": "ge", "<": "lt", ">": "gt"}
 
@@ -61,7 +58,7 @@ class EnvSpec:
 
     @property
     def needs_env(self) -> bool:
-        return self.backend != REFERENCE
+        return not is_in_process(self.backend)
 
     @property
     def slug(self) -> str:
@@ -77,21 +74,21 @@ class EnvSpec:
 
     @property
     def requirement(self) -> str:
-        return _DISTRIBUTION[self.backend] + (self.pin or "")
+        return str(REGISTRY[self.backend].distribution) + (self.pin or "")
 
 
 def parse_backend_spec(text: str) -> EnvSpec:
     """``"rq"``, ``"celery==5.6.*"``, ``"arq==0.26.1"`` or ``"reference"`` → EnvSpec."""
     m = re.match(r"^\s*([A-Za-z][A-Za-z0-9_.-]*)\s*(.*?)\s*$", text)
     backend = m.group(1).lower() if m else ""
-    if backend not in (*BACKENDS, REFERENCE):
-        raise EnvError(f"unknown backend {text!r}: choose from {', '.join((*BACKENDS, REFERENCE))}"
+    if backend not in REGISTRY:
+        raise EnvError(f"unknown backend {text!r}: choose from {', '.join(REGISTRY)}"
                        " (optionally with a version, e.g. celery==5.6.*)")
     rest = m.group(2) if m else ""
     if not rest:
         return EnvSpec(backend)
-    if backend == REFERENCE:
-        raise EnvError(f"{text!r}: the reference backend runs in-process and has no versions to pin")
+    if is_in_process(backend):
+        raise EnvError(f"{text!r}: the {backend} backend runs in-process and has no versions to pin")
     return EnvSpec(backend, _normalise_specifier(text, rest))
 
 
@@ -231,7 +228,7 @@ def _create(spec: EnvSpec, path: Path, python: str, requirements: str, digest: s
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)  # a half-built env must not look usable
         raise
-    versions = {name: resolved[name] for name in _RECORDED[spec.backend] if name in resolved}
+    versions = {name: resolved[name] for name in REGISTRY[spec.backend].recorded if name in resolved}
     versions["python"] = python_version(python)
     marker: dict[str, object] = {
         "hash": digest, "spec": str(spec), "requirements": requirements, "versions": versions,

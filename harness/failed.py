@@ -19,6 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
+from implementations.backends import is_in_process
+
 from .history import HistoryError, iter_history
 from .storage import history_file
 
@@ -190,7 +192,7 @@ def requeue(source: Source, job_id: str, *, env_root: Path | None = None) -> Rec
         raise LookupError(job_id)
     try:
         spec = parse_backend_spec(str(record.get("backend", "")))
-        if spec.backend == "reference":
+        if is_in_process(spec.backend):
             raise FailedJobsError("the reference backend runs in-process: its jobs cannot be requeued")
         kwargs = {"root": env_root} if env_root else {}
         env = ensure_envs([spec], **kwargs)[0]  # type: ignore[arg-type]

@@ -12,6 +12,8 @@ from typing import Any
 import matplotlib
 import numpy as np
 
+from implementations.backends import REGISTRY, base_name
+
 matplotlib.use("Agg")  # headless: reports are built on CI machines without a display
 
 import matplotlib.pyplot as plt  # noqa: E402
@@ -21,12 +23,12 @@ from matplotlib.patches import Patch  # noqa: E402
 from .metrics import METRICS  # noqa: E402
 from .runindex import RunIndex  # noqa: E402
 
-COLORS = {"reference": "#7f7f7f", "rq": "#d62728", "arq": "#1f77b4", "celery": "#2ca02c"}
+COLORS = {name: r.color for name, r in REGISTRY.items()}
 OUTCOME_COLORS = {"success": "#2ca02c", "retry": "#ff7f0e", "failure": "#d62728", None: "#9467bd"}
 
 
 def _color(backend: str) -> str:
-    return COLORS.get(backend.split("==")[0], "#8c564b")
+    return COLORS.get(base_name(backend), "#8c564b")
 
 
 def _png(fig: Figure) -> bytes:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from implementations.backends import is_in_process
 from implementations.base import SOURCE_ROOT
 from implementations.procs import spawn, terminate
 
@@ -187,7 +188,7 @@ def execute(plan: RunPlan, *, log: Callable[[str], None], progress_factory: Call
     run_dir.mkdir()
     point_latest(plan.out, run_dir)
     root = plan.env_root or Path(SOURCE_ROOT) / ".venvs"
-    needed = [b for b in plan.backends if b.backend != "reference"]
+    needed = [b for b in plan.backends if not is_in_process(b.backend)]
     if needed:
         log("preparing backend environments (created once, reused while their pins are unchanged): "
             + ", ".join(str(b) for b in needed))

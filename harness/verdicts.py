@@ -160,10 +160,12 @@ def pacing(definition: Mapping[str, Any] | None) -> str | None:
         policy = RetryPolicy.from_dict(definition.get("policy") or {})
     except (PolicyError, TypeError, ValueError):
         return None
-    faults = definition.get("faults") or ()
-    retried = any(f.get("kind") not in ("non_retryable",) for f in faults if isinstance(f, Mapping))
+    # Failures come from the plan or from the task body itself (the lesson's): only a plan of nothing but
+    # non-retryable errors is known to retry nothing.
+    faults = [f for f in definition.get("faults") or () if isinstance(f, Mapping)]
+    never = bool(faults) and all(f.get("kind") == "non_retryable" for f in faults)
     delays = any(policy.base_delay(n) > 0 for n in range(max(1, policy.max_retries or 0)))
-    return "retry delays" if retried and delays else None
+    return "retry delays" if delays and not never else None
 
 
 def row_sentence(row: Mapping[str, Any]) -> str:

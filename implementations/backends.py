@@ -1,40 +1,78 @@
-"""Backend names → classes, imported lazily: each library lives in its own virtualenv."""
+"""The one registry of backends: every place that needs the list of backends, or a fact about one, reads it here.
+
+A backend is one folder under ``implementations/`` plus one ``Registered`` entry: where its class is (imported
+lazily: each library lives in its own virtualenv), what pip installs for it, which library versions a result
+records, its colour in plots, and whether it is the in-process control (no environment, no broker, never
+ranked). This module imports no queue library, so the harness's main environment can read it.
+"""
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .base import Backend
 
-BACKENDS = {
-    "reference": "implementations.reference.backend:ReferenceBackend",
-    "rq": "implementations.rq_backend.backend:RQBackend",
-    "arq": "implementations.arq_backend.backend:ARQBackend",
-    "celery": "implementations.celery_backend.backend:CeleryBackend",
-}
 
-# Control rows: shown beside the libraries for scale, never ranked against them.
-CONTROLS = frozenset({"reference"})
+@dataclass(frozen=True)
+class Registered:
+    """One backend as the harness knows it."""
+
+    name: str
+    target: str  # "module:Class" of its Backend subclass
+    distribution: str | None  # what pip installs (None: in-process, no environment of its own)
+    recorded: tuple[str, ...] = ()  # the libraries whose versions a result records
+    color: str = "#8c564b"  # in every plot
+    control: bool = False  # shown for scale beside the libraries, never ranked against them
+
+    @property
+    def in_process(self) -> bool:
+        """Runs in the driver's own interpreter (threads), with no environment, workers or broker of its own."""
+        return self.distribution is None
 
 
-def is_control(label: str) -> bool:
-    """Whether a backend label (``reference``, ``rq``, ``celery==5.6.*``, ``arq[…]``) names a control."""
-    return label.split("==")[0].split("[")[0].split(" ")[0] in CONTROLS
+REGISTRY: dict[str, Registered] = {r.name: r for r in (
+    Registered("reference", "implementations.reference.backend:ReferenceBackend", None, color="#7f7f7f",
+               control=True),
+    Registered("rq", "implementations.rq_backend.backend:RQBackend", "rq", ("rq", "redis"), "#d62728"),
+    Registered("arq", "implementations.arq_backend.backend:ARQBackend", "arq", ("arq", "redis", "hiredis"),
+               "#1f77b4"),
+    Registered("celery", "implementations.celery_backend.backend:CeleryBackend", "celery[redis]",
+               ("celery", "kombu", "redis"), "#2ca02c"),
+)}
+BACKENDS = {name: r.target for name, r in REGISTRY.items()}
+QUEUES = tuple(name for name, r in REGISTRY.items() if not r.in_process)  # the libraries, each in its own env
 
 
 class UnknownBackend(ValueError):
     """A backend name retrybench does not know."""
 
 
+def base_name(label: str) -> str:
+    """``celery==5.6.*`` → ``celery``; ``rq[SimpleWorker]`` → ``rq``."""
+    return label.split("==")[0].split("[")[0].split(" ")[0].strip()
+
+
+def is_control(label: str) -> bool:
+    """Whether a backend label (``reference``, ``rq``, ``celery==5.6.*``, ``arq[…]``) names a control."""
+    found = REGISTRY.get(base_name(label))
+    return bool(found and found.control)
+
+
+def is_in_process(label: str) -> bool:
+    found = REGISTRY.get(base_name(label))
+    return bool(found and found.in_process)
+
+
 def check_backend(name: str) -> None:
-    if name not in BACKENDS:
-        raise UnknownBackend(f"unknown backend {name!r} (choose from: {', '.join(BACKENDS)})")
+    if name not in REGISTRY:
+        raise UnknownBackend(f"unknown backend {name!r} (choose from: {', '.join(REGISTRY)})")
 
 
 def load_backend(name: str) -> type[Backend]:
     check_backend(name)
-    module, _, attr = BACKENDS[name].partition(":")
+    module, _, attr = REGISTRY[name].target.partition(":")
     cls: type[Backend] = getattr(importlib.import_module(module), attr)
     return cls

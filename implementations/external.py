@@ -20,6 +20,7 @@ import sys
 import time
 from typing import Any
 
+from .backends import QUEUES
 from .base import BackendError
 from .config import AppConfig
 from .events import HOST
@@ -137,7 +138,7 @@ class Supervisor:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m implementations.external",
                                      description="Run the workers of `retrybench run --external-workers`.")
-    parser.add_argument("--backend", choices=["rq", "arq", "celery"], default=os.environ.get("RETRYBENCH_BACKEND"),
+    parser.add_argument("--backend", choices=list(QUEUES), default=os.environ.get("RETRYBENCH_BACKEND"),
                         required="RETRYBENCH_BACKEND" not in os.environ)
     parser.add_argument("--redis-url", default=os.environ.get("RETRYBENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--broker-url", default=os.environ.get("RETRYBENCH_BROKER_URL"),

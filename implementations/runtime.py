@@ -27,6 +27,7 @@ from .attempt import (
     jsonable,
     retry_delay,
 )
+from .backends import is_in_process
 from .breaker import Breakers, CircuitOpen
 from .events import HOST, EventSink, is_compact, now_ns
 from .faults import Fault, FaultPlan, plan_key
@@ -52,7 +53,7 @@ class Runtime:
         self.alerts: Alerts | None = None
         if cfg.options.get("alert_webhook"):
             # In-process backends (reference) have no worker main to run a sender: they queue in memory.
-            shared = cfg.redis_url if cfg.backend != "reference" else None
+            shared = cfg.redis_url if not is_in_process(cfg.backend) else None
             self.alerts = Alerts(str(cfg.options["alert_webhook"]), prefix=cfg.prefix, redis_url=shared,
                                  window_s=float(cfg.options.get("alert_window_s", 60.0)))
         # Off only to measure the harness's own cost: no history, no failure log, the backend's count alone.
@@ -72,7 +73,7 @@ class Runtime:
             if self._breakers is None:
                 cfg = self.app.config
                 self._breakers = Breakers(prefix=cfg.prefix,
-                                          redis_url=cfg.redis_url if cfg.backend != "reference" else None)
+                                          redis_url=cfg.redis_url if not is_in_process(cfg.backend) else None)
             return self._breakers
 
     def _elapsed(self) -> float | None:
@@ -201,7 +202,7 @@ class Runtime:
         if fault is None:
             return
         scale = self.app.config.time_scale
-        in_process = self.app.config.backend == "reference"
+        in_process = is_in_process(self.app.config.backend)
         if fault.kind == "crash":
             if in_process:  # killing this process would kill the harness: the reference worker unwinds
                 raise WorkerCrashed(f"injected crash of {HOST}:{os.getpid()}")
