@@ -268,9 +268,8 @@ class Runtime:
         observed = now_ns()
         if delay_s is None and due_ns is not None:
             delay_s = (due_ns - (failed_ns or observed)) / 1e9
-        self.sink.emit({"type": "schedule", **self.base, "job_id": job_id, "attempt": int(attempt), "due_ns": due_ns,
-                        "delay_s": delay_s, "source": source, "observed_ns": observed, "schedule": self.schedule,
-                        "pid": os.getpid()})
+        self.emit("schedule", job_id=job_id, attempt=int(attempt), due_ns=due_ns, delay_s=delay_s, source=source,
+                  observed_ns=observed, schedule=self.schedule, pid=os.getpid())
 
     def record_native_terminal(self, task: str, job_id: str, attempts: int, exc: BaseException | None, *,
                                source: str) -> None:
@@ -279,10 +278,9 @@ class Runtime:
         Celery-style handler never ran, and that is the finding."""
         if not self.record:
             return
-        self.sink.emit(self.event("terminal", job_id=job_id, task=task, state="failure", attempts=attempts,
-                                  ts_ns=now_ns(), exc_type=exc_type_name(exc) if exc is not None else "",
-                                  exc_message=str(exc or ""), source=source, schedule=self.schedule,
-                                  pid=os.getpid()))
+        self.emit("terminal", job_id=job_id, task=task, state="failure", attempts=attempts, ts_ns=now_ns(),
+                  exc_type=exc_type_name(exc) if exc is not None else "", exc_message=str(exc or ""), source=source,
+                  schedule=self.schedule, pid=os.getpid())
 
     # -- callbacks (called from each backend's native hook) ----------------------------------------
     def fire_retry(self, task: Task, job_id: str, exc: BaseException | None, attempt: int,

@@ -129,3 +129,20 @@ def test_poison_jobs_are_picked_from_the_seed_and_carry_an_undecodable_argument(
     data = pickle.dumps(arg)  # it serialises ...
     with pytest.raises(ValueError, match="cannot be decoded"):
         pickle.loads(data)  # ... and a worker cannot decode it
+
+
+def test_a_native_cell_waits_as_long_as_the_slowest_library_may_schedule() -> None:
+    from dataclasses import replace
+
+    from harness.cell import retry_schedule_s
+
+    # Given a policy with intervals, and one with a sub-second backoff (time scale 0.1)
+    lesson = PRESETS["seed-lesson"]  # intervals 10, 30, 60 s × 0.1; default_retry_delay 180 s × 0.1
+    backoff = replace(PRESETS["transient-1"], time_scale=0.1)  # factor 1 × 0.1, three retries
+    # Then planned: the plan's own delays
+    assert retry_schedule_s(lesson) == pytest.approx(10.0)
+    assert retry_schedule_s(backoff) == pytest.approx(0.7)
+    # And native: Celery's default_retry_delay for each retry, and one more delay (ARQ's last Retry) …
+    assert retry_schedule_s(replace(lesson, schedule="native")) == pytest.approx(4 * 18.0)
+    # … and Celery's whole seconds, at least 1 s a step: 1, 2, 4, 8
+    assert retry_schedule_s(replace(backoff, schedule="native")) == pytest.approx(1 + 2 + 4 + 8)
