@@ -29,7 +29,7 @@ def queue_name(prefix: str) -> str:
     return f"{prefix}:rq"
 
 
-def native_interval(task: Task) -> int | float | list[float]:
+def native_interval(task: Task) -> int | list[int | float]:
     """``Retry(interval=…)`` as an RQ user writes the policy: the ``intervals`` list exactly as given (RQ picks
     entries counting from the end of the list when it is shorter or longer than ``max``), one interval as a
     scalar, and a backoff as the list of its unjittered delays (RQ has neither backoff nor jitter); scaled by
@@ -40,10 +40,11 @@ def native_interval(task: Task) -> int | float | list[float]:
         given = [v * scale for v in policy.intervals]
     else:
         given = [policy.base_delay(n) * scale for n in range(max(1, policy.max_retries))]
-    if len(set(given)) == 1:
-        value = given[0]
-        return int(value) if float(value).is_integer() else [value]
-    return given
+        given = given[:1] if len(set(given)) == 1 else given  # a fixed delay: one interval
+    whole: list[int | float] = [int(v) if float(v).is_integer() else v for v in given]  # what a user types
+    if len(whole) == 1:
+        return whole[0] if isinstance(whole[0], int) else whole
+    return whole
 
 
 def native_retry(task: Task) -> Retry:

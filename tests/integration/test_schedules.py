@@ -188,3 +188,51 @@ def test_planned_schedule_matches_the_plan(run: dict[str, Any]) -> None:
         else:
             assert schedule["source"] == ("celery:eta" if run["backend"] == "celery" else "arq:queue_score")
             assert lo <= planned <= hi, (lo, planned, hi)
+
+
+_MAPPINGS = """
+import json
+from implementations.app import RetryApp
+app = RetryApp("reference")
+out = {}
+for name, policy in json.loads(POLICIES).items():
+    task = app.task(name=name, autoretry_for=["ConnectionError"], **policy)(lambda: None)
+    if BACKEND == "rq":
+        from implementations.rq_backend.backend import native_interval, native_retry
+        retry = native_retry(task)
+        out[name] = [retry.max, retry.intervals, native_interval(task)]
+    else:
+        from implementations.celery_backend.app import native_retry_options
+        out[name] = native_retry_options(task)
+print(json.dumps(out))
+"""
+_POLICIES = {"scalar": {"max_retries": 3, "intervals": [2]}, "list": {"max_retries": 3, "intervals": [1, 2]},
+             "backoff": {"max_retries": 3, "retry_backoff": 2, "retry_backoff_max": 5, "retry_jitter": True},
+             "fixed": {"max_retries": 2, "default_retry_delay": 7}}
+
+
+@pytest.mark.parametrize("backend", ["rq", "celery"])
+def test_native_policies_are_written_as_the_librarys_users_write_them(backend: str, backend_envs: Any) -> None:
+    import json
+    import subprocess
+
+    env = backend_envs[backend]
+    code = f"BACKEND = {backend!r}\nPOLICIES = {json.dumps(json.dumps(_POLICIES))}\n{_MAPPINGS}"
+    done = subprocess.run([str(env.python), "-c", code], env=env.environ(), capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    if backend == "rq":
+        # One interval is RQ's scalar Retry(interval=2); a list goes as given, even shorter than max (RQ then
+        # repeats its first entry); a backoff becomes its unjittered delays (RQ has no backoff or jitter).
+        assert got["scalar"] == [3, [2], 2]  # Retry(max=3, interval=2): the scalar, which RQ keeps as [2]
+        assert got["list"][:2] == [3, [1, 2]]
+        assert got["backoff"][:2] == [3, [2, 4, 5]]
+        assert got["fixed"] == [2, [7], 7]
+    else:
+        # Celery computes the countdown itself: backoff, cap and jitter as given; without a backoff (or with
+        # intervals, which Celery cannot express) its default_retry_delay.
+        assert got["backoff"] == {"retry_backoff": 2.0, "retry_backoff_max": 5.0, "retry_jitter": True,
+                                  "default_retry_delay": 180.0}
+        assert got["scalar"]["retry_backoff"] is False and got["scalar"]["default_retry_delay"] == 180.0
+        assert got["fixed"]["retry_backoff"] is False and got["fixed"]["default_retry_delay"] == 7.0
