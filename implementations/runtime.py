@@ -256,18 +256,19 @@ class Runtime:
 
     # -- what the library itself did (read by the backend from the library's own data) -------------
     def record_schedule(self, job_id: str, attempt: int, *, due_ns: int | None, source: str,
-                        failed_ns: int | None = None, delay_s: float | None = None) -> None:
+                        handed_ns: int | None = None, delay_s: float | None = None) -> None:
         """One "schedule" event: after failed attempt ``attempt`` (1-based) the library will run the job again
         at ``due_ns`` (wall clock, None: at once / unknown), as read from its own data (``source``).
 
-        ``delay_s`` defaults to ``due_ns`` minus the end of the failed attempt (``failed_ns``; the moment of
-        observation when the backend cannot tell it): the delay the library really scheduled, its own rounding
-        and overheads included."""
+        ``delay_s`` defaults to ``due_ns`` minus ``handed_ns``, the moment the wrapper handed the failure to the
+        library (after its own recording and ``on_retry``; the moment of observation when the backend cannot
+        tell it): the delay the library really scheduled, its own rounding and overheads included, the
+        harness's not."""
         if not self.record:
             return
         observed = now_ns()
         if delay_s is None and due_ns is not None:
-            delay_s = (due_ns - (failed_ns or observed)) / 1e9
+            delay_s = (due_ns - (handed_ns or observed)) / 1e9
         self.emit("schedule", job_id=job_id, attempt=int(attempt), due_ns=due_ns, delay_s=delay_s, source=source,
                   observed_ns=observed, schedule=self.schedule, pid=os.getpid())
 

@@ -13,7 +13,7 @@ import redis
 from arq.connections import RedisSettings
 from arq.worker import JobExecutionFailed, Retry, Worker, func
 
-from ..events import HOST
+from ..events import HOST, now_ns
 from .backend import queue_name
 
 if TYPE_CHECKING:
@@ -62,13 +62,13 @@ def make_job(app: RetryApp, task: Task, executor: ThreadPoolExecutor, meta: redi
             if not outcome.deferred:  # a breaker deferral is not one of the task's retries
                 await loop.run_in_executor(
                     executor, lambda: runtime.fire_retry(task, job_id, outcome.exc, outcome.attempt, args, kwargs))
-                ctx[SCHEDULED] = (outcome.attempt, outcome.finished_ns)  # read back by after_job_end
+                ctx[SCHEDULED] = (outcome.attempt, now_ns())  # handed to ARQ now; read back by after_job_end
             raise Retry(defer=outcome.delay if outcome.delay is not None else native_defer(task, outcome.attempt))
         if runtime.native and outcome.exc is not None and task.policy.is_retryable(outcome.exc):
             # Native schedule, retries used up: an ARQ user's ``except …: raise Retry(defer=…)`` does not know
             # this was the last try, and nothing rescues the real error. ARQ runs the job once more, finds
             # job_try > max_tries and stores JobExecutionFailed in its place (Worker.finish_failed_job below).
-            ctx[SCHEDULED] = (outcome.attempt, outcome.finished_ns)
+            ctx[SCHEDULED] = (outcome.attempt, now_ns())
             raise Retry(defer=native_defer(task, outcome.attempt))
         await loop.run_in_executor(
             executor, lambda: runtime.fire_failure(task, job_id, outcome.exc, outcome.tb, outcome.attempt, args, kwargs,
@@ -80,7 +80,7 @@ def make_job(app: RetryApp, task: Task, executor: ThreadPoolExecutor, meta: redi
     return job
 
 
-SCHEDULED = "rb_scheduled"  # ctx key: (failed attempt, its end in ns) of a job that raised arq.Retry
+SCHEDULED = "rb_scheduled"  # ctx key: (failed attempt, when it was handed to ARQ) of a job that raised arq.Retry
 
 
 def native_defer(task: Task, attempt: int) -> float:
@@ -95,7 +95,7 @@ async def after_job_end(app: RetryApp, ctx: dict[str, Any], queue: str) -> None:
     scheduled = ctx.get(SCHEDULED)
     if scheduled is None:
         return
-    attempt, failed_ns = scheduled
+    attempt, handed_ns = scheduled
     runtime = app.runtime
     loop = asyncio.get_running_loop()
     try:
@@ -109,7 +109,7 @@ async def after_job_end(app: RetryApp, ctx: dict[str, Any], queue: str) -> None:
     else:
         due, source, delay = int(score) * 1_000_000, "arq:queue_score", None
     await loop.run_in_executor(None, lambda: runtime.record_schedule(
-        ctx["job_id"], attempt, due_ns=due, source=source, failed_ns=failed_ns, delay_s=delay))
+        ctx["job_id"], attempt, due_ns=due, source=source, handed_ns=handed_ns, delay_s=delay))
 
 
 class RecordingWorker(Worker):  # type: ignore[misc]

@@ -12,7 +12,7 @@ from celery import Task as CeleryTask
 from celery.exceptions import Retry as CeleryRetry
 from celery.signals import before_task_publish
 
-from ..events import HOST
+from ..events import HOST, now_ns
 
 if TYPE_CHECKING:
     from ..app import RetryApp, Task
@@ -66,28 +66,28 @@ class RetryBenchTask(CeleryTask):  # type: ignore[misc]
         if planned is not None:
             countdown, eta = planned, None
         _PUBLISHING.task_id, _PUBLISHING.eta = request.id, _UNSEEN
+        handed = now_ns()
         try:
             return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
         except CeleryRetry:
             if not getattr(request, "rb_deferred", False):  # a breaker deferral is not one of the task's retries
-                self._rb_record_schedule(_PUBLISHING.eta)
+                self._rb_record_schedule(_PUBLISHING.eta, handed)
             raise
         finally:
             _PUBLISHING.task_id = None
 
-    def _rb_record_schedule(self, eta: Any) -> None:
+    def _rb_record_schedule(self, eta: Any, handed_ns: int) -> None:
         """The retry message Celery sent: its ETA is when Celery will run the job again (none: at once)."""
         request, runtime = self.request, self.rb_app.runtime
-        failed_ns = getattr(request, "rb_failed_ns", None)
         attempt = self._rb_attempt()
         if eta is _UNSEEN:
-            runtime.record_schedule(request.id, attempt, due_ns=None, source="celery:unavailable", failed_ns=failed_ns)
+            runtime.record_schedule(request.id, attempt, due_ns=None, source="celery:unavailable", handed_ns=handed_ns)
         elif not eta:
-            runtime.record_schedule(request.id, attempt, due_ns=None, source="celery:no_eta", failed_ns=failed_ns,
+            runtime.record_schedule(request.id, attempt, due_ns=None, source="celery:no_eta", handed_ns=handed_ns,
                                     delay_s=0.0)
         else:
             runtime.record_schedule(request.id, attempt, due_ns=eta_ns(str(eta)), source="celery:eta",
-                                    failed_ns=failed_ns)
+                                    handed_ns=handed_ns)
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         if getattr(self.request, "rb_deferred", False):  # a breaker deferral is not one of the task's retries
@@ -115,7 +115,6 @@ def make_body(app: RetryApp, task: Task) -> Any:
         if outcome.ok:
             return outcome.value
         self.request.rb_delay = outcome.delay
-        self.request.rb_failed_ns = outcome.finished_ns
         self.request.rb_attempt = outcome.attempt
         self.request.rb_deferred = outcome.deferred
         self.request.rb_final = not outcome.retry

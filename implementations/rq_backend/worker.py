@@ -13,7 +13,7 @@ from rq import Queue, SimpleWorker, Worker, get_current_job
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 
-from ..events import HOST
+from ..events import HOST, now_ns
 from .backend import queue_name
 
 if TYPE_CHECKING:
@@ -56,7 +56,6 @@ def execute(task_name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
                                       store_error=store_error)
     job._rb_attempt = outcome.attempt  # type: ignore[attr-defined]  # the policy's count, deferrals excluded
     job._rb_deferred = outcome.deferred  # type: ignore[attr-defined]
-    job._rb_failed_ns = outcome.finished_ns  # type: ignore[attr-defined]  # what the schedule is measured from
     if outcome.ok:
         return outcome.value
     intervals = job.retry_intervals
@@ -83,6 +82,7 @@ def on_failure(job: Job, connection: Redis, exc_type: type[BaseException], value
     if job.should_retry:
         if not getattr(job, "_rb_deferred", False):  # a breaker deferral is not one of the task's retries
             app.runtime.fire_retry(task, job.id, value, attempt, args, kwargs)
+        job._rb_handed_ns = now_ns()  # type: ignore[attr-defined]  # RQ's handle_job_failure runs its Retry next
         return
     text = "".join(traceback.format_exception(exc_type, value, tb))
     app.runtime.fire_failure(task, job.id, value, text, attempt, args, kwargs,
@@ -94,22 +94,22 @@ def record_schedule(app: RetryApp, job: Job, queue: Queue, attempt: int) -> None
     in ``ScheduledJobRegistry`` scored by the due time in whole seconds (``calendar.timegm``, truncated); a zero
     one puts it straight back on the queue, stamped ``enqueued_at``."""
     runtime = app.runtime
-    failed_ns = getattr(job, "_rb_failed_ns", None)  # None: the work horse died (the parent handles it)
+    handed_ns = getattr(job, "_rb_handed_ns", None)  # None: the work horse died (the parent handles it)
     try:
         if job.get_status(refresh=False) == JobStatus.SCHEDULED:
             score = queue.connection.zscore(ScheduledJobRegistry(queue=queue).key, job.id)
             if score is not None:
                 runtime.record_schedule(job.id, attempt, due_ns=int(score) * 1_000_000_000,
-                                        source="rq:scheduled_registry", failed_ns=failed_ns)
+                                        source="rq:scheduled_registry", handed_ns=handed_ns)
                 return
         elif job.enqueued_at is not None:
             at = job.enqueued_at if job.enqueued_at.tzinfo else job.enqueued_at.replace(tzinfo=timezone.utc)
             runtime.record_schedule(job.id, attempt, due_ns=datetime_ns(at), source="rq:enqueued_at",
-                                    failed_ns=failed_ns)
+                                    handed_ns=handed_ns)
             return
     except Exception:  # noqa: BLE001 - reading back is best effort: the retry itself is RQ's and has happened
         pass
-    runtime.record_schedule(job.id, attempt, due_ns=None, source="rq:unavailable", failed_ns=failed_ns)
+    runtime.record_schedule(job.id, attempt, due_ns=None, source="rq:unavailable", handed_ns=handed_ns)
 
 
 def datetime_ns(at: datetime) -> int:

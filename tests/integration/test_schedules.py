@@ -85,9 +85,11 @@ def window(attempt: dict[str, Any], schedule: dict[str, Any]) -> tuple[float, fl
     (``observed_ns``), so that delay lies in [due - observed, due - finished]."""
     due = schedule["due_ns"]
     assert due is not None, schedule
-    assert schedule["delay_s"] == pytest.approx((due - attempt["finished_ns"]) / 1e9, abs=1e-6)
     assert attempt["finished_ns"] <= schedule["observed_ns"]
-    return (due - schedule["observed_ns"]) / 1e9 - EPS_S, (due - attempt["finished_ns"]) / 1e9 + EPS_S
+    lo, hi = (due - schedule["observed_ns"]) / 1e9, (due - attempt["finished_ns"]) / 1e9
+    # delay_s counts from when the wrapper handed the failure to the library: in between, too.
+    assert lo - 1e-6 <= schedule["delay_s"] <= hi + 1e-6, (lo, schedule["delay_s"], hi)
+    return lo - EPS_S, hi + EPS_S
 
 
 def test_every_cell_completed_and_says_its_schedule(run: dict[str, Any]) -> None:
