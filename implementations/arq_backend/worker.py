@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import threading
@@ -175,8 +176,11 @@ def run(app: RetryApp, concurrency: int, index: int) -> None:
         await after_job_end(app, ctx, queue)
 
     RecordingWorker.rb_app = app
+    # after_job_end (ARQ >= 0.25) is where the queue score is read back; an older pinned ARQ runs without it.
+    hooks: dict[str, Any] = ({"after_job_end": job_ended}
+                             if "after_job_end" in inspect.signature(Worker.__init__).parameters else {})
     worker = RecordingWorker(functions=functions, queue_name=queue,
                              redis_settings=settings, max_jobs=max(1, concurrency),
                              poll_delay=float(cfg.options.get("arq_poll_delay", 0.5)), on_startup=on_startup,
-                             after_job_end=job_ended, handle_signals=True, log_results=False)
+                             handle_signals=True, log_results=False, **hooks)
     worker.run()

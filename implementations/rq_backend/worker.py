@@ -121,14 +121,13 @@ def datetime_ns(at: datetime) -> int:
 class ScheduleRecording:
     """Mixed into RQ's worker classes: after RQ handled a failure, record where its ``Retry`` put the job."""
 
-    def handle_job_failure(self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = "",
-                           execution: Any = None) -> None:
+    def handle_job_failure(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> None:
         # RQ's own rule (worker/base.py): a job stopped on request is never retried.
         retry = job.should_retry and getattr(self, "_stopped_job_id", None) != job.id
         # The policy's count (deferrals excluded), or RQ's own before it counts this retry down.
         attempt = getattr(job, "_rb_attempt", None) or attempt_of(job)
-        super().handle_job_failure(job, queue, started_job_registry=started_job_registry,  # type: ignore[misc]
-                                   exc_string=exc_string, execution=execution)
+        # Whatever else this RQ release passes (3.0 adds ``execution``), passed on untouched.
+        super().handle_job_failure(job, queue, *args, **kwargs)  # type: ignore[misc]
         if retry and not getattr(job, "_rb_deferred", False) and _APP is not None:
             record_schedule(_APP, job, queue, attempt)
 
