@@ -65,10 +65,12 @@ def make_job(app: RetryApp, task: Task, executor: ThreadPoolExecutor, meta: redi
                     executor, lambda: runtime.fire_retry(task, job_id, outcome.exc, outcome.attempt, args, kwargs))
                 ctx[SCHEDULED] = (outcome.attempt, now_ns())  # handed to ARQ now; read back by after_job_end
             raise Retry(defer=outcome.delay if outcome.delay is not None else native_defer(task, outcome.attempt))
-        if runtime.native and outcome.exc is not None and task.policy.is_retryable(outcome.exc):
+        if (runtime.native and outcome.exc is not None and task.policy.is_retryable(outcome.exc)
+                and not task.policy.breaker_fail_max):
             # Native schedule, retries used up: an ARQ user's ``except …: raise Retry(defer=…)`` does not know
             # this was the last try, and nothing rescues the real error. ARQ runs the job once more, finds
             # job_try > max_tries and stores JobExecutionFailed in its place (Worker.finish_failed_job below).
+            # (With a circuit breaker, max_tries has room for deferrals: the wrapper must end the job itself.)
             ctx[SCHEDULED] = (outcome.attempt, now_ns())
             raise Retry(defer=native_defer(task, outcome.attempt))
         await loop.run_in_executor(
