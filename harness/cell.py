@@ -162,9 +162,28 @@ class History:
 
 
 def retry_schedule_s(s: Scenario) -> float:
-    """Every retry delay of one job that uses all its retries, in seconds (jitter at its maximum)."""
+    """Every retry delay of one job that uses all its retries, in seconds (jitter at its maximum).
+
+    In the native schedule, the longest any of the libraries may take (docs/schedules.md): Celery waits
+    ``default_retry_delay`` where the policy has intervals or no backoff, and rounds a backoff up to whole
+    seconds (at least 1); RQ reads its interval list from the end; ARQ waits one more delay after the last try
+    before it fails the job itself."""
     policy = s.retry_policy()
-    return sum(policy.base_delay(n) * policy.time_scale for n in range(policy.max_retries))
+    scale = policy.time_scale
+    if s.schedule != "native":
+        return sum(policy.base_delay(n) * scale for n in range(policy.max_retries))
+    backoff = policy.retry_backoff
+    factor = 0.0 if backoff is False or policy.intervals is not None else (1.0 if backoff is True else float(backoff))
+
+    def longest(n: int) -> float:
+        options = [policy.base_delay(n) * scale, max(policy.intervals or (0.0,)) * scale]
+        if factor:
+            options.append(min(float(int(policy.retry_backoff_max * scale)), max(1, int(factor * scale)) * 2.0 ** n))
+        else:
+            options.append(policy.default_retry_delay * scale)
+        return max(options)
+
+    return sum(longest(n) for n in range(policy.max_retries + 1))
 
 
 def deadline_s(s: Scenario) -> float:

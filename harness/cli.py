@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from implementations.backends import QUEUES, REGISTRY, is_in_process
+from implementations.config import SCHEDULES
 from implementations.policy import PolicyError
 
 from .analysis import analyze
@@ -76,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="seed of the fault plan and jitter")
     run.add_argument("--repeat", type=int, default=1, help="run every cell N times; tables show medians")
     run.add_argument("--time-scale", type=float, help="multiply every delay (0.1 = ten times faster)")
+    run.add_argument("--schedule", choices=SCHEDULES, default=None,
+                     help="who decides each retry's delay: planned (retrybench's seeded plan, the default) or "
+                          "native (each library's own formula; see docs/schedules.md); overrides the scenario's")
     run.add_argument("--redis-url", help="use this Redis (keys under retrybench:<run>) instead of a private one")
     run.add_argument("--broker-url", help="Celery broker (default: the Redis URL), e.g. amqp://guest@127.0.0.1//")
     run.add_argument("--out", type=Path, default=Path("results"), help="results root (default: results/)")
@@ -113,7 +117,8 @@ def _plan(args: argparse.Namespace) -> RunPlan:
     try:
         backends = [parse_backend_spec(b) for b in (args.backend or DEFAULT_BACKENDS)]
         scenarios = [with_overrides(resolve(s), jobs=args.jobs, workers=args.workers,
-                                    concurrency=args.concurrency, seed=args.seed, time_scale=args.time_scale)
+                                    concurrency=args.concurrency, seed=args.seed, time_scale=args.time_scale,
+                                    schedule=args.schedule)
                      for s in (args.scenario or ["seed-lesson"])]
         check_options(dict(args.option), "--option")
     except (EnvError, ScenarioError, PolicyError) as exc:

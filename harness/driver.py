@@ -61,6 +61,7 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
         events_file=None if spec.get("external_workers") else spec.get("events_file"),
         task=scenario.task, policy=dict(scenario.policy), task_options=dict(scenario.task_options),
         options={**scenario.options, **spec.get("options", {}), "log_dir": spec.get("log_dir")},
+        schedule=scenario.schedule,
     )
     stop = {"flag": False}
 
@@ -82,7 +83,7 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                             "concurrency": scenario.concurrency, "tolerance_s": scenario.tolerance_s,
                             "late_budget_s": config.options.get("late_budget_s", scenario.late_budget_s),
                             "poison": scenario.poison, "deadline_s": limit, "options": config.options,
-                            "external_workers": spec.get("external_workers", 0)}])
+                            "external_workers": spec.get("external_workers", 0), "schedule": config.schedule}])
     app = build_app(config)
     external = (ExternalWorkers(config, minimum=spec["external_workers"], concurrency=scenario.concurrency)
                 if spec.get("external_workers") else None)

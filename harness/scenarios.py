@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from implementations.config import SCHEDULES
 from implementations.faults import FaultPlan, FaultPlanError
 from implementations.poison import Poison
 from implementations.policy import PolicyError, RetryPolicy
@@ -41,6 +42,9 @@ class Scenario:
     task_options: Mapping[str, Any] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
     poison: float = 0.0  # share of jobs whose argument cannot be serialised or deserialised
+    # Who decides each retry's delay: "planned" (retrybench's seeded plan, the same on every backend) or
+    # "native" (each library from the policy as its own users write it; docs/schedules.md).
+    schedule: str = "planned"
     sweep: Mapping[str, Any] = field(default_factory=dict)  # setting -> values to try (see harness.sweep)
     sweep_of: str = ""  # set on the variants a sweep expands into: the swept scenario's name …
     sweep_values: Mapping[str, Any] = field(default_factory=dict)  # … and this variant's settings
@@ -192,6 +196,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "tolerance_s": (int, float), "late_budget_s": (int, float), "messages": (list,), "work_ms": (int, float),
     "policy": (dict,),
     "faults": (list,), "task_options": (dict,), "options": (dict,), "poison": (int, float), "sweep": (dict,),
+    "schedule": (str,),
 }
 
 
@@ -245,6 +250,9 @@ def validate(s: Scenario, where: str) -> Scenario:
         raise ScenarioError(f"{where}: enqueue_rate, tolerance_s and work_ms must be >= 0")
     if s.late_budget_s is not None and s.late_budget_s <= 0:
         raise ScenarioError(f"{where}: late_budget_s must be a number > 0, got {s.late_budget_s!r}")
+    if s.schedule not in SCHEDULES:
+        raise ScenarioError(f"{where}: schedule: expected {' or '.join(repr(m) for m in SCHEDULES)}, "
+                            f"got {s.schedule!r}")
     if s.task not in TASKS:
         raise ScenarioError(f"{where}: task: expected one of {', '.join(TASKS)}, got {s.task!r}")
     try:

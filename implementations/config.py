@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 ENV_VAR = "RETRYBENCH_CONFIG"
+SCHEDULES = ("planned", "native")  # who decides each retry's delay: retrybench's plan, or the library itself
 
 
 @dataclass
@@ -33,12 +34,17 @@ class AppConfig:
     options: dict[str, Any] = field(default_factory=dict)  # backend tuning (worker class, poll delay…)
     app_path: str = "implementations.scenarios:build_app"
     t0_ns: int = 0  # the run's first enqueue; outage windows are measured from it
+    # "planned": retrybench's seeded plan sets every retry delay; "native": each library computes its own
+    # from the policy written as its users would write it (docs/schedules.md).
+    schedule: str = "planned"
 
     def __post_init__(self) -> None:
         if not self.label:
             self.label = self.backend
         if not self.prefix:
             self.prefix = f"retrybench:{self.run_id}"
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
 
     def reached_at(self, redis_url: str, broker_url: str | None = None) -> AppConfig:
         """The same app seen from another host: the run's Redis under the address that works from here

@@ -63,6 +63,10 @@ class Runtime:
         # other sink gets each event as a dict at once. A JSON log of attempts needs the dicts now, too.
         self.put: Callable[..., None] = (sink.emit_records if is_compact(sink) and self._joblog is None
                                          else self._emit_expanded)
+        # Native schedules: the library computes each retry's delay (docs/schedules.md). The in-process reference
+        # backend has no library of its own: it keeps the plan's delays in both modes.
+        self.schedule = cfg.schedule
+        self.native = cfg.schedule == "native" and cfg.backend != "reference"
         self._breakers: Breakers | None = None
         self._breakers_lock = threading.Lock()  # reference workers are threads: one shared state per task
 
@@ -241,14 +245,44 @@ class Runtime:
             real = exc.exc or exc
             retry = retries_done < policy.max_retries
             if retry:
+                # An explicit countdown is the caller's in both modes; without one, the plan's or the library's.
                 delay = (exc.countdown * policy.time_scale if exc.countdown is not None
-                         else retry_delay(policy, self.app.config.seed, job_id, retries_done))
+                         else None if self.native else retry_delay(policy, self.app.config.seed, job_id, retries_done))
         else:
             retry = policy.will_retry(exc, retries_done)
-            if retry:
+            if retry and not self.native:  # native: the library computes the delay (None here)
                 delay = retry_delay(policy, self.app.config.seed, job_id, retries_done)
         return Outcome(ok=False, exc=real, retry=retry, delay=delay, fault=fault, started_ns=started,
                        finished_ns=now_ns())
+
+    # -- what the library itself did (read by the backend from the library's own data) -------------
+    def record_schedule(self, job_id: str, attempt: int, *, due_ns: int | None, source: str,
+                        handed_ns: int | None = None, delay_s: float | None = None) -> None:
+        """One "schedule" event: after failed attempt ``attempt`` (1-based) the library will run the job again
+        at ``due_ns`` (wall clock, None: at once / unknown), as read from its own data (``source``).
+
+        ``delay_s`` defaults to ``due_ns`` minus ``handed_ns``, the moment the wrapper handed the failure to the
+        library (after its own recording and ``on_retry``; the moment of observation when the backend cannot
+        tell it): the delay the library really scheduled, its own rounding and overheads included, the
+        harness's not."""
+        if not self.record:
+            return
+        observed = now_ns()
+        if delay_s is None and due_ns is not None:
+            delay_s = (due_ns - (handed_ns or observed)) / 1e9
+        self.emit("schedule", job_id=job_id, attempt=int(attempt), due_ns=due_ns, delay_s=delay_s, source=source,
+                  observed_ns=observed, schedule=self.schedule, pid=os.getpid())
+
+    def record_native_terminal(self, task: str, job_id: str, attempts: int, exc: BaseException | None, *,
+                               source: str) -> None:
+        """The library failed the job for good on its own (e.g. ARQ's ``max_tries`` exceeded): a terminal event
+        with the error the library stored, and deliberately no failure record and no ``on_failure``: the
+        Celery-style handler never ran, and that is the finding."""
+        if not self.record:
+            return
+        self.emit("terminal", job_id=job_id, task=task, state="failure", attempts=attempts, ts_ns=now_ns(),
+                  exc_type=exc_type_name(exc) if exc is not None else "", exc_message=str(exc or ""), source=source,
+                  schedule=self.schedule, pid=os.getpid())
 
     # -- callbacks (called from each backend's native hook) ----------------------------------------
     def fire_retry(self, task: Task, job_id: str, exc: BaseException | None, attempt: int,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import threading
@@ -11,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 from arq.connections import RedisSettings
-from arq.worker import Retry, Worker, func
+from arq.worker import JobExecutionFailed, Retry, Worker, func
 
-from ..events import HOST
+from ..events import HOST, now_ns
 from .backend import queue_name
 
 if TYPE_CHECKING:
@@ -62,7 +63,16 @@ def make_job(app: RetryApp, task: Task, executor: ThreadPoolExecutor, meta: redi
             if not outcome.deferred:  # a breaker deferral is not one of the task's retries
                 await loop.run_in_executor(
                     executor, lambda: runtime.fire_retry(task, job_id, outcome.exc, outcome.attempt, args, kwargs))
-            raise Retry(defer=outcome.delay)
+                ctx[SCHEDULED] = (outcome.attempt, now_ns())  # handed to ARQ now; read back by after_job_end
+            raise Retry(defer=outcome.delay if outcome.delay is not None else native_defer(task, outcome.attempt))
+        if (runtime.native and outcome.exc is not None and task.policy.is_retryable(outcome.exc)
+                and not task.policy.breaker_fail_max):
+            # Native schedule, retries used up: an ARQ user's ``except …: raise Retry(defer=…)`` does not know
+            # this was the last try, and nothing rescues the real error. ARQ runs the job once more, finds
+            # job_try > max_tries and stores JobExecutionFailed in its place (Worker.finish_failed_job below).
+            # (With a circuit breaker, max_tries has room for deferrals: the wrapper must end the job itself.)
+            ctx[SCHEDULED] = (outcome.attempt, now_ns())
+            raise Retry(defer=native_defer(task, outcome.attempt))
         await loop.run_in_executor(
             executor, lambda: runtime.fire_failure(task, job_id, outcome.exc, outcome.tb, outcome.attempt, args, kwargs,
                                                    worker=f"{HOST}:{os.getpid()}"))
@@ -71,6 +81,69 @@ def make_job(app: RetryApp, task: Task, executor: ThreadPoolExecutor, meta: redi
 
     job.__qualname__ = task.name
     return job
+
+
+SCHEDULED = "rb_scheduled"  # ctx key: (failed attempt, when it was handed to ARQ) of a job that raised arq.Retry
+
+
+def native_defer(task: Task, attempt: int) -> float:
+    """``Retry(defer=…)`` as an ARQ user writes the policy: ARQ has no backoff or jitter of its own, so the
+    task computes the policy's delay before retry ``attempt`` itself (jitter unseeded, as ``random`` gives it)."""
+    return task.policy.delay(attempt - 1)
+
+
+async def after_job_end(app: RetryApp, ctx: dict[str, Any], queue: str) -> None:
+    """After ARQ's own ``finish_job``: the job's score in the queue's sorted set (ms) is when ARQ runs it again.
+    A zero ``defer`` leaves the score as it was (the job is due at once)."""
+    scheduled = ctx.get(SCHEDULED)
+    if scheduled is None:
+        return
+    attempt, handed_ns = scheduled
+    runtime = app.runtime
+    loop = asyncio.get_running_loop()
+    try:
+        score = await ctx["redis"].zscore(queue, ctx["job_id"])
+    except Exception:  # noqa: BLE001 - reading back is best effort: the retry itself is ARQ's and has happened
+        score = None
+    if score is None:
+        due, source, delay = None, "arq:unavailable", None
+    elif int(score) == int(ctx.get("score") or -1):
+        due, source, delay = None, "arq:queue_score", 0.0  # Retry(defer=0): ARQ left the score alone
+    else:
+        due, source, delay = int(score) * 1_000_000, "arq:queue_score", None
+    await loop.run_in_executor(None, lambda: runtime.record_schedule(
+        ctx["job_id"], attempt, due_ns=due, source=source, handed_ns=handed_ns, delay_s=delay))
+
+
+class RecordingWorker(Worker):  # type: ignore[misc]
+    """ARQ's worker, plus a look at what ARQ stored when it fails a job on its own (``max_tries`` exceeded): in
+    the native schedule that is the job's end, with JobExecutionFailed instead of the real error."""
+
+    rb_app: RetryApp
+
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        await super().finish_failed_job(job_id, result_data)
+        app = self.rb_app
+        if not app.runtime.native:
+            return  # planned: the wrapper ends every job itself; what ARQ fails alone is the checkers' to find
+        from arq.constants import result_key_prefix
+        from arq.jobs import deserialize_result
+
+        try:
+            raw = await self.pool.get(result_key_prefix + job_id)
+            result = deserialize_result(raw or result_data, deserializer=self.job_deserializer)
+        except Exception:  # noqa: BLE001 - an unreadable result is not this kind of failure
+            return
+        exc = result.result
+        # Only ARQ's own "max N retries exceeded": not an expired or undecodable (poison) job, which no task
+        # body ever saw and which the run does not wait for.
+        if not (isinstance(exc, JobExecutionFailed) and "retries exceeded" in str(exc)):
+            return
+        task = app.tasks.get(result.function)
+        if task is None:
+            return
+        await asyncio.get_running_loop().run_in_executor(None, lambda: app.runtime.record_native_terminal(
+            task.name, job_id, max(1, int(result.job_try or 1) - 1), exc, source="arq:job_result"))
 
 
 def run(app: RetryApp, concurrency: int, index: int) -> None:
@@ -99,8 +172,17 @@ def run(app: RetryApp, concurrency: int, index: int) -> None:
 
         settings.retry = RedisRetry(ExponentialBackoff(cap=2, base=0.2), retries)
         settings.retry_on_error = [RedisConnectionError, RedisTimeoutError, OSError]
-    worker = Worker(functions=functions, queue_name=queue_name(cfg.prefix),
-                    redis_settings=settings, max_jobs=max(1, concurrency),
-                    poll_delay=float(cfg.options.get("arq_poll_delay", 0.5)), on_startup=on_startup,
-                    handle_signals=True, log_results=False)
+    queue = queue_name(cfg.prefix)
+
+    async def job_ended(ctx: dict[str, Any]) -> None:
+        await after_job_end(app, ctx, queue)
+
+    RecordingWorker.rb_app = app
+    # after_job_end (ARQ >= 0.25) is where the queue score is read back; an older pinned ARQ runs without it.
+    hooks: dict[str, Any] = ({"after_job_end": job_ended}
+                             if "after_job_end" in inspect.signature(Worker.__init__).parameters else {})
+    worker = RecordingWorker(functions=functions, queue_name=queue,
+                             redis_settings=settings, max_jobs=max(1, concurrency),
+                             poll_delay=float(cfg.options.get("arq_poll_delay", 0.5)), on_startup=on_startup,
+                             handle_signals=True, log_results=False, **hooks)
     worker.run()

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import threading
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from celery import Task as CeleryTask
+from celery.exceptions import Retry as CeleryRetry
+from celery.signals import before_task_publish
 
-from ..events import HOST
+from ..events import HOST, now_ns
 
 if TYPE_CHECKING:
     from ..app import RetryApp, Task
@@ -16,6 +20,27 @@ if TYPE_CHECKING:
 
 def queue_name(prefix: str) -> str:
     return f"{prefix}:celery"
+
+
+# The retry message a worker thread is publishing right now: its task id, then the ETA header Celery wrote.
+_PUBLISHING = threading.local()
+_UNSEEN = object()
+
+
+@before_task_publish.connect(weak=False, dispatch_uid="retrybench-retry-eta")
+def _capture_eta(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Celery's own retry message, as it leaves: its ``eta`` header is when Celery will run the retry."""
+    if headers and getattr(_PUBLISHING, "task_id", None) == headers.get("id"):
+        _PUBLISHING.eta = headers.get("eta")
+
+
+def eta_ns(eta: str) -> int:
+    """Celery's ISO-8601 ETA (timezone-aware; naive taken as UTC) as wall-clock ns, in integers."""
+    at = datetime.fromisoformat(eta)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=timezone.utc)
+    delta = at - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
 class RetryBenchTask(CeleryTask):  # type: ignore[misc]
@@ -28,16 +53,41 @@ class RetryBenchTask(CeleryTask):  # type: ignore[misc]
               eta: Any = None, countdown: float | None = None, max_retries: int | None = None,
               **options: Any) -> Any:
         # autoretry_for calls this with Celery's own countdown (whole seconds from retry_backoff, and an
-        # unseeded jitter). The harness needs a delay it can predict, so the plan's delay for this attempt
-        # replaces it; the retry itself — a new message with an ETA — is Celery's.
-        if getattr(self.request, "rb_final", False) and exc is not None:
+        # unseeded jitter). In the planned schedule the harness needs a delay it can predict, so the plan's
+        # delay for this attempt replaces it; the retry itself — a new message with an ETA — is Celery's. In the
+        # native schedule the runtime plans nothing (rb_delay is None but for an explicit countdown or a
+        # breaker deferral) and Celery's countdown, or its default_retry_delay, stands.
+        request = self.request
+        if getattr(request, "rb_final", False) and exc is not None:
             # The shared runtime said the retries are used up. Celery's own limit only differs when a
             # circuit breaker made room for deferrals; this failure is final either way.
             raise exc
-        planned = getattr(self.request, "rb_delay", None)
+        planned = getattr(request, "rb_delay", None)
         if planned is not None:
             countdown, eta = planned, None
-        return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+        _PUBLISHING.task_id, _PUBLISHING.eta = request.id, _UNSEEN
+        handed = now_ns()
+        try:
+            return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+        except CeleryRetry:
+            if not getattr(request, "rb_deferred", False):  # a breaker deferral is not one of the task's retries
+                self._rb_record_schedule(_PUBLISHING.eta, handed)
+            raise
+        finally:
+            _PUBLISHING.task_id = None
+
+    def _rb_record_schedule(self, eta: Any, handed_ns: int) -> None:
+        """The retry message Celery sent: its ETA is when Celery will run the job again (none: at once)."""
+        request, runtime = self.request, self.rb_app.runtime
+        attempt = self._rb_attempt()
+        if eta is _UNSEEN:
+            runtime.record_schedule(request.id, attempt, due_ns=None, source="celery:unavailable", handed_ns=handed_ns)
+        elif not eta:
+            runtime.record_schedule(request.id, attempt, due_ns=None, source="celery:no_eta", handed_ns=handed_ns,
+                                    delay_s=0.0)
+        else:
+            runtime.record_schedule(request.id, attempt, due_ns=eta_ns(str(eta)), source="celery:eta",
+                                    handed_ns=handed_ns)
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         if getattr(self.request, "rb_deferred", False):  # a breaker deferral is not one of the task's retries
@@ -91,6 +141,22 @@ def transport_options(options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def native_retry_options(task: Task) -> dict[str, Any]:
+    """The policy as a Celery user writes it, left for Celery to compute: ``retry_backoff`` (a factor; Celery
+    itself makes it ``int(max(1.0, factor))`` and countdowns ``min(int(retry_backoff_max), factor * 2**retries)``,
+    whole seconds), ``retry_jitter`` (``random.randrange(countdown + 1)``, unseeded) and, without a backoff,
+    ``default_retry_delay``. Seconds are scaled by the run's time scale before Celery rounds them. Celery has
+    no interval list: with ``intervals`` the policy's backoff is off and ``default_retry_delay`` applies."""
+    policy = task.policy
+    scale = policy.time_scale
+    backoff = policy.retry_backoff
+    factor = 0.0 if backoff is False or policy.intervals is not None else (1.0 if backoff is True else float(backoff))
+    return {"retry_backoff": factor * scale if factor else False,
+            "retry_backoff_max": policy.retry_backoff_max * scale,
+            "retry_jitter": policy.retry_jitter,
+            "default_retry_delay": policy.default_retry_delay * scale}
+
+
 def build_celery(app: RetryApp) -> Celery:
     cfg = app.config
     celery = Celery(f"retrybench-{cfg.run_id}", broker=cfg.broker_url or cfg.redis_url,
@@ -122,6 +188,8 @@ def build_celery(app: RetryApp) -> Celery:
             "default_retry_delay": policy.default_retry_delay * policy.time_scale,
             "rb_app": app, "rb_task": task,
         }
+        if cfg.schedule == "native":
+            options.update(native_retry_options(task))
         if task.time_limit:
             # The soft limit raises SoftTimeLimitExceeded inside the task, which the runtime maps to a
             # retryable TimeoutError; the hard limit (which kills the pool child) is only a backstop.

@@ -29,6 +29,28 @@ def queue_name(prefix: str) -> str:
     return f"{prefix}:rq"
 
 
+def native_interval(task: Task) -> int | list[int | float]:
+    """``Retry(interval=…)`` as an RQ user writes the policy: the ``intervals`` list exactly as given (RQ picks
+    entries counting from the end of the list when it is shorter or longer than ``max``), one interval as a
+    scalar, and a backoff as the list of its unjittered delays (RQ has neither backoff nor jitter); scaled by
+    the run's time scale. RQ's ``Retry`` takes a scalar only as an ``int``: a fractional one stays a list."""
+    policy = task.policy
+    scale = policy.time_scale
+    if policy.intervals is not None:
+        given = [v * scale for v in policy.intervals]
+    else:
+        given = [policy.base_delay(n) * scale for n in range(max(1, policy.max_retries))]
+        given = given[:1] if len(set(given)) == 1 else given  # a fixed delay: one interval
+    whole: list[int | float] = [int(v) if float(v).is_integer() else v for v in given]  # what a user types
+    if len(whole) == 1:
+        return whole[0] if isinstance(whole[0], int) else whole
+    return whole
+
+
+def native_retry(task: Task) -> Retry:
+    return Retry(max=task.policy.native_max_retries, interval=native_interval(task))  # type: ignore[arg-type]
+
+
 class RQBackend(Backend):
     name = "rq"
     libraries = ("rq", "redis")
@@ -41,10 +63,12 @@ class RQBackend(Backend):
 
     def retry_for(self, task: Task, job_id: str) -> Retry | None:
         """RQ's native ``Retry``: one interval per retry, so RQ's index (counted from the end of the list)
-        lands on the delay the plan expects for that retry."""
+        lands on the delay the plan expects for that retry. Native schedules: ``native_retry``."""
         policy = task.policy
         if policy.native_max_retries == 0:
             return None
+        if self.config.schedule == "native":
+            return native_retry(task)
         schedule = [retry_delay(policy, self.config.seed, job_id, n) for n in range(policy.max_retries)] or [0.0]
         # With a circuit breaker, RQ gets room for deferrals; the worker writes each delay into the slot
         # RQ reads next, so the list stays right however the counts shift.

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import traceback
+from datetime import datetime, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from rq import Queue, SimpleWorker, Worker, get_current_job
-from rq.job import Job
+from rq.job import Job, JobStatus
+from rq.registry import ScheduledJobRegistry
 
-from ..events import HOST
+from ..events import HOST, now_ns
 from .backend import queue_name
 
 if TYPE_CHECKING:
@@ -80,10 +82,62 @@ def on_failure(job: Job, connection: Redis, exc_type: type[BaseException], value
     if job.should_retry:
         if not getattr(job, "_rb_deferred", False):  # a breaker deferral is not one of the task's retries
             app.runtime.fire_retry(task, job.id, value, attempt, args, kwargs)
+        job._rb_handed_ns = now_ns()  # type: ignore[attr-defined]  # RQ's handle_job_failure runs its Retry next
         return
     text = "".join(traceback.format_exception(exc_type, value, tb))
     app.runtime.fire_failure(task, job.id, value, text, attempt, args, kwargs,
                              worker=f"{HOST}:{os.getpid()}")
+
+
+def record_schedule(app: RetryApp, job: Job, queue: Queue, attempt: int) -> None:
+    """After RQ's own ``job.retry``: where RQ put the job, read back from RQ's data. A non-zero interval parks it
+    in ``ScheduledJobRegistry`` scored by the due time in whole seconds (``calendar.timegm``, truncated); a zero
+    one puts it straight back on the queue, stamped ``enqueued_at``."""
+    runtime = app.runtime
+    handed_ns = getattr(job, "_rb_handed_ns", None)  # None: the work horse died (the parent handles it)
+    try:
+        if job.get_status(refresh=False) == JobStatus.SCHEDULED:
+            score = queue.connection.zscore(ScheduledJobRegistry(queue=queue).key, job.id)
+            if score is not None:
+                runtime.record_schedule(job.id, attempt, due_ns=int(score) * 1_000_000_000,
+                                        source="rq:scheduled_registry", handed_ns=handed_ns)
+                return
+        elif job.enqueued_at is not None:
+            at = job.enqueued_at if job.enqueued_at.tzinfo else job.enqueued_at.replace(tzinfo=timezone.utc)
+            runtime.record_schedule(job.id, attempt, due_ns=datetime_ns(at), source="rq:enqueued_at",
+                                    handed_ns=handed_ns)
+            return
+    except Exception:  # noqa: BLE001 - reading back is best effort: the retry itself is RQ's and has happened
+        pass
+    runtime.record_schedule(job.id, attempt, due_ns=None, source="rq:unavailable", handed_ns=handed_ns)
+
+
+def datetime_ns(at: datetime) -> int:
+    """An aware datetime as wall-clock ns, in integers (a float timestamp would lose the microseconds)."""
+    delta = at - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+class ScheduleRecording:
+    """Mixed into RQ's worker classes: after RQ handled a failure, record where its ``Retry`` put the job."""
+
+    def handle_job_failure(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> None:
+        # RQ's own rule (worker/base.py): a job stopped on request is never retried.
+        retry = job.should_retry and getattr(self, "_stopped_job_id", None) != job.id
+        # The policy's count (deferrals excluded), or RQ's own before it counts this retry down.
+        attempt = getattr(job, "_rb_attempt", None) or attempt_of(job)
+        # Whatever else this RQ release passes (3.0 adds ``execution``), passed on untouched.
+        super().handle_job_failure(job, queue, *args, **kwargs)  # type: ignore[misc]
+        if retry and not getattr(job, "_rb_deferred", False) and _APP is not None:
+            record_schedule(_APP, job, queue, attempt)
+
+
+class RecordingWorker(ScheduleRecording, Worker):
+    pass
+
+
+class RecordingSimpleWorker(ScheduleRecording, SimpleWorker):
+    pass
 
 
 def run(app: RetryApp, index: int) -> None:
@@ -92,7 +146,8 @@ def run(app: RetryApp, index: int) -> None:
     cfg = app.config
     redis = Redis.from_url(cfg.redis_url or "")
     queue = Queue(queue_name(cfg.prefix), connection=redis)
-    worker_cls = SimpleWorker if cfg.options.get("rq_worker_class") == "SimpleWorker" else Worker
+    worker_cls = (RecordingSimpleWorker if cfg.options.get("rq_worker_class") == "SimpleWorker"
+                  else RecordingWorker)
     name = f"{cfg.prefix}:w{index}:{os.getpid()}"
     os.environ["RB_WORKER_NAME"] = name
     # worker_ttl also sets how long an idle worker blocks waiting for a job (ttl - 15 s), and maintenance

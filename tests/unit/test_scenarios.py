@@ -51,6 +51,8 @@ def test_a_user_file_runs_like_a_preset(tmp_path: Path) -> None:
     ("[options]\nbroker_wait_s = true", "broker_wait_s must be a number > 0, got True"),
     ("[[faults]]\nkind = 'crash'\ntarget = 'host'", r"faults\[0\].target: expected process or worker"),
     ("[[faults]]\nkind = 'timeout'\ntarget = 'worker'", "unknown key.*target"),
+    ("schedule = 'library'", "schedule: expected 'planned' or 'native', got 'library'"),
+    ("schedule = 1", "schedule: expected str"),
 ])
 def test_malformed_files_name_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.toml"
@@ -68,6 +70,34 @@ def test_a_number_option_is_checked_on_the_command_line_too() -> None:
     # Then a too-small or non-number one is refused with its name
     with pytest.raises(ScenarioError, match="--option: broker_wait_s must be a number > 0, got 0"):
         check_options({"broker_wait_s": 0}, "--option")
+
+
+def test_the_schedule_mode_comes_from_the_file_and_the_command_line_overrides_it(tmp_path: Path) -> None:
+    from harness.cli import _plan, build_parser
+
+    path = tmp_path / "native.toml"
+    path.write_text('schedule = "native"\njobs = 2\n')
+    assert PRESETS["transient-1"].schedule == "planned"  # the default: today's behaviour
+    assert load_file(path).schedule == "native"
+    parser = build_parser()
+    plan = _plan(parser.parse_args(["run", "-s", str(path)]))
+    assert plan.scenarios[0].schedule == "native"
+    plan = _plan(parser.parse_args(["run", "-s", str(path), "-s", "transient-1", "--schedule", "planned"]))
+    assert [s.schedule for s in plan.scenarios] == ["planned", "planned"]
+    plan = _plan(parser.parse_args(["run", "-s", "transient-1", "--schedule", "native"]))
+    assert plan.scenarios[0].schedule == "native" and plan.scenarios[0].to_dict()["schedule"] == "native"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "--schedule", "library"])
+
+
+def test_the_app_config_carries_the_schedule_to_the_workers() -> None:
+    from implementations.config import AppConfig
+
+    config = AppConfig(backend="rq", schedule="native")
+    assert AppConfig.from_json(config.to_json()).schedule == "native"
+    assert AppConfig().schedule == "planned"
+    with pytest.raises(ValueError, match="schedule must be one of planned, native"):
+        AppConfig(schedule="sometimes")
 
 
 def test_unknown_preset_lists_the_presets() -> None:
@@ -99,3 +129,20 @@ def test_poison_jobs_are_picked_from_the_seed_and_carry_an_undecodable_argument(
     data = pickle.dumps(arg)  # it serialises ...
     with pytest.raises(ValueError, match="cannot be decoded"):
         pickle.loads(data)  # ... and a worker cannot decode it
+
+
+def test_a_native_cell_waits_as_long_as_the_slowest_library_may_schedule() -> None:
+    from dataclasses import replace
+
+    from harness.cell import retry_schedule_s
+
+    # Given a policy with intervals, and one with a sub-second backoff (time scale 0.1)
+    lesson = PRESETS["seed-lesson"]  # intervals 10, 30, 60 s × 0.1; default_retry_delay 180 s × 0.1
+    backoff = replace(PRESETS["transient-1"], time_scale=0.1)  # factor 1 × 0.1, three retries
+    # Then planned: the plan's own delays
+    assert retry_schedule_s(lesson) == pytest.approx(10.0)
+    assert retry_schedule_s(backoff) == pytest.approx(0.7)
+    # And native: Celery's default_retry_delay for each retry, and one more delay (ARQ's last Retry) …
+    assert retry_schedule_s(replace(lesson, schedule="native")) == pytest.approx(4 * 18.0)
+    # … and Celery's whole seconds, at least 1 s a step: 1, 2, 4, 8
+    assert retry_schedule_s(replace(backoff, schedule="native")) == pytest.approx(1 + 2 + 4 + 8)
