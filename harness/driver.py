@@ -115,7 +115,7 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
         expected_of = expectations(scenario, config.run_id) if app.runtime.record else None
         # Start-up, one definition on every backend (harness/startup.py): probes wait on the queue before the
         # workers are spawned, and all of them have ended before the measured window opens.
-        probe = None if external else StartupProbe(app, scenario.workers * max(1, scenario.concurrency),
+        probe = None if external else StartupProbe(app, scenario.workers, scenario.concurrency,
                                                    float(config.options.get("probe_timeout_s") or PROBE_TIMEOUT_S))
         try:
             if probe is not None:

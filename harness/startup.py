@@ -1,10 +1,11 @@
 """Driver side of comparable start-up (the definition and the worker side: ``implementations/startup.py``).
 
 Runs inside the backend's environment, before the measured window: imports only the standard library and
-``implementations``. ``StartupProbe.seed`` puts one probe per job slot on the queue *before* the workers are
-spawned, so each worker finds one the moment it first asks for work; ``run`` then waits for every worker
-index to report a completed probe, topping the queue up in rounds, releases the probes that were held, and
-waits until every probe has ended, so that none is left to run inside the measured window.
+``implementations``. ``StartupProbe.seed`` puts probes on the queue *before* the workers are spawned, as many
+as the workers can take before each has run one (``probes_per_worker``), so each worker finds one the moment
+it first asks for work; ``run`` then waits for every worker index to report a completed probe, topping the
+queue up in rounds, releases the probes that were held, and waits until every probe has ended, so that none
+is left to run inside the measured window.
 
 No library here lets a client hand a job to one chosen worker; each hands a job to whichever worker asks
 first, which is why probes go out in rounds and a worker that has its figure holds the next probe it takes:
@@ -13,13 +14,15 @@ first, which is why probes go out in rounds and a worker that has its figure hol
   blocked, so an idle worker that has waited longest gets the next probe. A work horse is forked per job.
 - **ARQ**: each worker polls the queue's sorted set every ``poll_delay`` (0.5 s) and claims due jobs one at a
   time under its ``max_jobs`` semaphore (an in-progress key each): the first worker to poll takes what it can.
-- **Celery**: each worker's consumer ``BRPOP``\\ s messages until it holds ``prefetch_multiplier ×
-  concurrency`` unacknowledged ones, then hands them to its pool: a worker up early can reserve several
-  probes, which the others then never see; the fallback round (``ROUND_S`` without news) covers that.
+- **Celery**: each worker's consumer takes messages (``BRPOP``) until it holds ``prefetch_multiplier ×
+  concurrency`` unacknowledged ones (early acks: those its pool is running no longer count), then hands
+  them to its pool: a worker up early reserves several probes, which the others then never see. So a
+  Celery worker is given room for ``(prefetch_multiplier + 1) × concurrency`` probes.
 - **reference**: threads of the driver's process take the earliest item of one timer heap.
 
-A worker's figure can therefore include up to one round's wait when another worker had taken the probe it
-would have run (the record keeps how many probes and rounds it took).
+Should a worker still find the queue empty, a fallback round (``ROUND_S`` without news) puts one more probe
+per missing worker: its figure can then include up to one round's wait (the record keeps how many probes and
+rounds it took).
 """
 
 from __future__ import annotations
@@ -35,18 +38,31 @@ if TYPE_CHECKING:
     from implementations.app import RetryApp
 
 PROBE_TIMEOUT_S = 60.0  # every worker has run a probe by then, or its start-up is null with a reason
-ROUND_S = 0.5  # no worker reported a first probe for this long: put one more probe per missing worker
+ROUND_S = 0.25  # no worker reported a first probe for this long: put one more probe per missing worker
 SETTLE_S = 15.0  # after the release, how long the probes still queued or held may take to end
 
 Drain = Callable[[int], list[dict[str, Any]]]
 
 
+def probes_per_worker(backend: str, concurrency: int, options: dict[str, Any]) -> int:
+    """How many probes one worker can take off the queue before it has run its first (see above)."""
+    c = max(1, concurrency)
+    if backend == "celery":
+        return (int(options.get("celery_prefetch", 4)) + 1) * c
+    if backend == "arq":
+        return c  # claims one job per free max_jobs slot
+    return 1  # an RQ worker (concurrency is more processes) or a reference thread takes one at a time
+
+
 class StartupProbe:
     """One cell's probe phase: ``seed()`` before the workers are spawned, ``run()`` once they are."""
 
-    def __init__(self, app: RetryApp, slots: int, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    def __init__(self, app: RetryApp, workers: int, concurrency: int, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+        cfg = app.config
         self.app = app
-        self.slots = max(1, slots)
+        self.greed = probes_per_worker(cfg.backend, concurrency, cfg.options)
+        # RQ and the reference backend run concurrency as more workers, the others as more slots of one worker.
+        self.workers = max(1, workers) * (max(1, concurrency) if cfg.backend in ("rq", "reference") else 1)
         self.timeout_s = timeout_s
         self.enqueued: list[str] = []
         self.rounds = 0
@@ -62,8 +78,8 @@ class StartupProbe:
         self.rounds += 1
 
     def seed(self) -> None:
-        """One probe per job slot (workers × concurrency), waiting for the workers about to be spawned."""
-        self._enqueue(self.slots)
+        """Probes for the workers about to be spawned: as many as they can take before each has run one."""
+        self._enqueue(self.workers * self.greed)
 
     def run(self, drain: Drain, library_ready_s: float | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Wait for a first probe from every worker spawned so far; returns the fields of the ``workers_ready``
@@ -97,8 +113,9 @@ class StartupProbe:
                 last_news = time.monotonic()
             missing = len(spawned) - len(first)
             free = len(self.enqueued) - len(seen)  # probes no worker has taken yet (as far as we can see)
-            if missing and (free < missing or time.monotonic() - last_news > ROUND_S):
-                self._enqueue(missing if free >= missing else missing - free)
+            want = missing * self.greed
+            if missing and (free < want or time.monotonic() - last_news > ROUND_S):
+                self._enqueue(missing if free >= want else want - free)
                 last_news = time.monotonic()
         board_for(self.app).release()
         settle_until = time.monotonic() + SETTLE_S

@@ -29,13 +29,13 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from .attempt import Outcome
+from .attempt import WORKER_PID_ENV, Outcome
 from .events import HOST, harness_redis, now_ns
 
 if TYPE_CHECKING:
     from .app import RetryApp, Task
 
-PROBE_TASK = "retrybench.probe"
+PROBE_TASK = "retrybench_probe"  # an identifier: Celery names the task's function after it
 INDEX_ENV = "RB_WORKER_INDEX"
 DEFINITION = "spawn to first completed probe job"
 HOLD_MAX_S = 120.0  # a held probe gives up waiting for its release after this long (the driver died)
@@ -161,8 +161,10 @@ def run_probe(app: RetryApp, job_id: str, attempt: int) -> Outcome:
     started = now_ns()
     index = worker_index()
     runtime = app.runtime
+    # pid: the process that ran it (an RQ work horse, a Celery pool child); worker_pid: the worker it belongs to.
+    leader = os.environ.get(WORKER_PID_ENV)
     fields = {"type": "probe", **runtime.base, "probe_id": job_id, "index": index, "host": HOST,
-              "pid": os.getpid()}
+              "pid": os.getpid(), "worker_pid": int(leader) if leader else os.getpid()}
     try:
         board = board_for(app)
         if index is not None and board.first(index):

@@ -57,6 +57,9 @@ def test_every_worker_has_one_finite_positive_startup(cell: dict[str, Any]) -> N
     firsts = [e for e in of(cell["events"], "probe") if e["state"] == "first"]
     assert sorted(e["index"] for e in firsts) == list(range(WORKERS))
     assert sorted(p for p in ready["startup_pids"]) == sorted(e["pid"] for e in firsts)
+    starts = {e["index"]: e["pid"] for e in of(cell["events"], "worker") if e.get("event") == "start"}
+    if starts:  # worker processes (not the reference backend's threads): the index is that process's own
+        assert {e["index"]: e["worker_pid"] for e in firsts} == starts
 
 
 def test_probes_are_not_jobs_of_the_run_and_end_before_the_measured_window(cell: dict[str, Any]) -> None:
