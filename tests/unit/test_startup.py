@@ -96,5 +96,5 @@ def test_results_and_report_show_median_max_and_workers_counted(tmp_path: Path) 
     assert json.loads((run_dir / "results.json").read_text())["cells"][0]["startup"]["missing"][0]["index"] == 2
     md, html = write_reports(run_dir, results)
     text = md.read_text()
-    assert "## Start-up" in text and "| rq | 0.300 | 0.400 | ⚠ **2 of 3** | 1 |" in text
+    assert "## Start-up" in text and "| rq | 300.0 | 400.0 | ⚠ **2 of 3** | 1 |" in text
     assert "<h2>Start-up</h2>" in html.read_text()
