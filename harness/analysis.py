@@ -24,6 +24,7 @@ from .checks import summarize
 from .history import iter_history, no_events
 from .metrics import METRICS
 from .runindex import Event, RunBuilder, RunIndex, paused_gc
+from .startup import startup_summary
 from .storage import HISTORY, RESULTS, SCHEMA_VERSION, ResultsError, history_file, write_json_atomic
 from .verdicts import cell_verdict, scenario_verdicts
 
@@ -60,6 +61,7 @@ def _cell_info(run_id: str, idx: RunIndex, first: Event) -> dict[str, Any]:
         "partial": idx.partial,  # interrupted, or broken off by an error: a deadline is judged, not partial
         "reason": end.get("reason") if end else "interrupted: no end event",
         "startup_s": ready.get("startup_s"),
+        "startup": startup_summary(ready),  # per worker, one definition on every backend (harness/startup.py)
     }
 
 

@@ -42,6 +42,7 @@ from .cell import (
 )
 from .expect import expectations, job_id_for
 from .scenarios import Scenario
+from .startup import PROBE_TIMEOUT_S, StartupProbe
 
 EXIT_INTERRUPTED = 130
 WHEREABOUTS_MAX = 10_000  # jobs looked for in the stores at the end (an interrupted 1e6-job run: the first)
@@ -114,13 +115,24 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
         # Worked out before the workers start and the clock runs (Jepsen's model comes first); it only goes
         # into the history, so the history-off baseline does not work it out at all.
         expected_of = expectations(scenario, config.run_id) if app.runtime.record else None
+        # Start-up, one definition on every backend (harness/startup.py): probes wait on the queue before the
+        # workers are spawned, and all of them have ended before the measured window opens.
+        probe = None if external else StartupProbe(app, scenario.workers, scenario.concurrency,
+                                                   float(config.options.get("probe_timeout_s") or PROBE_TIMEOUT_S))
         try:
+            if probe is not None:
+                probe.seed()
             startup = external.start() if external else app.start_workers(scenario.workers, scenario.concurrency)
         except BackendError as exc:
             history.write_through([{"type": "end", **base, "ts_ns": now_ns(), "complete": False, "reason": str(exc)}])
             print(json.dumps({"error": str(exc)}), file=out, flush=True)
             return EXIT_SETUP
-        history.write_through([{"type": "workers_ready", **base, "ts_ns": now_ns(), "startup_s": startup}])
+        ready: dict[str, Any] = {"startup_s": startup}
+        early: list[dict[str, Any]] = []  # drained while probing: written after workers_ready, as before
+        if probe is not None:
+            fields, early = probe.run(lambda ms: app.runtime.sink.drain(block_ms=ms), library_ready_s=startup)
+            ready.update(fields)
+        history.write_through([{"type": "workers_ready", **base, "ts_ns": now_ns(), **ready}, *early])
         task = app.tasks[scenario.task]
         sink = app.runtime.sink
         t0 = now_ns()

@@ -7,11 +7,14 @@ the HTML (offline: inline CSS, plots embedded as data URIs) always say the same 
 from __future__ import annotations
 
 import base64
+import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from implementations.backends import is_control
 
 from . import plots
 from .analysis import CellPlot, plot_inputs
@@ -93,6 +96,33 @@ def _reliability(results: dict[str, Any]) -> dict[str, Any] | None:
         return None
     return {"columns": [{"name": n, "unit": METRICS[n].unit, "description": METRICS[n].description}
                         for n in RELIABILITY_TABLE], "rows": rows}
+
+
+def _startup(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The "Start-up" table: per backend, every worker of every cell pooled (spawn to first completed probe
+    job, harness/startup.py): the median and the slowest worker, and how many workers have a figure."""
+    pooled: dict[str, list[Any]] = {}
+    cells: dict[str, int] = defaultdict(int)
+    definition = None
+    for cell in results.get("cells", []):
+        stats = cell.get("startup")
+        if not stats:
+            continue
+        definition = definition or stats.get("definition")
+        pooled.setdefault(cell["backend"], []).extend(stats.get("per_worker_s") or [])
+        cells[cell["backend"]] += 1
+    if not pooled:
+        return None
+    rows = []
+    for backend, values in pooled.items():
+        measured = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        rows.append({"backend": f"{backend} (control)" if is_control(backend) else backend,
+                     # In ms: the reference backend's threads start in well under one.
+                     "median": f"{statistics.median(measured) * 1000:.1f}" if measured else "-",
+                     "max": f"{max(measured) * 1000:.1f}" if measured else "-",
+                     "workers": f"{len(measured)} of {len(values)}", "cells": cells[backend],
+                     "bad": len(measured) < len(values)})
+    return {"definition": definition, "rows": rows}
 
 
 def _sweep_table(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -205,7 +235,7 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
             "environment": env, "sections": sections, "verdicts": _verdict_context(verdicts), "overall": overall,
             "problems": results.get("history_problems", [])[:10],
             "incomplete": [c for c in results.get("cells", []) if not c.get("complete")],
-            "reliability": _reliability(results), "sweeps": swept,
+            "reliability": _reliability(results), "sweeps": swept, "startup": _startup(results),
             "metrics": [METRICS[n] for n in dict.fromkeys(SUMMARY_COLUMNS + OUTAGE_COLUMNS + RELIABILITY_TABLE
                                                             + SWEEP_COLUMNS)],
             "images": images}

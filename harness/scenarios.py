@@ -210,12 +210,14 @@ KNOWN_OPTIONS = frozenset({
     "celery_unacked_restore_throttle",
     "restart_workers", "record_history", "deadline_s", "broker_restart_at", "broker_down_s", "broker_wait_s",
     "redis_appendfsync", "alert_webhook", "alert_window_s", "log_json", "log_dir", "late_budget_s",
+    "probe_timeout_s",
 })
 # The options that are a number of seconds (or a count): anything else would reach a worker or the driver
 # and stop it with a traceback, or (a deadline of -5) end every cell at once.
 POSITIVE_OPTIONS = frozenset({
     "rq_maintenance_interval", "rq_worker_ttl", "rq_job_timeout", "arq_poll_delay", "arq_job_timeout",
     "celery_visibility_timeout", "deadline_s", "broker_wait_s", "alert_window_s", "late_budget_s",
+    "probe_timeout_s",
 })
 NON_NEGATIVE_OPTIONS = frozenset({
     "arq_conn_retries", "celery_prefetch", "celery_unacked_restore_interval", "celery_unacked_restore_throttle",

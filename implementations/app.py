@@ -124,6 +124,9 @@ class RetryApp:
         self._runtime: Runtime | None = None
         self._lock = threading.RLock()
         self._config_saved = False
+        from .startup import register
+
+        register(self)  # the start-up probe (implementations/startup.py): every worker can run it
 
     def task(self, fn: Callable[..., Any] | None = None, *, name: str | None = None, bind: bool = False,
              autoretry_for: Sequence[type[BaseException] | str] = (),

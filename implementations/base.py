@@ -53,6 +53,12 @@ class Backend(ABC):
     @abstractmethod
     def stop_workers(self, timeout: float = 10.0) -> None: ...
 
+    def spawned_ns(self) -> dict[int, int]:
+        """Each worker index started so far, with the wall-clock ns at which the harness spawned it (the start
+        of its start-up, implementations/startup.py)."""
+        workers = getattr(self, "workers", None)
+        return dict(workers.spawned_ns) if isinstance(workers, ProcessWorkers) else {}
+
     @classmethod
     @abstractmethod
     def run_worker(cls, app: RetryApp, concurrency: int, index: int) -> None:
@@ -130,6 +136,7 @@ class ProcessWorkers:
         self.procs: list[subprocess.Popen[bytes]] = []
         self._concurrency = 1
         self._next_index = 0
+        self.spawned_ns: dict[int, int] = {}  # worker index -> wall clock (ns) just before it was spawned
 
     def _spawn(self, index: int, concurrency: int) -> subprocess.Popen[bytes]:
         cfg = self.backend.config
@@ -140,6 +147,7 @@ class ProcessWorkers:
         cmd = [sys.executable, "-m", "implementations.worker", "--concurrency", str(concurrency),
                "--index", str(index)]
         log = os.path.join(log_dir, f"{cfg.backend}-worker-{index}.log") if log_dir else None
+        self.spawned_ns[index] = time.time_ns()
         return spawn(cmd, env=env, log_path=log)
 
     def start(self, count: int, concurrency: int, *, ready_timeout: float = 60.0) -> float:

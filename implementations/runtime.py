@@ -34,6 +34,7 @@ from .faults import Fault, FaultPlan, plan_key
 from .joblog import job_logger, log_attempt
 from .policy import resolve_exception
 from .shapes import Record, Shapes
+from .startup import PROBE_TASK, run_probe
 
 if TYPE_CHECKING:
     from .app import RetryApp, Task
@@ -134,6 +135,8 @@ class Runtime:
         ``cancel`` lets a backend whose time limit cannot interrupt a thread (ARQ's asyncio timeout)
         stop an injected ``timeout`` fault; the attempt then fails with ``TimeoutError``.
         """
+        if task.name == PROBE_TASK:  # the start-up probe: no fault, breaker or history, not one of the run's jobs
+            return run_probe(self.app, job_id, attempt)
         breaker = self.breakers.get(task) if task.policy.breaker_fail_max else None
         if breaker is not None:
             attempt -= self.sink.deferrals(job_id)

@@ -15,6 +15,7 @@ from .attempt import WORKER_PID_ENV
 from .backends import load_backend
 from .config import AppConfig
 from .events import HOST, now_ns
+from .startup import INDEX_ENV
 
 
 def load_app(config: AppConfig) -> RetryApp:
@@ -39,6 +40,7 @@ def main() -> None:
     logging.basicConfig(level=os.environ.get("RETRYBENCH_LOG_LEVEL", "WARNING").upper(),
                         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     os.environ[WORKER_PID_ENV] = str(os.getpid())  # what a crash fault with target "worker" kills
+    os.environ[INDEX_ENV] = str(args.index)  # for the start-up probe; RQ's work horses, Celery's pool inherit it
     app = load_app(config)
     runtime = app.runtime
     if runtime.alerts is not None:

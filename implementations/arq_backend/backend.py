@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
 from ..base import Backend, ProcessWorkers
+from ..startup import is_probe
 
 if TYPE_CHECKING:
     from ..app import RetryApp, Task
@@ -36,7 +37,8 @@ class ARQBackend(Backend):
             _defer_by=countdown or None, **kwargs))
         if job is None:
             raise ValueError(f"ARQ refused job id {job_id!r}: a job with that id exists")
-        self.enqueued += 1
+        if not is_probe(task):  # start-up probes are done before the run's first job: not counted
+            self.enqueued += 1
 
     def start_workers(self, count: int, concurrency: int) -> float:
         return self.workers.start(count, concurrency)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..base import Backend, ProcessWorkers
+from ..startup import is_probe
 from .app import build_celery, queue_name
 
 # A result meta's state, matched in the raw JSON: the polling decodes nothing it does not need.
@@ -39,7 +40,7 @@ class CeleryBackend(Backend):
             # Tasks registered after the Celery app was built (tests, user scripts).
             self.celery = build_celery(self.app)
         self.celery.tasks[task.name].apply_async(args, kwargs, task_id=job_id, countdown=countdown)
-        if not self.app.runtime.record:
+        if not self.app.runtime.record and not is_probe(task):
             self._unfinished.append(job_id)  # only the history-off baseline counts by asking Celery
 
     def start_workers(self, count: int, concurrency: int) -> float:

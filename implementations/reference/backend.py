@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..attempt import WorkerCrashed
 from ..base import Backend, BackendError
 from ..events import HOST, EventSink, MemorySink
+from ..startup import is_probe, set_thread_index
 
 if TYPE_CHECKING:
     from ..app import RetryApp, Task
@@ -43,6 +44,7 @@ class ReferenceBackend(Backend):
         self._threads: list[threading.Thread] = []
         self._stopping = False
         self.failed: list[str] = []
+        self._spawned: dict[int, int] = {}  # thread index -> wall clock (ns) just before it was started
         self.done = 0  # jobs finished for good: the backend's own count, for runs without a history
 
     def make_sink(self) -> EventSink:
@@ -64,12 +66,17 @@ class ReferenceBackend(Backend):
         start = time.monotonic()
         self._stopping = False
         self.app.runtime  # noqa: B018 - build it once here, not racing in every thread
-        for i in range(count * max(1, concurrency)):
-            thread = threading.Thread(target=self._work, name=f"reference-worker-{i}", daemon=True)
+        first = len(self._spawned)
+        for i in range(first, first + count * max(1, concurrency)):
+            thread = threading.Thread(target=self._work, args=(i,), name=f"reference-worker-{i}", daemon=True)
+            self._spawned[i] = time.time_ns()
             thread.start()
             self._threads.append(thread)
             self.app.runtime.sink.mark_ready(thread.name)
         return time.monotonic() - start
+
+    def spawned_ns(self) -> dict[int, int]:
+        return dict(self._spawned)
 
     def stop_workers(self, timeout: float = 10.0) -> None:
         with self._cond:
@@ -98,7 +105,8 @@ class ReferenceBackend(Backend):
                     self._cond.wait()
             return None
 
-    def _work(self) -> None:
+    def _work(self, index: int = 0) -> None:
+        set_thread_index(index)  # each thread is one worker of the start-up probe (implementations/startup.py)
         runtime = self.app.runtime
         while (job := self._next()) is not None:
             task, args, kwargs, job_id, attempt = job
@@ -121,7 +129,7 @@ class ReferenceBackend(Backend):
                 self._push(time.monotonic(), job)
                 continue
             if outcome.ok:
-                self.done += 1
+                self.done += not is_probe(task)  # a start-up probe is not one of the run's jobs
                 continue
             if outcome.retry:
                 if not outcome.deferred:  # a breaker deferral is not one of the task's retries

@@ -17,6 +17,7 @@ from rq.registry import (
 
 from ..attempt import retry_delay
 from ..base import Backend, ProcessWorkers
+from ..startup import is_probe
 
 if TYPE_CHECKING:
     from ..app import RetryApp, Task
@@ -85,6 +86,10 @@ class RQBackend(Backend):
             "job_timeout": task.time_limit or self.config.options.get("rq_job_timeout", 180),
             "failure_ttl": 7 * 24 * 3600,
         }
+        if is_probe(task):
+            # The start-up probe: never retried, and deleted once done (result_ttl=0), so that RQ's
+            # FinishedJobRegistry, which native_terminal_count reads, only ever holds the run's jobs.
+            options.update(retry=None, result_ttl=0)
         call_args = (task.name, list(args), kwargs)
         if countdown:
             self.queue.enqueue_in(timedelta(seconds=countdown), EXECUTE, *call_args, **options)
