@@ -1,7 +1,10 @@
-"""README (and docs/) document what the code does: every metric of the registry, every preset, every scenario key."""
+"""README and docs/ document what the code does: every metric of the registry, every preset, every scenario key.
+
+README.md is a short front page that links every docs/ page; the reference lives in docs/*.md."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from harness.metrics import markdown_table
@@ -9,19 +12,34 @@ from harness.scenarios import _TYPES, PRESETS, load_file
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 README = (ROOT / "README.md").read_text()
-# Topics with a page of their own (docs/schedules.md, …) document their keys there.
-DOCS = README + "".join(p.read_text() for p in sorted((ROOT / "docs").glob("*.md")))
+PAGES = sorted((ROOT / "docs").glob("*.md"))
+DOCS = "\n".join([README, *(page.read_text() for page in PAGES)])
 
 
-def test_readme_holds_the_metric_registry_verbatim() -> None:
-    assert markdown_table() in README, "regenerate README's metric table with harness.metrics.markdown_table()"
+def test_the_docs_hold_the_metric_registry_verbatim() -> None:
+    assert markdown_table() in DOCS, "regenerate docs/metrics.md's metric table with harness.metrics.markdown_table()"
 
 
-def test_readme_lists_every_preset_and_every_scenario_key() -> None:
+def test_the_docs_list_every_preset_and_every_scenario_key() -> None:
     for name in PRESETS:
-        assert f"| `{name}` |" in README
+        assert f"| `{name}` |" in DOCS
     for key in _TYPES:
-        assert f"| `{key}` |" in DOCS, f"scenario key {key!r} is documented neither in README.md nor in docs/*.md"
+        assert f"| `{key}` |" in DOCS
+
+
+def test_readme_is_a_front_page_of_at_most_300_lines() -> None:
+    assert len(README.splitlines()) <= 300
+
+
+def test_readme_links_every_docs_page() -> None:
+    assert PAGES
+    for page in PAGES:
+        assert f"](docs/{page.name})" in README, f"README.md does not link docs/{page.name}"
+
+
+def test_no_commit_hashes_in_readme_or_docs() -> None:
+    hashes = re.findall(r"`([0-9a-f]{7,40})`", DOCS)
+    assert not hashes, f"commit hashes in README.md or docs/: {hashes}"
 
 
 def test_the_example_scenario_file_in_readme_is_valid() -> None:
