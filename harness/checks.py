@@ -282,7 +282,10 @@ def check_failure_log(events: Run) -> dict[str, Any]:
     n_records = sum(len(jv.records) for jv in idx.jobs.values())
     total, found = n_records * len(RECORD_FIELDS), sum(present.values())
     mismatch = len(native_only) + len(log_only)
-    return {"expected_records": len(need), "failure_records": n_records, "missing_records": len(missing), **c,
+    # A user task has no seeded plan: the records needed are those of the failures that happened ("not planned").
+    planned = (idx.header or {}).get("planned") is not False
+    return {"expected_records": len(need) if planned else None, "planned": planned, "failure_records": n_records,
+            "missing_records": len(missing), **c,
             "failure_log_completeness": 100.0 * found / total if total else None,
             "field_completeness": {k: 100.0 * v / n_records for k, v in present.items()} if n_records else {},
             "native_checked": native is not None, "native_only": len(native_only), "log_only": len(log_only),
@@ -402,8 +405,12 @@ def check_delivery(events: Run, *, deadline_ns: int | None = None) -> dict[str, 
             c["plan_mismatches"] += 1
             _example(plan_examples, f"{jid}: plan says {expected.get('state')} after {want} attempt(s), "
                                     f"history shows {state} after {used}")
+    planned = (idx.header or {}).get("planned") is not False
     return {"jobs": sum(jv.enqueued_ns is not None for jv in idx.jobs.values()), "partial": idx.partial,
-            "policy_known": bool(policy), "deadline_ns": deadline_ns, **c,
+            "planned": planned, "policy_known": bool(policy), "deadline_ns": deadline_ns, **c,
+            # A user task: no job has an expectation, so nothing can be off the plan ("not planned"). Attempts,
+            # retries (against the policy), loss and duplicates above are computed all the same.
+            "plan_mismatches": c["plan_mismatches"] if planned else None,
             "stores_searched": whereabouts is not None, "unrecovered_in": stores,
             "recovery_hints": {k: v for k, v in idx.recovery_hints.items() if k in stores},
             "examples": examples,

@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start no workers: measure N (default 1) started elsewhere, e.g. by docker compose "
                      "(needs --redis-url; README: Workers started elsewhere)")
     run.add_argument("--junit", type=Path, metavar="FILE", help="also write every check of every cell as JUnit XML")
+    run.add_argument("--path", metavar="DIR", help="the directory a scenario's own task, argument and exception "
+                     "modules are imported from (default: the scenario file's directory; docs/own-tasks.md)")
 
     report = sub.add_parser("report", help="recompute every metric of a results directory from its history and "
                             "write report.md and report.html")
@@ -109,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--all", action="store_true", help="also list metrics that did not change")
 
     sub.add_parser("scenarios", help="list the built-in scenarios")
+
+    for name, text in (("shell", "an interactive Python in a backend's environment, the project importable"),
+                       ("exec", "run a command in a backend's environment, the project importable, e.g. "
+                                "retrybench exec -b celery -- python script.py")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--backend", "-b", required=True, metavar="NAME[==VERSION]",
+                         help="reference, rq, arq or celery (optionally pinned, e.g. celery==5.6.*)")
+        if name == "exec":
+            cmd.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
     OPS_COMMANDS.update(add_commands(sub))
     return parser
 
@@ -116,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _plan(args: argparse.Namespace) -> RunPlan:
     try:
         backends = [parse_backend_spec(b) for b in (args.backend or DEFAULT_BACKENDS)]
-        scenarios = [with_overrides(resolve(s), jobs=args.jobs, workers=args.workers,
+        if args.path is not None and not Path(args.path).is_dir():
+            raise UsageError(f"--path {args.path}: not a directory")
+        user_path = str(Path(args.path).resolve()) if args.path is not None else None
+        scenarios = [with_overrides(resolve(s, user_path=user_path), jobs=args.jobs, workers=args.workers,
                                     concurrency=args.concurrency, seed=args.seed, time_scale=args.time_scale,
                                     schedule=args.schedule)
                      for s in (args.scenario or ["seed-lesson"])]
@@ -247,6 +261,36 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     return 1 if args.junit and failing else 0
 
 
+def cmd_env(args: argparse.Namespace, console: Console) -> int:
+    """``shell`` and ``exec``: replace this process with a command in the backend's environment."""
+    import os
+
+    from .envs import ensure_env
+
+    argv = list(getattr(args, "argv", None) or [])
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    try:
+        spec = parse_backend_spec(args.backend)
+        env = ensure_env(spec)
+    except EnvError as exc:
+        raise UsageError(str(exc)) from None
+    if args.command == "shell":
+        argv = [str(env.python)]
+    elif not argv:
+        raise UsageError("exec: give a command after --, e.g. retrybench exec -b rq -- python script.py")
+    elif argv[0] in ("python", "python3"):
+        argv[0] = str(env.python)  # the environment's own interpreter, whatever else PATH holds
+    environ = env.environ()
+    environ["RETRYBENCH_BACKEND"] = spec.backend
+    sys.stdout.flush()
+    try:
+        os.execvpe(argv[0], argv, environ)
+    except OSError as exc:
+        raise UsageError(f"exec: cannot run {argv[0]}: {exc.strerror}") from None
+    return 0  # pragma: no cover - execvpe does not return
+
+
 def cmd_scenarios(args: argparse.Namespace, console: Console) -> int:
     for name, scenario in PRESETS.items():
         console.print(f"[bold]{name}[/]: {scenario.description}")
@@ -258,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     # Piped output (CI logs) would otherwise wrap tables at 80 columns.
     console = Console() if sys.stdout.isatty() else Console(width=120)
     commands = {"run": cmd_run, "report": cmd_report, "scenarios": cmd_scenarios, "compare": cmd_compare,
-                **OPS_COMMANDS}
+                "shell": cmd_env, "exec": cmd_env, **OPS_COMMANDS}
     try:
         sys.exit(commands[args.command](args, console))
     except (UsageError, OpsUsageError) as exc:

@@ -24,7 +24,8 @@ from implementations.config import AppConfig
 from implementations.events import harness_redis, is_compact, now_ns
 from implementations.external import ExternalWorkers
 from implementations.filesink import FileSink
-from implementations.scenarios import build_app
+from implementations.scenarios import build_app, prepare_user_code
+from implementations.usercode import UserCodeError, task_name
 
 from .cell import (
     IN_PROCESS_HOLD,
@@ -62,8 +63,15 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
         events_file=None if spec.get("external_workers") else spec.get("events_file"),
         task=scenario.task, policy=dict(scenario.policy), task_options=dict(scenario.task_options),
         options={**scenario.options, **spec.get("options", {}), "log_dir": spec.get("log_dir")},
-        schedule=scenario.schedule,
+        schedule=scenario.schedule, user_path=scenario.path,
     )
+    try:
+        # A user task: its module, and those its exception names live in, from the allowed path only (checked
+        # before any worker started, harness.usercheck; this is the driver's own import).
+        prepare_user_code(config)
+    except UserCodeError as exc:
+        print(json.dumps({"error": str(exc)}), file=out, flush=True)
+        return EXIT_SETUP
     stop = {"flag": False}
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -84,7 +92,9 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                             "concurrency": scenario.concurrency, "tolerance_s": scenario.tolerance_s,
                             "late_budget_s": config.options.get("late_budget_s", scenario.late_budget_s),
                             "poison": scenario.poison, "deadline_s": limit, "options": config.options,
-                            "external_workers": spec.get("external_workers", 0), "schedule": config.schedule}])
+                            "external_workers": spec.get("external_workers", 0), "schedule": config.schedule,
+                            # A user task has no seeded plan of its outcome: "expected" is "not planned".
+                            **({"task": scenario.task, "planned": False} if scenario.user_task else {})}])
     app = build_app(config)
     external = (ExternalWorkers(config, minimum=spec["external_workers"], concurrency=scenario.concurrency)
                 if spec.get("external_workers") else None)
@@ -133,7 +143,7 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
             fields, early = probe.run(lambda ms: app.runtime.sink.drain(block_ms=ms), library_ready_s=startup)
             ready.update(fields)
         history.write_through([{"type": "workers_ready", **base, "ts_ns": now_ns(), **ready}, *early])
-        task = app.tasks[scenario.task]
+        task = app.tasks[task_name(scenario.task) if scenario.user_task else scenario.task]
         sink = app.runtime.sink
         t0 = now_ns()
         sink.set_t0(t0)

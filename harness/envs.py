@@ -298,3 +298,93 @@ def ensure_envs(specs: Iterable[EnvSpec], *, root: Path = DEFAULT_ROOT, parallel
     if failures:
         raise EnvError("; ".join(failures))
     return [r for r in results if isinstance(r, BackendEnv)]
+
+
+# -- a user task's requirements (docs/own-tasks.md) ----------------------------------------------------
+USER_DIR = "user"  # under the envs root: one folder per (backend env, requirements file hash)
+
+
+@dataclass
+class UserDeps:
+    """A user task's requirements installed for one backend env: the folder on its PYTHONPATH and what it holds."""
+
+    path: Path
+    sha256: str
+    installed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def site(self) -> Path:
+        return self.path / "site"
+
+
+def requirements_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def ensure_user_requirements(env: BackendEnv, requirements: Path, *, root: Path = DEFAULT_ROOT,
+                             quiet: bool = True, log: Log | None = None) -> UserDeps:
+    """Install ``requirements`` for ``env`` into ``root/user/<slug>-<hash>`` (``pip install --target``), cached by
+    the file's hash beside the backend's pins and constrained by the versions the env already holds, so the
+    backend's pins never move. The env itself is not changed: the folder goes on the cell's PYTHONPATH.
+    EnvError (one line) when a requirement does not install."""
+    try:
+        text = requirements.read_text()
+    except OSError as exc:
+        raise EnvError(f"cannot read requirements {requirements}: {exc}") from None
+    digest = requirements_digest(text)
+    slug = env.spec.slug if env.spec.needs_env else "reference"
+    path = Path(root) / USER_DIR / f"{slug}-{digest[:16]}"
+    marker = path / MARKER
+    found = _user_marker(marker, digest)
+    if found is not None:
+        return UserDeps(path, digest, found)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = _user_marker(marker, digest)
+        if found is not None:
+            return UserDeps(path, digest, found)
+        say = log or _stderr
+        say(f"retrybench: installing {requirements.name} for {env.spec} into {path}")
+        shutil.rmtree(path, ignore_errors=True)
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            resolved = json.loads(_run([str(env.python), "-I", "-c", _FREEZE], what=f"inspect {env.spec}",
+                                       quiet=True, log=say))
+            (tmp / "constraints.txt").write_text("".join(f"{k}=={v}\n" for k, v in sorted(resolved.items())))
+            (tmp / "requirements.txt").write_text(text)
+            pip = [str(env.python), "-m", "pip", "--disable-pip-version-check", "--no-input",
+                   *(["-q"] if quiet else [])]
+            _run([*pip, "install", "--target", str(tmp / "site"), "-r", str(tmp / "requirements.txt"),
+                  "-c", str(tmp / "constraints.txt")], what=f"install {requirements} for {env.spec}",
+                 quiet=quiet, log=say)
+            installed = _installed_in(tmp / "site")
+            (tmp / MARKER).write_text(json.dumps({"hash": digest, "requirements": text, "installed": installed,
+                                                  "backend": str(env.spec)}, indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return UserDeps(path, digest, installed)
+
+
+def _user_marker(marker: Path, digest: str) -> dict[str, str] | None:
+    try:
+        data = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("hash") != digest:
+        return None
+    installed = data.get("installed")
+    return dict(installed) if isinstance(installed, dict) else {}
+
+
+def _installed_in(site: Path) -> dict[str, str]:
+    """``{name: version}`` of the distributions pip put in ``site`` (their .dist-info folders)."""
+    out: dict[str, str] = {}
+    for info in sorted(site.glob("*.dist-info")):
+        name, _, version = info.name[: -len(".dist-info")].partition("-")
+        out[name.lower().replace("_", "-")] = version
+    return out

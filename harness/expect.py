@@ -54,6 +54,10 @@ def expectations(scenario: Scenario, run_id: str) -> list[dict[str, Any] | None]
     """What the plan says of every job of one cell, in enqueue order, worked out before the clock starts
     (the enqueue loop only looks it up). Jobs that expect the same share one dict: 100,000 jobs that all
     succeed on their first try cost one."""
+    if scenario.user_task:
+        # The user's own task fails as it will: nothing predicts its outcome, so no job has an expectation
+        # ("not planned"; poison payloads are still the scenario's own and known).
+        return [{"state": "poison"} if scenario.is_poison(i) else None for i in range(scenario.jobs)]
     policy, plan = scenario.retry_policy(), scenario.fault_plan()
     shared: dict[str, dict[str, Any]] = {}
     out: list[dict[str, Any] | None] = []

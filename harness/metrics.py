@@ -175,9 +175,15 @@ METRICS: dict[str, Metric] = dict([
 ])
 
 
+# Metrics measured against the seeded plan: None for a task of the user's own, which has none.
+NOT_PLANNED = frozenset({"plan_mismatches", "expected_records"})
+
+
 def format_value(name: str, value: object, *, with_unit: bool = False) -> str:
     """Format ``value`` as metric ``name`` is shown; unknown names fall back to a plain rendering."""
     metric = METRICS.get(name)
+    if value is None and name in NOT_PLANNED:
+        return "not planned"  # a user task: no seeded plan says what to expect (harness.checks)
     if metric is None:
         if isinstance(value, float):
             return "-" if math.isnan(value) else f"{value:.4g}"

@@ -21,7 +21,17 @@ from .analysis import CellPlot, plot_inputs
 from .metrics import METRICS, format_value
 from .overhead import overhead, overhead_note
 from .sweep import SIZES, SWEEP_COLUMNS, curve, label, sweeps
-from .tables import _PACED, OUTAGE_COLUMNS, SUMMARY_COLUMNS, _best, _median, columns_for, is_reliability, runs_title
+from .tables import (
+    _PACED,
+    OUTAGE_COLUMNS,
+    SUMMARY_COLUMNS,
+    _best,
+    _median,
+    columns_for,
+    is_reliability,
+    plan_note,
+    runs_title,
+)
 from .verdicts import TITLES
 
 REPORT_MD = "report.md"
@@ -176,8 +186,9 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
         cells = indexes.get(scenario, {})
         lateness = {b: [v for cell in runs for v in cell.lateness] for b, runs in cells.items()}
         tolerance = (descriptions.get(scenario) or {}).get("tolerance_s", 0.002)
-        section: dict[str, Any] = {"name": scenario, "description": (descriptions.get(scenario) or {})
-                                   .get("description", ""), "plots": [],
+        description = " ".join(filter(None, ((descriptions.get(scenario) or {}).get("description", ""),
+                                             plan_note(descriptions.get(scenario)))))
+        section: dict[str, Any] = {"name": scenario, "description": description, "plots": [],
                                    "table": _rows(scenario, rows, columns_for(descriptions.get(scenario)),
                                                   verdicts.get(scenario)),
                                    "runs": runs_title(verdicts.get(scenario), results.get("repeat", 1))}

@@ -17,7 +17,7 @@ from implementations.backends import is_in_process
 from implementations.base import SOURCE_ROOT
 from implementations.procs import spawn, terminate
 
-from .envs import EnvSpec, ensure_envs
+from .envs import BackendEnv, EnvError, EnvSpec, ensure_envs, ensure_user_requirements
 from .redis_server import RedisServer, RedisUnavailable, check_redis_url
 from .scenarios import Scenario
 from .storage import HISTORY, environment, new_run_id, point_latest
@@ -127,8 +127,57 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+def prepare_user_tasks(plan: RunPlan, envs: dict[str, BackendEnv], *, root: Path,
+                       log: Callable[[str], None]) -> tuple[dict[tuple[str, str], str], dict[str, Any]]:
+    """For every scenario that runs a task of the user's own, on every backend: install its requirements
+    (cached by the file's hash, envs.ensure_user_requirements) and check, in that backend's interpreter, that
+    its task and argument functions and exception modules import from the allowed path (harness.usercheck).
+    Returns the folder each (backend, scenario) cell puts on its PYTHONPATH (or "") and what the results'
+    environment records; EnvError, one line, before any Redis or worker is started."""
+    import tempfile
+
+    sites: dict[tuple[str, str], str] = {}
+    record: dict[str, Any] = {}
+    for s in plan.scenarios:
+        if not s.user_task:
+            continue
+        entry: dict[str, Any] = {"task": s.task, "path": s.path, "args": s.args if isinstance(s.args, str) else
+                                 (f"list of {len(s.args)}" if isinstance(s.args, list) else "job index")}
+        if s.requirements:
+            entry["requirements"] = {"file": s.requirements, "installed": {}}
+        for b in plan.backends:
+            env = envs[str(b)]
+            site = ""
+            if s.requirements:
+                deps = ensure_user_requirements(env, Path(s.requirements), root=root, log=log)
+                entry["requirements"]["sha256"] = deps.sha256
+                entry["requirements"]["installed"][str(b)] = deps.installed
+                site = str(deps.site)
+            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+                json.dump({"scenario": s.to_dict(), "backend": b.backend}, fh)
+            try:
+                done = subprocess_run([str(env.python), "-m", "harness.usercheck", fh.name], site)
+            finally:
+                os.unlink(fh.name)
+            if done.returncode != 0:
+                line = (done.stdout.strip().splitlines() or done.stderr.strip().splitlines() or ["failed"])[-1]
+                raise EnvError(f"scenario {s.name}: {line} (in the {b} environment, {env.python})")
+            sites[(str(b), s.name)] = site
+        record[s.name] = entry
+    return sites, record
+
+
+def subprocess_run(cmd: list[str], site: str) -> Any:
+    import subprocess
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [SOURCE_ROOT, site, env.get("PYTHONPATH", "")]))
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120,
+                          check=False)
+
+
 def run_cell(cell: Cell, *, python: str, run_dir: Path, redis_url: str, plan: RunPlan,
-             progress: Progress, server: RedisServer | None = None) -> dict[str, Any]:
+             progress: Progress, server: RedisServer | None = None, site: str = "") -> dict[str, Any]:
     """Run one driver to the end; returns its last progress line (``reason`` says how it ended)."""
     logs = run_dir / "logs"
     logs.mkdir(exist_ok=True)
@@ -143,7 +192,8 @@ def run_cell(cell: Cell, *, python: str, run_dir: Path, redis_url: str, plan: Ru
     spec_path = logs / f"{cell.run_id}.json"
     spec_path.write_text(json.dumps(spec, indent=1))
     env = dict(os.environ)
-    env["PYTHONPATH"] = SOURCE_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    # A user task's requirements (``site``): the driver's, and through it every worker's.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [SOURCE_ROOT, site, env.get("PYTHONPATH", "")]))
     proc = spawn([python, "-m", "harness.driver", str(spec_path)], env=env, pipe_stdout=True,
                  log_path=str(logs / f"{cell.run_id}-driver.log"))
     last: dict[str, Any] = {}
@@ -182,17 +232,24 @@ def run_cell(cell: Cell, *, python: str, run_dir: Path, redis_url: str, plan: Ru
 def execute(plan: RunPlan, *, log: Callable[[str], None], progress_factory: Callable[[Cell], Progress],
             on_cell_done: Callable[[Cell, dict[str, Any]], None] | None = None) -> Path:
     """Run every cell; returns the results directory. Raises ``Interrupted`` after a clean stop."""
-    run_id = new_run_id()
-    plan.out.mkdir(parents=True, exist_ok=True)
-    run_dir = plan.out / run_id
-    run_dir.mkdir()
-    point_latest(plan.out, run_dir)
     root = plan.env_root or Path(SOURCE_ROOT) / ".venvs"
     needed = [b for b in plan.backends if not is_in_process(b.backend)]
     if needed:
         log("preparing backend environments (created once, reused while their pins are unchanged): "
             + ", ".join(str(b) for b in needed))
     envs = {str(e.spec): e for e in ensure_envs(needed, root=root, log=log)}
+    if any(s.user_task for s in plan.scenarios):
+        from .envs import ensure_env
+
+        envs.update({str(b): ensure_env(b, root=root) for b in plan.backends if is_in_process(b.backend)})
+    # A task of the user's own: requirements installed and imports checked in every environment, before the
+    # run directory, Redis or any worker exists (bad input: one line, exit 2, nothing left behind).
+    sites, user_code = prepare_user_tasks(plan, envs, root=root, log=log)
+    run_id = new_run_id()
+    plan.out.mkdir(parents=True, exist_ok=True)
+    run_dir = plan.out / run_id
+    run_dir.mkdir()
+    point_latest(plan.out, run_dir)
     pythons = {str(b): str(envs[str(b)].python) if str(b) in envs else sys.executable for b in plan.backends}
     versions = {str(b): envs[str(b)].versions if str(b) in envs else {} for b in plan.backends}
     interrupted = False
@@ -201,7 +258,8 @@ def execute(plan: RunPlan, *, log: Callable[[str], None], progress_factory: Call
                 "environment": environment(root=Path(SOURCE_ROOT), command=plan.command,
                                            redis={k: v for k, v in redis_info.items()
                                                   if k not in ("url", "server_obj")},
-                                           backends=versions),
+                                           backends=versions)
+                | ({"user_code": user_code} if user_code else {}),
                 "scenarios": {v.name: v.to_dict() for s in plan.scenarios for b in plan.backends
                               for v in variants(s, b.backend)}, "repeat": plan.repeat,
                 "cells": plan.repeat * sum(len(variants(s, b.backend)) for s in plan.scenarios
@@ -217,7 +275,8 @@ def execute(plan: RunPlan, *, log: Callable[[str], None], progress_factory: Call
             for cell in cells:
                 last = run_cell(cell, python=pythons[str(cell.backend)], run_dir=run_dir,
                                 redis_url=redis_info["url"], plan=plan, progress=progress_factory(cell),
-                                server=redis_info.get("server_obj"))
+                                server=redis_info.get("server_obj"),
+                                site=sites.get((str(cell.backend), cell.scenario.sweep_of or cell.scenario.name), ""))
                 if on_cell_done:
                     on_cell_done(cell, last)
                 if last.get("error") or str(last.get("reason", "")).startswith("error"):

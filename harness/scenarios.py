@@ -14,6 +14,14 @@ from implementations.faults import FaultPlan, FaultPlanError
 from implementations.poison import Poison
 from implementations.policy import PolicyError, RetryPolicy
 from implementations.scenarios import LESSON_POLICY, TASKS
+from implementations.usercode import (
+    UserCodeError,
+    find,
+    is_ref,
+    load_function,
+    normalize_args,
+    split_ref,
+)
 
 
 class ScenarioError(ValueError):
@@ -48,6 +56,16 @@ class Scenario:
     sweep: Mapping[str, Any] = field(default_factory=dict)  # setting -> values to try (see harness.sweep)
     sweep_of: str = ""  # set on the variants a sweep expands into: the swept scenario's name …
     sweep_values: Mapping[str, Any] = field(default_factory=dict)  # … and this variant's settings
+    # A user task ("module:function", docs/own-tasks.md): each job's arguments (a list, one entry per job, cycled;
+    # or "module:function" called with the job index and the seed), a requirements file installed into every
+    # backend's environment, and the one directory its modules are imported from (the scenario file's, or --path).
+    args: Any = None
+    requirements: str = ""
+    path: str = ""
+
+    @property
+    def user_task(self) -> bool:
+        return is_ref(self.task)
 
     def is_poison(self, index: int) -> bool:
         return bool(self.poison) and random.Random(f"{self.seed}:poison:{index}").random() < self.poison
@@ -55,9 +73,21 @@ class Scenario:
     def job_args(self, index: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
         if self.is_poison(index):
             return (Poison(index),), {}
+        if self.user_task:
+            return self.user_args(index)
         if self.task == "process_message":
             return (self.messages[index % len(self.messages)] if self.messages else f"message {index}",), {}
         return (index,), ({"work_ms": self.work_ms} if self.work_ms else {})
+
+    def user_args(self, index: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Job ``index``'s arguments for a user task: from the list (cycled), from the generator function called
+        with the index and the seed (imported from the allowed path: run where the task runs), else ``(index,)``."""
+        if isinstance(self.args, list) and self.args:
+            return normalize_args(self.args[index % len(self.args)], f"args[{index % len(self.args)}]")
+        if is_ref(self.args):
+            make = load_function(self.args, self.path, "args")
+            return normalize_args(make(index, self.seed), f"args {self.args!r} for job {index}")
+        return (index,), {}
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy.from_dict(self.policy).scaled(self.time_scale)
@@ -69,6 +99,9 @@ class Scenario:
         data = asdict(self)
         data["faults"] = [dict(f) for f in self.faults]
         data["messages"] = list(self.messages)
+        if not self.user_task:  # results of built-in scenarios keep their shape
+            for key in ("args", "requirements", "path"):
+                data.pop(key)
         return data
 
 
@@ -196,7 +229,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "tolerance_s": (int, float), "late_budget_s": (int, float), "messages": (list,), "work_ms": (int, float),
     "policy": (dict,),
     "faults": (list,), "task_options": (dict,), "options": (dict,), "poison": (int, float), "sweep": (dict,),
-    "schedule": (str,),
+    "schedule": (str,), "args": (list, str), "requirements": (str,),
 }
 
 
@@ -255,10 +288,15 @@ def validate(s: Scenario, where: str) -> Scenario:
     if s.schedule not in SCHEDULES:
         raise ScenarioError(f"{where}: schedule: expected {' or '.join(repr(m) for m in SCHEDULES)}, "
                             f"got {s.schedule!r}")
-    if s.task not in TASKS:
-        raise ScenarioError(f"{where}: task: expected one of {', '.join(TASKS)}, got {s.task!r}")
+    if s.user_task:
+        check_user_task(s, where)
+    elif s.task not in TASKS:
+        raise ScenarioError(f"{where}: task: expected one of {', '.join(TASKS)} or a function of your own as "
+                            f"'module:function', got {s.task!r}")
+    elif s.args is not None or s.requirements:
+        raise ScenarioError(f"{where}: args and requirements are for a task of your own ('module:function')")
     try:
-        s.retry_policy()
+        _policy_to_check(s)
     except PolicyError as exc:
         raise ScenarioError(f"{where}: policy: {exc}") from None
     try:
@@ -268,7 +306,45 @@ def validate(s: Scenario, where: str) -> Scenario:
     return s
 
 
-def from_mapping(data: Mapping[str, Any], where: str) -> Scenario:
+def check_user_task(s: Scenario, where: str) -> None:
+    """What the main environment can check of a user task without running its code: the names' form, the
+    module files in the allowed path, the argument list, the requirements file. Importing it (does the function
+    exist, does it import in each backend's environment) is ``harness.usercheck``'s, before any worker starts."""
+    if not s.path:
+        raise ScenarioError(f"{where}: task {s.task!r}: no allowed path to import it from (use a scenario file, or "
+                            "--path DIR)")
+    try:
+        for ref, what in ((s.task, "task"), (s.args, "args")):
+            if is_ref(ref):
+                module, _ = split_ref(str(ref), what)
+                find(module, s.path)
+            elif what == "args" and isinstance(ref, str):
+                raise UserCodeError(f"args {ref!r}: expected a list or 'module:function'")
+    except UserCodeError as exc:
+        raise ScenarioError(f"{where}: {exc}") from None
+    if isinstance(s.args, list) and not s.args:
+        raise ScenarioError(f"{where}: args: an empty list gives the jobs no arguments (leave it out for (index,))")
+    if s.requirements and not Path(s.requirements).is_file():
+        raise ScenarioError(f"{where}: requirements: no such file {s.requirements}")
+
+
+def _policy_to_check(s: Scenario) -> None:
+    """Check the policy in the main environment. A user task's dotted exception names are checked where its code
+    is imported (harness.usercheck, in each backend's environment), not here."""
+    policy = dict(s.policy)
+    if s.user_task:
+        # Dotted names (charges.CardDeclined, httpx.TransportError) live in the task's modules or its
+        # requirements, which the main environment neither has nor imports.
+        for key in ("autoretry_for", "dont_autoretry_for"):
+            value = policy.get(key)
+            items = [value] if isinstance(value, str) else list(value) if isinstance(value, list) else None
+            if items is not None:
+                policy[key] = [n for n in items if not (isinstance(n, str) and "." in n)]
+    RetryPolicy.from_dict(policy).scaled(s.time_scale)
+
+
+def from_mapping(data: Mapping[str, Any], where: str, *, base: Path | None = None,
+                 path: str | None = None) -> Scenario:
     unknown = sorted(set(data) - set(_TYPES))
     if unknown:
         raise ScenarioError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_TYPES))})")
@@ -283,10 +359,14 @@ def from_mapping(data: Mapping[str, Any], where: str) -> Scenario:
     values["faults"] = tuple(values.get("faults", ()))
     values["messages"] = tuple(values.get("messages", ()))
     values.setdefault("policy", dict(_BACKOFF))
+    if base is not None:  # a scenario file: user code and its requirements live beside it (or in --path)
+        values["path"] = str(Path(path or base).resolve())
+        if values.get("requirements"):
+            values["requirements"] = str((base / values["requirements"]).resolve())
     return validate(Scenario(**values), where)
 
 
-def load_file(path: str | Path) -> Scenario:
+def load_file(path: str | Path, *, user_path: str | None = None) -> Scenario:
     # Imported here: worker-side drivers import this module in backend envs that lack tomli on 3.10.
     if sys.version_info >= (3, 11):
         import tomllib
@@ -301,15 +381,15 @@ def load_file(path: str | Path) -> Scenario:
         raise ScenarioError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
-    return from_mapping(data, str(path))
+    return from_mapping(data, str(path), base=path.resolve().parent, path=user_path)
 
 
-def resolve(name_or_path: str) -> Scenario:
+def resolve(name_or_path: str, *, user_path: str | None = None) -> Scenario:
     """A preset by name, or a scenario file by path (anything ending in .toml or that exists)."""
     if name_or_path in PRESETS:
         return PRESETS[name_or_path]
     if name_or_path.endswith(".toml") or Path(name_or_path).exists():
-        return load_file(name_or_path)
+        return load_file(name_or_path, user_path=user_path)
     raise ScenarioError(f"unknown scenario {name_or_path!r}: not a preset ({', '.join(PRESETS)}) "
                         "and not a .toml file")
 

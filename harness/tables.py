@@ -32,12 +32,25 @@ RELIABILITY_COLUMNS = ("interrupted_attempts", "recovered_jobs", "lost_after_cra
 _RELIABILITY_TABLE = ("jobs", "succeeded", "failed", "lost_jobs", "unrecovered_jobs", "duplicate_executions",
                       "interrupted_attempts", "recovered_jobs", "failed_natively_after_crash", "recovery_median_s",
                       "recovery_max_s", "valid")
+# A task of the user's own: the failure log beside the timing, and the "expected" column that says "not planned".
+_USER_TABLE = ("jobs", "attempts", "succeeded", "failed", "failure_records", "lateness_p99", "early_retries",
+               "late_retries", "throughput_jobs_s", "lost_jobs", "duplicate_executions", "plan_mismatches", "valid")
 _TIMEOUT_TABLE = ("jobs", "attempts", "succeeded", "failed", "lateness_p99", "early_retries", "late_retries",
                   "lost_jobs", "unrecovered_jobs", "timed_out_attempts", "timeouts_retried", "valid")
 _POISON_TABLE = ("jobs", "attempts", "succeeded", "failed", "failure_records", "lost_jobs", "poison_jobs",
                  "poison_refused", "poison_failed_natively", "poison_recorded", "poison_unaccounted", "valid")
 _BROKER_TABLE = ("jobs", "attempts", "succeeded", "failed", "lost_jobs", "duplicate_executions",
                  "interrupted_attempts", "broker_down_s", "broker_recovery_s", "valid")
+
+
+def plan_note(definition: dict[str, Any] | None) -> str | None:
+    """For a scenario that runs a task of the user's own: what "expected" means there (nothing is planned)."""
+    task = (definition or {}).get("task")
+    if not isinstance(task, str) or ":" not in task:
+        return None
+    return (f"Task {task} is your own: its outcomes are not planned (no seeded plan predicts them), so plan "
+            "mismatches and expected records say \"not planned\"; attempts, retries and their timing against the "
+            "policy, the failure log, loss and duplicates are measured as for any scenario.")
 
 
 def is_reliability(definition: dict[str, Any] | None) -> bool:
@@ -53,6 +66,8 @@ def columns_for(definition: dict[str, Any] | None) -> tuple[str, ...]:
     show what that fault did instead of some of the general columns (all of them stay in results.json)."""
     definition = definition or {}
     kinds = {f.get("kind") for f in definition.get("faults") or ()}
+    if plan_note(definition) and not is_reliability(definition) and "outage" not in kinds:
+        return _USER_TABLE
     if (definition.get("options") or {}).get("broker_restart_at") is not None:
         return _BROKER_TABLE
     if definition.get("poison"):
@@ -76,7 +91,8 @@ SHORT = {"jobs": "jobs", "attempts": "tries", "succeeded": "ok", "failed": "fail
          "timeouts_retried": "t/o retried", "poison_jobs": "poison", "poison_refused": "refused",
          "poison_failed_natively": "native fail", "poison_recorded": "recorded", "poison_unaccounted": "unacc.",
          "broker_down_s": "down s", "broker_recovery_s": "back after s", "cpu_ms_per_attempt": "cpu/try",
-         "driver_peak_rss_mb": "rss", "wall_throughput_jobs_s": "jobs/s"}
+         "driver_peak_rss_mb": "rss", "wall_throughput_jobs_s": "jobs/s",
+         "plan_mismatches": "expected"}
 
 
 _RED = frozenset({"early_retries", "late_retries", "lost_jobs", "unrecovered_jobs", "duplicate_executions",
@@ -204,6 +220,8 @@ def print_results(results: dict[str, Any], console: Console) -> None:
         console.print(scenario_table(scenario, rows, versions=versions, repeat=results.get("repeat", 1),
                                      columns=columns_for(results.get("scenarios", {}).get(scenario)),
                                      verdict=(results.get("verdicts") or {}).get(scenario)))
+        if note := plan_note(definitions.get(scenario)):
+            console.print(f"[dim]{escape(note)}[/]")
     for parent, rows in sweeps(results).items():
         console.print(sweep_table(parent, rows))
     for backend, libs in versions.items():

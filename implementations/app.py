@@ -114,11 +114,13 @@ class RetryApp:
 
     def __init__(self, backend: str = "reference", *, redis_url: str | None = None,
                  broker_url: str | None = None, config: AppConfig | None = None, **options: Any) -> None:
-        from .backends import check_backend
+        from .backends import require_library
 
         self.config = config or AppConfig(backend=backend, redis_url=redis_url, broker_url=broker_url,
                                           **options)
-        check_backend(self.config.backend)
+        # Here, not at the first enqueue: a library missing from this interpreter is named with the commands
+        # that run code in its environment (retrybench exec / shell).
+        require_library(self.config.backend)
         self.tasks: dict[str, Task] = {}
         self._backend: Backend | None = None
         self._runtime: Runtime | None = None

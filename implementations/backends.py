@@ -71,8 +71,43 @@ def check_backend(name: str) -> None:
         raise UnknownBackend(f"unknown backend {name!r} (choose from: {', '.join(REGISTRY)})")
 
 
-def load_backend(name: str) -> type[Backend]:
+class BackendMissing(ImportError):
+    """The backend's library is not installed in this interpreter (each lives in its own environment)."""
+
+
+def library_module(name: str) -> str | None:
+    """The top-level module of a backend's library (``celery[redis]`` → ``celery``); None in-process."""
+    dist = REGISTRY[name].distribution
+    return dist.split("[")[0].replace("-", "_") if dist else None
+
+
+def missing_library(name: str) -> str:
+    import sys
+
+    return (f"the {name} backend needs the {library_module(name)} library, which this interpreter "
+            f"({sys.executable}) does not have: each backend lives in its own environment under .venvs/. "
+            f"Run your code there with `retrybench exec -b {name} -- python script.py`, or open "
+            f"`retrybench shell -b {name}` (docs/own-tasks.md)")
+
+
+def require_library(name: str) -> None:
+    """BackendMissing, naming the commands that run code in the backend's environment, when the library of
+    backend ``name`` cannot be imported here."""
+    import importlib.util
+
     check_backend(name)
+    module = library_module(name)
+    if module is not None and importlib.util.find_spec(module) is None:
+        raise BackendMissing(missing_library(name), name=module)
+
+
+def load_backend(name: str) -> type[Backend]:
+    require_library(name)
     module, _, attr = REGISTRY[name].target.partition(":")
-    cls: type[Backend] = getattr(importlib.import_module(module), attr)
+    try:
+        cls: type[Backend] = getattr(importlib.import_module(module), attr)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] == library_module(name):
+            raise BackendMissing(missing_library(name), name=exc.name) from None
+        raise
     return cls

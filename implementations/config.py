@@ -28,7 +28,8 @@ class AppConfig:
     failure_log: str | None = None
     events_file: str | None = None  # workers on this host append history events here (else: a Redis stream)
     scenario: str = ""
-    task: str = ""  # scenario apps: which built-in task body to register
+    task: str = ""  # scenario apps: a built-in task body, or a user task "module:function"
+    user_path: str = ""  # the one directory a user task's modules are imported from (implementations.usercode)
     policy: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, Any] = field(default_factory=dict)  # e.g. time_limit
     options: dict[str, Any] = field(default_factory=dict)  # backend tuning (worker class, poll delay…)

@@ -9,6 +9,7 @@ from typing import Any
 from .app import RetryApp
 from .config import AppConfig
 from .policy import RetryPolicy
+from .usercode import import_exception_modules, is_ref, load_function, task_name
 
 LESSON_POLICY = {
     "autoretry_for": ["ConnectionError"],
@@ -38,12 +39,33 @@ def work(n: int = 0, *, work_ms: float = 0.0) -> int:
 TASKS: dict[str, Callable[..., Any]] = {"process_message": process_message, "work": work}
 
 
+def scenario_task(config: AppConfig) -> tuple[str, Callable[..., Any]]:
+    """The name and body of the scenario's task: a built-in from ``TASKS``, or the user's ``module:function``
+    imported from ``config.user_path`` (with the modules its exception names live in, first)."""
+    if is_ref(config.task):
+        prepare_user_code(config)
+        return task_name(config.task), load_function(config.task, config.user_path)
+    if config.task not in TASKS:
+        raise ValueError(f"unknown task {config.task!r} (known: {', '.join(TASKS)})")
+    return config.task, TASKS[config.task]
+
+
+def prepare_user_code(config: AppConfig) -> None:
+    """Import what a user task's scenario names from its allowed path: the task module, then the modules of the
+    policy's and the fault plan's exception names (so that they resolve). Nothing for built-in tasks."""
+    if not is_ref(config.task):
+        return
+    from .usercode import exception_names
+
+    load_function(config.task, config.user_path)
+    import_exception_modules(exception_names(config.policy, config.faults), config.user_path)
+
+
 def build_app(config: AppConfig) -> RetryApp:
-    """The app a scenario runs: one task body from ``TASKS`` with the scenario's policy."""
+    """The app a scenario runs: one task body (built-in or the user's) with the scenario's policy."""
     app = RetryApp(config=config)
     if config.task:
-        if config.task not in TASKS:
-            raise ValueError(f"unknown task {config.task!r} (known: {', '.join(TASKS)})")
+        name, body = scenario_task(config)
         policy = RetryPolicy.from_dict(config.policy or LESSON_POLICY)
-        app.task(name=config.task, policy=policy, **config.task_options)(TASKS[config.task])
+        app.task(name=name, policy=policy, **config.task_options)(body)
     return app
