@@ -125,7 +125,9 @@ def make_body(app: RetryApp, task: Task) -> Any:
         # autoretry_for / dont_autoretry_for / max_retries decide natively from here.
         raise outcome.exc
 
-    body.__name__ = task.name
+    # Celery compiles a signature check from the function's name: a user task's "charges.charge" is not an
+    # identifier (its Celery name is given as name= below).
+    body.__name__ = "".join(c if c.isalnum() or c == "_" else "_" for c in task.name)
     return body
 
 
