@@ -358,8 +358,8 @@ def ensure_user_requirements(env: BackendEnv, requirements: Path, *, root: Path 
             pip = [str(env.python), "-m", "pip", "--disable-pip-version-check", "--no-input",
                    *(["-q"] if quiet else [])]
             _run([*pip, "install", "--target", str(tmp / "site"), "-r", str(tmp / "requirements.txt"),
-                  "-c", str(tmp / "constraints.txt")], what=f"install {requirements} for {env.spec}",
-                 quiet=quiet, log=say)
+                  "-c", str(tmp / "constraints.txt")],
+                 what=f"install {requirements} for {env.spec} (its own pins held fixed)", quiet=quiet, log=say)
             installed = _installed_in(tmp / "site")
             (tmp / MARKER).write_text(json.dumps({"hash": digest, "requirements": text, "installed": installed,
                                                   "backend": str(env.spec)}, indent=2, sort_keys=True) + "\n")
