@@ -65,12 +65,12 @@ def find(module: str, path: str) -> str:
 def import_from(module: str, path: str) -> Any:
     """Import ``module`` whose top-level package lives in ``path``; the one import of user code."""
     top = module.split(".")[0]
+    find(module, path)
     loaded = sys.modules.get(top)
     if loaded is not None and not _inside(getattr(loaded, "__file__", None), path):
         raise UserCodeError(f"module {top!r} is already imported from {getattr(loaded, '__file__', '?')}, not "
                             f"from {path}: rename the task module")
     if loaded is None:
-        find(module, path)
         spec = importlib.machinery.PathFinder.find_spec(top, [path])
         assert spec is not None and spec.loader is not None
         mod = importlib.util.module_from_spec(spec)
