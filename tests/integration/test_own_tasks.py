@@ -173,3 +173,23 @@ def test_a_missing_backend_library_names_the_commands_to_use() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
     assert "retrybench exec -b rq -- python script.py" in done.stdout
     assert "retrybench shell -b rq" in done.stdout
+
+
+def test_requirements_are_cached_by_the_file_s_hash(tmp_path: Path, backend_envs: dict,  # type: ignore[type-arg]
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness import envs
+
+    reqs = EXAMPLE / "requirements.txt"
+    first = envs.ensure_user_requirements(backend_envs["rq"], reqs, root=ROOT / ".venvs")
+    assert "httpx" in first.installed and first.sha256 == envs.requirements_digest(reqs.read_text())
+
+    def no_pip(*args: object, **kwargs: object) -> str:
+        raise AssertionError("pip ran again for an unchanged requirements file")
+
+    monkeypatch.setattr(envs, "_run", no_pip)
+    again = envs.ensure_user_requirements(backend_envs["rq"], reqs, root=ROOT / ".venvs")
+    assert again.path == first.path and again.installed == first.installed
+    changed = tmp_path / "requirements.txt"
+    changed.write_text(reqs.read_text() + "# a comment changes the hash\n")
+    with pytest.raises(AssertionError, match="pip ran again"):
+        envs.ensure_user_requirements(backend_envs["rq"], changed, root=ROOT / ".venvs")
