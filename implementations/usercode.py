@@ -84,8 +84,15 @@ def import_from(module: str, path: str) -> Any:
     return importlib.import_module(module)
 
 
+_LOADED: dict[tuple[str, str], Callable[..., Any]] = {}
+
+
 def load_function(ref: str, path: str, what: str = "task") -> Callable[..., Any]:
-    """The function ``ref`` names, imported from ``path``; UserCodeError with one clear line otherwise."""
+    """The function ``ref`` names, imported from ``path``; UserCodeError with one clear line otherwise.
+    Found once per process: an argument generator is looked up for every job, inside the measured window."""
+    found = _LOADED.get((ref, path))
+    if found is not None:
+        return found
     module, attr = split_ref(ref, what)
     try:
         mod = import_from(module, path)
@@ -100,6 +107,7 @@ def load_function(ref: str, path: str, what: str = "task") -> Callable[..., Any]
                             f"function {attr!r}")
     if not callable(fn):
         raise UserCodeError(f"{what} {ref!r}: {attr} is a {type(fn).__name__}, not a function")
+    _LOADED[(ref, path)] = fn
     return fn  # type: ignore[no-any-return]
 
 
