@@ -193,3 +193,20 @@ def test_requirements_are_cached_by_the_file_s_hash(tmp_path: Path, backend_envs
     changed.write_text(reqs.read_text() + "# a comment changes the hash\n")
     with pytest.raises(AssertionError, match="pip ran again"):
         envs.ensure_user_requirements(backend_envs["rq"], changed, root=ROOT / ".venvs")
+
+
+def test_injected_faults_come_on_top_of_the_task_s_own_behaviour(tmp_path: Path) -> None:
+    # The fault plan names an exception of the task's own module: imported from the allowed path, then raised.
+    (tmp_path / "ownexc.py").write_text("class Flaky(Exception):\n    pass\n\ndef work(n):\n    return n\n")
+    scenario = tmp_path / "own.toml"
+    scenario.write_text('task = "ownexc:work"\njobs = 3\n'
+                        'faults = [{kind = "fail_first", k = 1, exc = "ownexc.Flaky"}]\n'
+                        '[policy]\nautoretry_for = ["ownexc.Flaky"]\nmax_retries = 2\nintervals = [0.1]\n')
+    done = retrybench("run", "-b", "reference", "-s", str(scenario), "--out", str(tmp_path / "res"))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    cell = json.loads((tmp_path / "res" / "latest" / "results.json").read_text())["cells"][0]
+    checks = cell["checks"]
+    assert checks["delivery"]["succeeded"] == 3 and checks["timing"]["retries"] == 3
+    assert checks["faults"]["faults_fired"] == ["fail_first"] and checks["delivery"]["plan_mismatches"] is None
+    history = [json.loads(line) for line in (tmp_path / "res" / "latest" / "history.jsonl").open()]
+    assert {e.get("exc_type") for e in history if e.get("outcome") == "retry"} == {"ownexc.Flaky"}
