@@ -43,6 +43,12 @@ def _late(c: Checks) -> str:
             f"late ({allowed})")
 
 
+def _off(c: Checks) -> str:
+    t = _timing(c)
+    return (f"{t.get('off_schedule')} of {t.get('scheduled_delays')} delays it scheduled were off the documented "
+            f"formula, by up to {ms(abs(t.get('schedule_deviation_max') or 0))}")
+
+
 def _held(c: Checks, store: str) -> int:
     return int((_delivery(c).get("unrecovered_in") or {}).get(store, 0))
 
@@ -66,10 +72,11 @@ class Cause:
 
 
 CAUSES: tuple[Cause, ...] = (
-    Cause("rq-whole-seconds", "rq", "timing", "early_retries > 0 on RQ",
-          lambda c: bool(_timing(c).get("early_retries")),
-          lambda c: f"RQ schedules retries in whole seconds (ScheduledJobRegistry scores are integer Unix "
-                    f"times): {_early(c)}"),
+    Cause("rq-whole-seconds", "rq", "timing", "early_retries > 0, or (native) delays off the formula, on RQ",
+          lambda c: bool(_timing(c).get("early_retries") or _timing(c).get("off_schedule")),
+          lambda c: "RQ schedules retries in whole seconds (ScheduledJobRegistry scores are integer Unix times): "
+                    + "; ".join(p for p in (_early(c) if _timing(c).get("early_retries") else "",
+                                            _off(c) if _timing(c).get("off_schedule") else "") if p)),
     Cause("rq-scheduler-tick", "rq", "timing", "late_retries > 0 on RQ",
           lambda c: bool(_timing(c).get("late_retries")),
           lambda c: f"RQ's scheduler moves due jobs to the queue on a once-a-second tick: {_late(c)}"),

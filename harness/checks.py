@@ -84,6 +84,7 @@ def is_retryable(exc_type: str, policy: Mapping[str, Any]) -> bool:
 
 
 # -- retry timing ------------------------------------------------------------------------------------
+WHOLE_SECOND_SLACK_S = 0.05
 LATE_FLOOR_S = 0.1  # default late budget: 100 ms of scheduling slack on any delay …
 LATE_SHARE = 0.1  # … plus a tenth of the delay that was asked for
 
@@ -124,6 +125,7 @@ def check_retry_timing(events: Run, *, tolerance_s: float | None = None,
     native = header.get("schedule") == "native"
     values: list[float] = []
     deviations: list[float] = []
+    scheduled: list[float] = []  # the delays the library itself scheduled (native mode)
     by_retry: dict[int, list[float]] = {}
     retries = unmeasured = early = late = zero_delays = 0
     worst_early = worst_late = 0.0
@@ -140,10 +142,11 @@ def check_retry_timing(events: Run, *, tolerance_s: float | None = None,
                 delay = planned[n - 1]
             nxt, finished = jv.start_ns(n + 1), ev.finished_ns
             due = None
-            scheduled = jv.schedules.get(n) if native else None
-            if scheduled is not None and scheduled[1] is not None:
-                due, delay = scheduled[0], scheduled[1]
+            own = jv.schedules.get(n) if native else None
+            if own is not None and own[1] is not None:
+                due, delay = own[0], own[1]
                 zero_delays += delay <= 0
+                scheduled.append(delay)
                 documented = _documented_range(idx.policy, n)
                 if documented is not None:
                     lo, hi = documented
@@ -176,6 +179,10 @@ def check_retry_timing(events: Run, *, tolerance_s: float | None = None,
             "late_retries": late, "on_time_share": 100.0 * (measured - early - late) / measured if measured else None,
             "max_early_s": worst_early if early else None, "max_late_s": worst_late if late else None,
             "scheduled_delays": len(deviations), "zero_delays": zero_delays, "off_schedule": len(off),
+            "scheduled_delay_min": min(scheduled) if scheduled else None,
+            "scheduled_delay_max": max(scheduled) if scheduled else None,
+            # Whole seconds, give or take the ~10 ms from the failure to the library's scheduling call.
+            "whole_second_delays": sum(abs(d - round(d)) < WHOLE_SECOND_SLACK_S for d in scheduled),
             "schedule_deviation_max": max(deviations, key=abs) if deviations else None,
             "timer_lateness_p99": percentile(values, 99) if native and deviations else None,
             "median_by_retry": {str(n): percentile(v, 50) for n, v in sorted(by_retry.items())},

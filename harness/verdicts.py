@@ -127,7 +127,11 @@ def cell_verdict(cell: Mapping[str, Any]) -> dict[str, Any]:
     # A cell that reached its deadline is judged (delivery says what was left); one cut short is not.
     partial = bool(cell.get("partial"))
     status = PARTIAL if partial else NO_FAULT if not_fired else FAIL if failed else PASS
+    timing = checks.get("timing") or {}
+    own = {k: timing.get(k) for k in ("schedule", "scheduled_delays", "scheduled_delay_min", "scheduled_delay_max",
+                                      "whole_second_delays", "zero_delays", "timer_lateness_p99")}
     return {"status": status, "failed": failed, "faults_not_fired": not_fired, "contracts": contracts,
+            "timing": own,
             "reason": str(cell.get("reason") or "")}
 
 
@@ -143,7 +147,7 @@ def row_verdict(backend: str, cells: Sequence[Mapping[str, Any]], *, asked: int)
         status = PARTIAL
     return {"backend": backend, "status": status, "control": is_control(backend), "failed": failed,
             "n": len(cells), "asked": asked, "best_eligible": status == PASS and not is_control(backend),
-            "contracts": worst["contracts"] if worst else {},
+            "contracts": worst["contracts"] if worst else {}, "timing": worst.get("timing", {}) if worst else {},
             "faults_not_fired": sorted({f for v in verdicts for f in v["faults_not_fired"]}),
             "reasons": [v["reason"] for v in verdicts if v["status"] == PARTIAL and v["reason"]]}
 
@@ -168,8 +172,32 @@ def pacing(definition: Mapping[str, Any] | None) -> str | None:
     return "retry delays" if delays and not never else None
 
 
+def own_schedule(timing: Mapping[str, Any]) -> str:
+    """What the library itself scheduled (native mode): the range of its delays and how it draws them."""
+    n = _n(timing.get("scheduled_delays"))
+    if timing.get("schedule") != "native" or not n:
+        return ""
+    lo, hi = timing.get("scheduled_delay_min"), timing.get("scheduled_delay_max")
+    parts = [f"its own schedule gave {n} delays of {lo:.2f}–{hi:.2f} s" if isinstance(lo, (int, float))
+             and isinstance(hi, (int, float)) else f"its own schedule gave {n} delays"]
+    if _n(timing.get("whole_second_delays")) == n:
+        parts.append("all in whole seconds")
+    if _n(timing.get("zero_delays")):
+        parts.append(f"{timing['zero_delays']} of 0 s")
+    p99 = timing.get("timer_lateness_p99")
+    if isinstance(p99, (int, float)):
+        parts.append(f"started p99 {ms(p99)} after the time it set")
+    return " (" + ", ".join(parts) + ")"
+
+
 def row_sentence(row: Mapping[str, Any]) -> str:
-    """One plain sentence for one backend in one scenario."""
+    """One plain sentence for one backend in one scenario (native mode: with what the library scheduled)."""
+    sentence = _row_sentence(row)
+    own = own_schedule(row.get("timing") or {})
+    return f"{sentence[:-1]}{own}." if own and sentence.endswith(".") else sentence
+
+
+def _row_sentence(row: Mapping[str, Any]) -> str:
     b, contracts = row["backend"], row.get("contracts") or {}
     if row["status"] == PARTIAL:
         why = "; ".join(row.get("reasons") or []) or "interrupted"

@@ -17,7 +17,7 @@ from harness.checks import check_retry_timing, summarize
 from harness.compare import compare
 from harness.junit import write_junit
 from harness.tables import _best
-from harness.verdicts import best_of, cell_verdict, pacing, row_verdict
+from harness.verdicts import best_of, cell_verdict, pacing, row_sentence, row_verdict
 
 
 def retried(job: str, *, delay: float, gap: float, at: float = 0.0) -> list[dict[str, Any]]:
@@ -222,3 +222,13 @@ def test_a_record_for_every_failure_passes_the_failure_log() -> None:
     cell = cell_of(events)
     assert cell["verdict"]["contracts"]["failure_log"] == {
         "pass": True, "reason": "1 complete record(s), one per failure, matching the library's failed store"}
+
+
+def test_a_native_row_says_what_the_library_itself_scheduled() -> None:
+    # Given Celery's own full jitter drew 0 s and 2 s (whole seconds) for two retries it ran on time
+    events = [header(schedule="native"), *retried("j1", delay=1.0, gap=0.0), *retried("j2", delay=1.0, gap=2.0)]
+    events += [ev("schedule", job_id="j1", attempt=1, due_ns=ns(0.1), delay_s=0.0, source="celery:no_eta"),
+               ev("schedule", job_id="j2", attempt=1, due_ns=ns(2.1), delay_s=2.0, source="celery:eta"), end()]
+    row = row_verdict("celery", [cell_of(events, backend="celery")], asked=1)
+    sentence = row_sentence(row)
+    assert "its own schedule gave 2 delays of 0.00–2.00 s, all in whole seconds, 1 of 0 s" in sentence
