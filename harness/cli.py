@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -21,7 +22,7 @@ from .junit import write_junit
 from .ops_cli import Command, OpsUsageError, add_commands
 from .redis_server import RedisUnavailable
 from .report import write_reports
-from .runner import Cell, Interrupted, RunAborted, RunPlan, execute, restart_spec
+from .runner import Cell, CellSetupFailed, Interrupted, RunAborted, RunPlan, execute, restart_spec
 from .scenarios import PRESETS, ScenarioError, check_options, resolve, with_overrides
 from .storage import ResultsError, read_results
 from .tables import compare_table, print_results
@@ -75,8 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="seed of the fault plan and jitter")
     run.add_argument("--repeat", type=int, default=1, help="run every cell N times; tables show medians")
     run.add_argument("--time-scale", type=float, help="multiply every delay (0.1 = ten times faster)")
-    run.add_argument("--redis-url", help="use this Redis (keys under retrybench:<run>) instead of a private one")
-    run.add_argument("--broker-url", help="Celery broker (default: the Redis URL), e.g. amqp://guest@127.0.0.1//")
+    run.add_argument("--redis-url", default=os.environ.get("RETRYBENCH_REDIS_URL") or None,
+                     help="use this Redis (keys under retrybench:<run>) instead of a private one (default "
+                     "$RETRYBENCH_REDIS_URL: keeps a password off the command line)")
+    run.add_argument("--broker-url", default=os.environ.get("RETRYBENCH_BROKER_URL") or None,
+                     help="Celery broker (default: $RETRYBENCH_BROKER_URL, else the Redis URL), "
+                     "e.g. amqp://guest@127.0.0.1//")
     run.add_argument("--out", type=Path, default=Path("results"), help="results root (default: results/)")
     run.add_argument("--option", "-o", action="append", type=_option, default=[], metavar="KEY=VALUE",
                      help="backend tuning, e.g. rq_worker_class=SimpleWorker, arq_poll_delay=0.1, celery_pool=threads")
@@ -180,6 +185,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         print(f"retrybench: run stopped: {exc.args[1]}; the history gathered so far is in {run_dir}", file=sys.stderr)
     except (EnvError, RedisUnavailable) as exc:
         raise UsageError(str(exc)) from None
+    except CellSetupFailed as exc:
+        raise UsageError(f"{exc.args[1]} (logs: {Path(exc.args[0]) / 'logs'})") from None
     try:
         results = analyze(run_dir)
     except (ResultsError, HistoryError) as exc:

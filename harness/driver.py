@@ -51,8 +51,10 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
     scenario = Scenario(**{**spec["scenario"], "faults": tuple(spec["scenario"]["faults"]),
                            "messages": tuple(spec["scenario"]["messages"])})
     config = AppConfig(
-        backend=spec["backend"], label=spec.get("label", ""), redis_url=spec.get("redis_url"),
-        broker_url=spec.get("broker_url"),
+        # The URLs (with any password) come through the environment; the spec file holds redacted copies.
+        backend=spec["backend"], label=spec.get("label", ""),
+        redis_url=os.environ.get("RETRYBENCH_REDIS_URL") or spec.get("redis_url"),
+        broker_url=os.environ.get("RETRYBENCH_BROKER_URL") or spec.get("broker_url"),
         run_id=spec["run_id"], seed=scenario.seed, faults=[dict(f) for f in scenario.faults],
         time_scale=scenario.time_scale, failure_log=spec.get("failure_log"), scenario=scenario.name,
         # Workers on this host write their events to a file the driver tails; elsewhere, to Redis.

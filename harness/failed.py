@@ -124,13 +124,15 @@ class RedisSource:
     def __init__(self, url: str) -> None:
         import redis
 
+        from implementations.redact import redact_text, redact_url
+
         self.url = url
-        self.description = f"redis {url}"
+        self.description = f"redis {redact_url(url)}"
         self._redis = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30, decode_responses=True)
         try:
             self._redis.ping()
         except redis.RedisError as exc:
-            raise FailedJobsError(f"cannot reach Redis at {url}: {exc}") from None
+            raise FailedJobsError(f"cannot reach Redis at {redact_url(url)}: {redact_text(str(exc))}") from None
 
     def records(self) -> Iterator[Record]:
         for key in sorted(self._redis.scan_iter(match=f"{PREFIX}*:failures", count=1000)):
@@ -199,8 +201,11 @@ def requeue(source: Source, job_id: str, *, env_root: Path | None = None) -> Rec
     from implementations.base import SOURCE_ROOT
 
     plain = {k: v for k, v in record.items() if k not in ("history", "records")}
-    done = subprocess.run([str(env.python), "-m", "implementations.requeue", "--redis-url", source.url,
-                           "--prefix", f"{PREFIX}{record['run_id']}", "--record", json.dumps(plain, default=str)],
+    # Everything on stdin: the URL may hold a password (argv is public in `ps`), and a record can be far
+    # larger than the kernel's limit on one argument.
+    request = json.dumps({"redis_url": source.url, "prefix": f"{PREFIX}{record['run_id']}", "record": plain},
+                         default=str)
+    done = subprocess.run([str(env.python), "-m", "implementations.requeue"], input=request,
                           capture_output=True, text=True, timeout=120, cwd=SOURCE_ROOT, check=False,
                           env={**os.environ, "PYTHONPATH": SOURCE_ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")})
     try:

@@ -24,7 +24,9 @@ class OpsUsageError(Exception):
 
 
 def _source_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--redis-url", help="read the live failure log of every run in this Redis")
+    p.add_argument("--redis-url", help="read the live failure log of every run in this Redis (default "
+                   "$RETRYBENCH_REDIS_URL: "
+                   "keeps a password off the command line)")
     p.add_argument("--results", type=Path, metavar="DIR", help="read a results directory instead")
 
 
@@ -52,6 +54,11 @@ def add_commands(sub: Any) -> dict[str, Command]:
     return {"failed-jobs": cmd_failed_jobs, "serve": cmd_serve}
 
 
+def _redis_url(args: argparse.Namespace) -> str | None:
+    # $RETRYBENCH_REDIS_URL keeps a password out of the shell history and `ps`; --results wins over it.
+    return args.redis_url or (None if args.results else os.environ.get("RETRYBENCH_REDIS_URL") or None)
+
+
 def _filter(args: argparse.Namespace) -> Filter:
     since = parse_since(args.since, now_ns=time.time_ns()) if args.since else None
     return Filter(backend=args.backend, task=args.task, exc_type=args.exc_type, since_ns=since, run=args.run)
@@ -67,7 +74,7 @@ def cmd_failed_jobs(args: argparse.Namespace, console: Console) -> int:
             raise OpsUsageError(f"failed-jobs {args.action} needs a JOB_ID")
         if args.limit < 1 or args.offset < 0:
             raise OpsUsageError("--limit must be >= 1 and --offset >= 0")
-        source = open_source(redis_url=args.redis_url, results=args.results)
+        source = open_source(redis_url=_redis_url(args), results=args.results)
         if args.action == "requeue":
             try:
                 result = requeue(source, args.job_id)
@@ -136,7 +143,7 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
         raise OpsUsageError(f"--host {args.host} is reachable from other machines: give --token (or set "
                             "RETRYBENCH_API_TOKEN), or bind to 127.0.0.1")
     try:
-        source = open_source(redis_url=args.redis_url, results=args.results)
+        source = open_source(redis_url=_redis_url(args), results=args.results)
     except FailedJobsError as exc:
         raise OpsUsageError(str(exc)) from None
     import uvicorn
