@@ -40,7 +40,7 @@ from .cell import (
     settle,
 )
 from .expect import expectations, job_id_for
-from .scenarios import Scenario
+from .scenarios import Scenario, confined
 
 EXIT_INTERRUPTED = 130
 BROKER_WAIT_S = 30.0  # how long the driver waits for a restarting broker before the cell fails (broker_wait_s)
@@ -62,6 +62,10 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
         task=scenario.task, policy=dict(scenario.policy), task_options=dict(scenario.task_options),
         options={**scenario.options, **spec.get("options", {}), "log_dir": spec.get("log_dir")},
     )
+    log_json = config.options.get("log_json")
+    if log_json and log_json != "-":
+        # A scenario's path is a name inside the run directory, whatever it says (docs/security.md).
+        config.options["log_json"] = confined(str(log_json), os.path.dirname(os.path.abspath(spec["history_path"])))
     stop = {"flag": False}
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -13,6 +13,8 @@ import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")  # headless: reports are built on CI machines without a display
+# Titles and labels are scenario and backend names, which are data: "$\\foo$" is text, not mathtext.
+matplotlib.rcParams["text.parse_math"] = False
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
