@@ -30,6 +30,7 @@ class FailureSummary(BaseModel):
     failed_ns: int | None = None
     run_id: str | None = None
     worker: str | None = None
+    malformed: str | None = None  # why this record is shown as it is: not JSON, wrongly typed fields, too large
 
 
 class FailedJobsPage(BaseModel):

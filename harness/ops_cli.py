@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -12,9 +13,21 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table, box
 
-from .failed import FailedJobsError, Filter, Record, find, open_source, parse_since, query, requeue, summary
+from .failed import (
+    AlreadyRequeued,
+    FailedJobsError,
+    Filter,
+    Record,
+    find,
+    open_source,
+    parse_since,
+    query,
+    requeue,
+    summary,
+)
 
 Command = Callable[[argparse.Namespace, Console], int]
 
@@ -65,7 +78,15 @@ def _filter(args: argparse.Namespace) -> Filter:
 
 
 def _when(ns: Any) -> str:
-    return datetime.fromtimestamp(int(ns) / 1e9).strftime("%Y-%m-%d %H:%M:%S") if ns else "-"
+    try:
+        return datetime.fromtimestamp(int(ns) / 1e9).strftime("%Y-%m-%d %H:%M:%S") if ns else "-"
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "?"
+
+
+def _text(value: Any) -> str:
+    # Every value of a record is data: "[/x]" in a message is text, not rich markup (it crashed the table).
+    return escape(str(value))
 
 
 def cmd_failed_jobs(args: argparse.Namespace, console: Console) -> int:
@@ -78,10 +99,13 @@ def cmd_failed_jobs(args: argparse.Namespace, console: Console) -> int:
         if args.action == "requeue":
             try:
                 result = requeue(source, args.job_id)
+            except AlreadyRequeued as exc:
+                print(f"retrybench: {exc}", file=sys.stderr)
+                return 1
             except LookupError:
                 raise OpsUsageError(f"no failed job {args.job_id!r} in {source.description}") from None
             print(json.dumps(result)) if args.json else console.print(
-                f"requeued {result['job_id']} on {result['backend']} as {result['requeued_as']}")
+                _text(f"requeued {result['job_id']} on {result['backend']} as {result['requeued_as']}"))
             return 0
         if args.action == "show":
             record = find(source, args.job_id)
@@ -96,7 +120,8 @@ def cmd_failed_jobs(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps({"total": total, "offset": args.offset, "limit": args.limit,
                           "items": [summary(r) for r in items]}, default=str))
         return 0
-    table = Table(box=box.SIMPLE_HEAD, title=f"{total} failed job(s) in {source.description}", title_justify="left")
+    table = Table(box=box.SIMPLE_HEAD, title=_text(f"{total} failed job(s) in {source.description}"),
+                  title_justify="left")
     id_width = max((len(str(r.get("job_id"))) for r in items), default=6)
     for name in ("failed at", "job id", "backend", "scenario", "task", "exception", "message", "tries"):
         # Ids are what people copy into `show` and `requeue`: never shortened; the message gives way.
@@ -104,9 +129,12 @@ def cmd_failed_jobs(args: argparse.Namespace, console: Console) -> int:
                          min_width=id_width if name == "job id" else None,
                          justify="right" if name == "tries" else "left")
     for r in items:
-        table.add_row(_when(r.get("failed_ns")), str(r.get("job_id")), str(r.get("backend")), str(r.get("scenario")),
-                      str(r.get("task")), str(r.get("exc_type")), str(r.get("exc_message"))[:60],
-                      str(r.get("attempts")))
+        message = str(r.get("exc_message"))[:60]
+        if r.get("malformed"):
+            message = f"MALFORMED ({r['malformed']}): {message}"
+        table.add_row(_when(r.get("failed_ns")), _text(r.get("job_id")), _text(r.get("backend")),
+                      _text(r.get("scenario")), _text(r.get("task")), _text(r.get("exc_type")), _text(message),
+                      _text(r.get("attempts")))
     console.print(table)
     if total > args.offset + len(items):
         console.print(f"… {total - args.offset - len(items)} more: --offset {args.offset + len(items)}")
@@ -116,7 +144,9 @@ def cmd_failed_jobs(args: argparse.Namespace, console: Console) -> int:
 def _show(record: Record, console: Console) -> None:
     for key in ("job_id", "backend", "scenario", "task", "args", "kwargs", "exc_type", "exc_message", "attempts",
                 "worker", "run_id"):
-        console.print(f"[bold]{key}[/]: {record.get(key)}")
+        console.print(f"[bold]{key}[/]: {_text(record.get(key))}")
+    if record.get("malformed"):
+        console.print(f"[bold red]malformed[/]: {_text(record['malformed'])}")
     console.print(f"[bold]enqueued[/]: {_when(record.get('enqueued_ns'))}   [bold]failed[/]: "
                   f"{_when(record.get('failed_ns'))}   [bold]records[/]: {record.get('records')}")
     console.print("[bold]traceback[/]:")
@@ -128,11 +158,11 @@ def _show(record: Record, console: Console) -> None:
         if e.get("type") not in ("enqueue", "attempt", "terminal", "requeue", "callback"):
             continue
         ts = e.get("started_ns") or e.get("ts_ns")
-        table.add_row(_when(ts), str(e.get("type") if e.get("type") != "callback" else e.get("name")),
-                      str(e.get("attempt", "")), str(e.get("outcome") or e.get("state") or ""),
-                      str(e.get("exc_type") or ""), str(e.get("fault") or ""),
-                      str(e.get("worker") or (f"{e['host']}:{e['pid']}" if e.get("host") else "")
-                          or e.get("requeued_as") or ""))
+        table.add_row(_when(ts), _text(e.get("type") if e.get("type") != "callback" else e.get("name")),
+                      _text(e.get("attempt", "")), _text(e.get("outcome") or e.get("state") or ""),
+                      _text(e.get("exc_type") or ""), _text(e.get("fault") or ""),
+                      _text(e.get("worker") or (f"{e['host']}:{e.get('pid')}" if e.get("host") else "")
+                            or e.get("requeued_as") or ""))
     console.print(table)
 
 
