@@ -31,6 +31,9 @@ DEFAULT_BACKENDS = ["reference", "rq", "arq", "celery"]
 EXIT_ABORTED = 1  # the run broke off (Redis went away): partial results are written
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+# What one machine is expected to run (README "Security"): beyond it, --allow-large. --workers 100000 once
+# spawned about 5,700 processes before anyone could stop it.
+LIMITS = {"jobs": 1_000_000, "workers": 64, "concurrency": 256}
 OPS_COMMANDS: dict[str, Command] = {}
 
 
@@ -90,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start no workers: measure N (default 1) started elsewhere, e.g. by docker compose "
                      "(needs --redis-url; README: Workers started elsewhere)")
     run.add_argument("--junit", type=Path, metavar="FILE", help="also write every check of every cell as JUnit XML")
+    run.add_argument("--allow-large", action="store_true",
+                     help=f"allow more than {LIMITS['jobs']:,} jobs, {LIMITS['workers']} workers or "
+                     f"{LIMITS['concurrency']} concurrency (a big machine)")
 
     report = sub.add_parser("report", help="recompute every metric of a results directory from its history and "
                             "write report.md and report.html")
@@ -130,6 +136,9 @@ def _plan(args: argparse.Namespace) -> RunPlan:
                              "(drop the option, or use a scenario file without that sweep)")
     if args.repeat < 1:
         raise UsageError(f"--repeat must be >= 1, got {args.repeat}")
+    if not args.allow_large:
+        _check_limits(scenarios)
+    _check_out(args.out)
     restarting = [s.name for s in scenarios if restart_spec(s)]
     if restarting and args.redis_url:
         raise UsageError(f"{', '.join(restarting)} restart(s) the broker mid-run: that needs the private Redis "
@@ -145,6 +154,29 @@ def _plan(args: argparse.Namespace) -> RunPlan:
     return RunPlan(backends=backends, scenarios=scenarios, repeat=args.repeat, redis_url=args.redis_url,
                    broker_url=args.broker_url, out=args.out, options=dict(args.option), command=sys.argv,
                    external_workers=args.external_workers)
+
+
+def _check_limits(scenarios: list[Any]) -> None:
+    for s in scenarios:
+        for key, limit in LIMITS.items():
+            values = [getattr(s, key)] + [v for v in s.sweep.get(key, []) if isinstance(v, int)]
+            if max(values) > limit:
+                raise UsageError(f"scenario {s.name!r}: {key} {max(values):,} is over the limit of {limit:,} "
+                                 "(give --allow-large on a machine that can take it)")
+
+
+def _check_out(out: Path) -> None:
+    """--out must be a directory we can write: found now, in one line, not as a traceback after the run."""
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -254,6 +286,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         sys.exit(commands[args.command](args, console))
     except (UsageError, OpsUsageError) as exc:
+        _die(str(exc))
+    except (ResultsError, HistoryError) as exc:  # a results file read where no command expected it
         _die(str(exc))
     except KeyboardInterrupt:
         print("retrybench: interrupted", file=sys.stderr)

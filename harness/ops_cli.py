@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -179,7 +180,33 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
     import uvicorn
 
     app = create_app(source, token=args.token, require_token=args.host not in LOOPBACK)
-    console.print(f"serving {source.description} on http://{args.host}:{args.port} (docs: /docs)"
-                  + ("" if args.token else "; requeue disabled: no --token"))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # Bound before the "serving" line: a port in use is one line and exit 2, never "serving …" then exit 3.
+    sock = _bind(args.host, args.port)
+    console.print(_text(f"serving {source.description} on http://{args.host}:{sock.getsockname()[1]} (docs: /docs)"
+                        + ("" if args.token else "; requeue disabled: no --token")))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    if not 0 <= port <= 65535:
+        raise OpsUsageError(f"--port {port}: expected 0-65535")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OpsUsageError(f"--host {host}: {exc.strerror}") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise OpsUsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock

@@ -212,11 +212,27 @@ NON_NEGATIVE_OPTIONS = frozenset({
 })
 
 
+# Options with a fixed set of values: anything else reached a worker that then ran nothing (exit 0, zeros).
+CHOICE_OPTIONS: dict[str, tuple[Any, ...]] = {
+    "celery_pool": ("prefork", "processes", "threads", "solo"),
+    "rq_worker_class": ("Worker", "SimpleWorker"),
+    "redis_appendfsync": ("always", "everysec", "no"),
+}
+BOOLEAN_OPTIONS = frozenset({"rq_with_scheduler", "celery_acks_late", "celery_reject_on_worker_lost",
+                             "celery_retry_on_worker_lost", "restart_workers", "record_history"})
+
+
 def check_options(options: Mapping[str, Any], where: str) -> None:
     unknown = sorted(set(options) - KNOWN_OPTIONS)
     if unknown:
         raise ScenarioError(f"{where}: unknown option(s) {', '.join(unknown)} "
                             f"(known: {', '.join(sorted(KNOWN_OPTIONS))})")
+    for key, choices in CHOICE_OPTIONS.items():
+        if key in options and options[key] not in choices:
+            raise ScenarioError(f"{where}: {key} must be one of {', '.join(map(str, choices))}, got {options[key]!r}")
+    for key in BOOLEAN_OPTIONS & set(options):
+        if not isinstance(options[key], bool):
+            raise ScenarioError(f"{where}: {key} must be true or false, got {options[key]!r}")
     log_json = options.get("log_json")
     if log_json is not None and log_json != "-":
         if not isinstance(log_json, str) or not log_json:
