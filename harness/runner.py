@@ -231,6 +231,7 @@ def execute(plan: RunPlan, *, log: Callable[[str], None], progress_factory: Call
                  for v in counterbalanced(variants(s, b.backend), r)]
         # Unique cell ids across the whole run: RQ and ARQ keep job ids (and results) per id.
         cells = [Cell(c.backend, c.scenario, c.repeat, f"{c.run_id}x{n}") for n, c in enumerate(cells)]
+        died: list[str] = []
         try:
             for cell in cells:
                 last = run_cell(cell, python=pythons[str(cell.backend)], run_dir=run_dir,
@@ -238,20 +239,22 @@ def execute(plan: RunPlan, *, log: Callable[[str], None], progress_factory: Call
                                 server=redis_info.get("server_obj"))
                 if on_cell_done:
                     on_cell_done(cell, last)
-                code = last.get("exit_code")
-                if code == 2:  # the driver's EXIT_SETUP: its workers could not start
-                    raise CellSetupFailed(str(run_dir), f"{cell.label}: {last.get('error') or 'setup failed'}")
-                if code not in (None, 0, 130):
-                    raise RunAborted(str(run_dir), f"the driver of {cell.label} died (exit code {code}): "
-                                     f"{last.get('error', '')}")
                 if last.get("error") or str(last.get("reason", "")).startswith("error"):
                     # One broken cell is a finding; a Redis that is gone breaks every cell after it.
                     try:
                         check_redis_url(redis_info["url"])
                     except RedisUnavailable as exc:
                         raise RunAborted(str(run_dir), f"Redis went away during {cell.label}: {exc}") from None
+                code = last.get("exit_code")
+                if code == 2:  # the driver's EXIT_SETUP: its workers could not start
+                    raise CellSetupFailed(str(run_dir), f"{cell.label}: {last.get('error') or 'setup failed'}")
+                if code not in (None, 0, 130):
+                    # The other cells still run (one broken cell is a finding), but the run exits 1.
+                    died.append(f"the driver of {cell.label} died (exit code {code})")
         except KeyboardInterrupt:
             interrupted = True
     if interrupted:
         raise Interrupted(str(run_dir))
+    if died:
+        raise RunAborted(str(run_dir), "; ".join(died))
     return run_dir
