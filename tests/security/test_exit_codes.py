@@ -104,3 +104,19 @@ def test_a_dead_driver_makes_the_run_exit_1(tmp_path: Path, queue_envs: None) ->
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == 1, output
     assert "died" in output
+
+
+def test_a_cell_whose_workers_cannot_start_stops_the_run_with_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The driver's exit 2 (its workers refused to start) is a setup error of the whole run: one line, exit 2."""
+    from harness import cli, runner
+
+    def refused(cell: object, **_: object) -> dict[str, object]:
+        return {"error": "celery worker exited with code 1 during start-up", "exit_code": 2}
+
+    monkeypatch.setattr(runner, "run_cell", refused)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["run", "-b", "reference", "--jobs", "2", "--out", str(tmp_path)])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "during start-up" in err[0] and err[0].startswith("retrybench: error: ")
