@@ -156,7 +156,7 @@ class RedisServer:
     _owns_dir: bool = field(default=False, init=False, repr=False)
     _version: dict[str, str] | None = field(default=None, init=False, repr=False)
     # A fresh random password per server, in a 0600 config file inside its 0700 directory: never on a
-    # command line, and any other local user is refused (docs/security.md).
+    # command line, and any other local user is refused (docs/security.md). ``password=""``: none (tests).
     password: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
 
     @property
