@@ -30,6 +30,8 @@ def _safe_stem(name: str) -> str:
     """A scenario name as a file name inside plots/, whatever a results file says (no path, no dot-dot)."""
     stem = re.sub(r"[^A-Za-z0-9_.\[\]=,+-]", "_", str(name))[:100].lstrip(".")
     return stem.replace("..", "__") or "_"
+
+
 _ALWAYS_RED = {"early_retries", "lost_jobs", "duplicate_executions", "missing_records", "duplicate_records"}
 
 
