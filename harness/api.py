@@ -30,6 +30,7 @@ class FailureSummary(BaseModel):
     failed_ns: int | None = None
     run_id: str | None = None
     worker: str | None = None
+    malformed: str | None = None  # why this record is shown as it is: not JSON, wrongly typed fields, too large
 
 
 class FailedJobsPage(BaseModel):
@@ -71,9 +72,11 @@ def _ns(when: datetime) -> int:
 def create_app(source: Source, *, token: str | None = None, require_token: bool = False) -> FastAPI:
     """The API over one failure-log source. ``require_token``: every endpoint needs the bearer token
     (``serve`` sets it when binding beyond loopback); requeue always needs it."""
+    # The framework's own /docs and /openapi.json answer without the token and load Swagger UI from a CDN:
+    # both are replaced below, behind the same check as every endpoint, with assets served from here.
     app = FastAPI(title="retrybench failed jobs",
                   description="The failure log of every backend (RQ, ARQ, Celery): list, inspect and requeue.",
-                  version="1")
+                  version="1", docs_url=None, redoc_url=None, openapi_url=None)
     bearer = HTTPBearer(auto_error=False)
     unauthorized: dict[int | str, dict[str, Any]] = {401: {"description": "missing or wrong bearer token", **_ERROR}}
 
@@ -140,4 +143,47 @@ def create_app(source: Source, *, token: str | None = None, require_token: bool 
         except FailedJobsError as exc:
             raise HTTPException(409, str(exc)) from None
 
+    _documentation(app, token)
     return app
+
+
+def _documentation(app: FastAPI, token: str | None) -> None:
+    """``/openapi.json`` and ``/docs`` (Swagger UI from the swagger-ui-bundle package, no CDN). Whenever a
+    token is set, both need it: as a bearer token (curl -H) or as the password of HTTP Basic, which a browser
+    asks for once and then sends with the page's own fetch of /openapi.json (any user name)."""
+    import base64
+
+    import swagger_ui_bundle
+    from fastapi import Request
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse, JSONResponse
+    from fastapi.staticfiles import StaticFiles
+
+    def guard(request: Request) -> None:
+        if not token:
+            return
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        given = value.strip()
+        if scheme.lower() == "basic":
+            try:
+                given = base64.b64decode(given, validate=True).decode().partition(":")[2]
+            except (ValueError, UnicodeDecodeError):
+                given = ""
+        elif scheme.lower() != "bearer":
+            given = ""
+        if not secrets.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(401, "missing or wrong token",
+                                headers={"WWW-Authenticate": 'Basic realm="retrybench", charset="UTF-8"'})
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(guard)])
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(guard)])
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="openapi.json", title=f"{app.title} - docs",
+                                   swagger_js_url="docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="docs-assets/favicon-32x32.png")
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")

@@ -233,9 +233,28 @@ def cpu_spent(before: dict[str, float | None], after: dict[str, float | None]) -
             for k in before}
 
 
+# Raised by the client libraries while a broker restarts, under names the redis-py / OS classes do not cover:
+# kombu (Celery) wraps the connection error in its OperationalError; py-amqp has its own connection errors.
+_LIBRARY_DISCONNECTS = {"kombu": {"OperationalError"}, "celery": {"OperationalError"},
+                        "amqp": {"RecoverableConnectionError", "ConnectionForced", "ConnectionError"}}
+
+
 def is_disconnect(exc: BaseException) -> bool:
-    """Redis cannot be reached right now (redis-py's or the OS's connection errors)."""
-    return isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError))
+    """Redis (or the broker) cannot be reached right now: redis-py's or the OS's connection errors, a
+    ``WatchError`` (a transaction whose connection was reset by the restart: ARQ's enqueue), kombu's
+    ``OperationalError``, or any exception caused by one of those."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                                redis.exceptions.WatchError, ConnectionError, TimeoutError)):
+            return True
+        for cls in type(current).__mro__:
+            if cls.__name__ in _LIBRARY_DISCONNECTS.get(cls.__module__.split(".")[0], ()):
+                return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def is_refusal(exc: BaseException) -> bool:

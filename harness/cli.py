@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -23,7 +24,7 @@ from .junit import write_junit
 from .ops_cli import Command, OpsUsageError, add_commands
 from .redis_server import RedisUnavailable
 from .report import write_reports
-from .runner import Cell, Interrupted, RunAborted, RunPlan, execute, restart_spec
+from .runner import Cell, CellSetupFailed, Interrupted, RunAborted, RunPlan, execute, restart_spec
 from .scenarios import PRESETS, ScenarioError, check_options, resolve, with_overrides
 from .storage import ResultsError, read_results
 from .tables import compare_table, print_results
@@ -32,6 +33,9 @@ DEFAULT_BACKENDS = list(REGISTRY)
 EXIT_ABORTED = 1  # the run broke off (Redis went away): partial results are written
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+# What one machine is expected to run (README "Security"): beyond it, --allow-large. --workers 100000 once
+# spawned about 5,700 processes before anyone could stop it.
+LIMITS = {"jobs": 1_000_000, "workers": 64, "concurrency": 256}
 OPS_COMMANDS: dict[str, Command] = {}
 
 
@@ -80,8 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--schedule", choices=SCHEDULES, default=None,
                      help="who decides each retry's delay: planned (retrybench's seeded plan, the default) or "
                           "native (each library's own formula; see docs/schedules.md); overrides the scenario's")
-    run.add_argument("--redis-url", help="use this Redis (keys under retrybench:<run>) instead of a private one")
-    run.add_argument("--broker-url", help="Celery broker (default: the Redis URL), e.g. amqp://guest@127.0.0.1//")
+    run.add_argument("--redis-url", default=os.environ.get("RETRYBENCH_REDIS_URL") or None,
+                     help="use this Redis (keys under retrybench:<run>) instead of a private one (default "
+                     "$RETRYBENCH_REDIS_URL: keeps a password off the command line)")
+    run.add_argument("--broker-url", default=os.environ.get("RETRYBENCH_BROKER_URL") or None,
+                     help="Celery broker (default: $RETRYBENCH_BROKER_URL, else the Redis URL), "
+                     "e.g. amqp://guest@127.0.0.1//")
     run.add_argument("--out", type=Path, default=Path("results"), help="results root (default: results/)")
     run.add_argument("--option", "-o", action="append", type=_option, default=[], metavar="KEY=VALUE",
                      help="backend tuning, e.g. rq_worker_class=SimpleWorker, arq_poll_delay=0.1, celery_pool=threads")
@@ -92,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--junit", type=Path, metavar="FILE", help="also write every check of every cell as JUnit XML")
     run.add_argument("--path", metavar="DIR", help="the directory a scenario's own task, argument and exception "
                      "modules are imported from (default: the scenario file's directory; docs/own-tasks.md)")
+    run.add_argument("--allow-large", action="store_true",
+                     help=f"allow more than {LIMITS['jobs']:,} jobs, {LIMITS['workers']} workers or "
+                     f"{LIMITS['concurrency']} concurrency (a big machine)")
 
     report = sub.add_parser("report", help="recompute every metric of a results directory from its history and "
                             "write report.md and report.html")
@@ -145,6 +156,9 @@ def _plan(args: argparse.Namespace) -> RunPlan:
                              "(drop the option, or use a scenario file without that sweep)")
     if args.repeat < 1:
         raise UsageError(f"--repeat must be >= 1, got {args.repeat}")
+    if not args.allow_large:
+        _check_limits(scenarios)
+    _check_out(args.out)
     restarting = [s.name for s in scenarios if restart_spec(s)]
     if restarting and args.redis_url:
         raise UsageError(f"{', '.join(restarting)} restart(s) the broker mid-run: that needs the private Redis "
@@ -160,6 +174,29 @@ def _plan(args: argparse.Namespace) -> RunPlan:
     return RunPlan(backends=backends, scenarios=scenarios, repeat=args.repeat, redis_url=args.redis_url,
                    broker_url=args.broker_url, out=args.out, options=dict(args.option), command=sys.argv,
                    external_workers=args.external_workers)
+
+
+def _check_limits(scenarios: list[Any]) -> None:
+    for s in scenarios:
+        for key, limit in LIMITS.items():
+            values = [getattr(s, key)] + [v for v in s.sweep.get(key, []) if isinstance(v, int)]
+            if max(values) > limit:
+                raise UsageError(f"scenario {s.name!r}: {key} {max(values):,} is over the limit of {limit:,} "
+                                 "(give --allow-large on a machine that can take it)")
+
+
+def _check_out(out: Path) -> None:
+    """--out must be a directory we can write: found now, in one line, not as a traceback after the run."""
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -203,6 +240,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         print(f"retrybench: run stopped: {exc.args[1]}; the history gathered so far is in {run_dir}", file=sys.stderr)
     except (EnvError, RedisUnavailable) as exc:
         raise UsageError(str(exc)) from None
+    except CellSetupFailed as exc:
+        raise UsageError(f"{exc.args[1]} (logs: {Path(exc.args[0]) / 'logs'})") from None
     try:
         results = analyze(run_dir)
     except (ResultsError, HistoryError) as exc:
@@ -306,6 +345,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         sys.exit(commands[args.command](args, console))
     except (UsageError, OpsUsageError) as exc:
+        _die(str(exc))
+    except (ResultsError, HistoryError) as exc:  # a results file read where no command expected it
         _die(str(exc))
     except KeyboardInterrupt:
         print("retrybench: interrupted", file=sys.stderr)

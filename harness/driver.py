@@ -42,7 +42,7 @@ from .cell import (
     settle,
 )
 from .expect import expectations, job_id_for
-from .scenarios import Scenario
+from .scenarios import Scenario, confined
 from .startup import PROBE_TIMEOUT_S, StartupProbe
 
 EXIT_INTERRUPTED = 130
@@ -55,8 +55,10 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
     scenario = Scenario(**{**spec["scenario"], "faults": tuple(spec["scenario"]["faults"]),
                            "messages": tuple(spec["scenario"]["messages"])})
     config = AppConfig(
-        backend=spec["backend"], label=spec.get("label", ""), redis_url=spec.get("redis_url"),
-        broker_url=spec.get("broker_url"),
+        # The URLs (with any password) come through the environment; the spec file holds redacted copies.
+        backend=spec["backend"], label=spec.get("label", ""),
+        redis_url=os.environ.get("RETRYBENCH_REDIS_URL") or spec.get("redis_url"),
+        broker_url=os.environ.get("RETRYBENCH_BROKER_URL") or spec.get("broker_url"),
         run_id=spec["run_id"], seed=scenario.seed, faults=[dict(f) for f in scenario.faults],
         time_scale=scenario.time_scale, failure_log=spec.get("failure_log"), scenario=scenario.name,
         # Workers on this host write their events to a file the driver tails; elsewhere, to Redis.
@@ -72,6 +74,10 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
     except UserCodeError as exc:
         print(json.dumps({"error": str(exc)}), file=out, flush=True)
         return EXIT_SETUP
+    log_json = config.options.get("log_json")
+    if log_json and log_json != "-":
+        # A scenario's path is a name inside the run directory, whatever it says (docs/security.md).
+        config.options["log_json"] = confined(str(log_json), os.path.dirname(os.path.abspath(spec["history_path"])))
     stop = {"flag": False}
 
     def on_signal(signum: int, _frame: Any) -> None:

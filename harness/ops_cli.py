@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -12,9 +14,21 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table, box
 
-from .failed import FailedJobsError, Filter, Record, find, open_source, parse_since, query, requeue, summary
+from .failed import (
+    AlreadyRequeued,
+    FailedJobsError,
+    Filter,
+    Record,
+    find,
+    open_source,
+    parse_since,
+    query,
+    requeue,
+    summary,
+)
 
 Command = Callable[[argparse.Namespace, Console], int]
 
@@ -24,7 +38,9 @@ class OpsUsageError(Exception):
 
 
 def _source_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--redis-url", help="read the live failure log of every run in this Redis")
+    p.add_argument("--redis-url", help="read the live failure log of every run in this Redis (default "
+                   "$RETRYBENCH_REDIS_URL: "
+                   "keeps a password off the command line)")
     p.add_argument("--results", type=Path, metavar="DIR", help="read a results directory instead")
 
 
@@ -52,13 +68,26 @@ def add_commands(sub: Any) -> dict[str, Command]:
     return {"failed-jobs": cmd_failed_jobs, "serve": cmd_serve}
 
 
+def _redis_url(args: argparse.Namespace) -> str | None:
+    # $RETRYBENCH_REDIS_URL keeps a password out of the shell history and `ps`; --results wins over it.
+    return args.redis_url or (None if args.results else os.environ.get("RETRYBENCH_REDIS_URL") or None)
+
+
 def _filter(args: argparse.Namespace) -> Filter:
     since = parse_since(args.since, now_ns=time.time_ns()) if args.since else None
     return Filter(backend=args.backend, task=args.task, exc_type=args.exc_type, since_ns=since, run=args.run)
 
 
 def _when(ns: Any) -> str:
-    return datetime.fromtimestamp(int(ns) / 1e9).strftime("%Y-%m-%d %H:%M:%S") if ns else "-"
+    try:
+        return datetime.fromtimestamp(int(ns) / 1e9).strftime("%Y-%m-%d %H:%M:%S") if ns else "-"
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "?"
+
+
+def _text(value: Any) -> str:
+    # Every value of a record is data: "[/x]" in a message is text, not rich markup (it crashed the table).
+    return escape(str(value))
 
 
 def cmd_failed_jobs(args: argparse.Namespace, console: Console) -> int:
@@ -67,14 +96,17 @@ def cmd_failed_jobs(args: argparse.Namespace, console: Console) -> int:
             raise OpsUsageError(f"failed-jobs {args.action} needs a JOB_ID")
         if args.limit < 1 or args.offset < 0:
             raise OpsUsageError("--limit must be >= 1 and --offset >= 0")
-        source = open_source(redis_url=args.redis_url, results=args.results)
+        source = open_source(redis_url=_redis_url(args), results=args.results)
         if args.action == "requeue":
             try:
                 result = requeue(source, args.job_id)
+            except AlreadyRequeued as exc:
+                print(f"retrybench: {exc}", file=sys.stderr)
+                return 1
             except LookupError:
                 raise OpsUsageError(f"no failed job {args.job_id!r} in {source.description}") from None
             print(json.dumps(result)) if args.json else console.print(
-                f"requeued {result['job_id']} on {result['backend']} as {result['requeued_as']}")
+                _text(f"requeued {result['job_id']} on {result['backend']} as {result['requeued_as']}"))
             return 0
         if args.action == "show":
             record = find(source, args.job_id)
@@ -89,7 +121,8 @@ def cmd_failed_jobs(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps({"total": total, "offset": args.offset, "limit": args.limit,
                           "items": [summary(r) for r in items]}, default=str))
         return 0
-    table = Table(box=box.SIMPLE_HEAD, title=f"{total} failed job(s) in {source.description}", title_justify="left")
+    table = Table(box=box.SIMPLE_HEAD, title=_text(f"{total} failed job(s) in {source.description}"),
+                  title_justify="left")
     id_width = max((len(str(r.get("job_id"))) for r in items), default=6)
     for name in ("failed at", "job id", "backend", "scenario", "task", "exception", "message", "tries"):
         # Ids are what people copy into `show` and `requeue`: never shortened; the message gives way.
@@ -97,9 +130,12 @@ def cmd_failed_jobs(args: argparse.Namespace, console: Console) -> int:
                          min_width=id_width if name == "job id" else None,
                          justify="right" if name == "tries" else "left")
     for r in items:
-        table.add_row(_when(r.get("failed_ns")), str(r.get("job_id")), str(r.get("backend")), str(r.get("scenario")),
-                      str(r.get("task")), str(r.get("exc_type")), str(r.get("exc_message"))[:60],
-                      str(r.get("attempts")))
+        message = str(r.get("exc_message"))[:60]
+        if r.get("malformed"):
+            message = f"MALFORMED ({r['malformed']}): {message}"
+        table.add_row(_when(r.get("failed_ns")), _text(r.get("job_id")), _text(r.get("backend")),
+                      _text(r.get("scenario")), _text(r.get("task")), _text(r.get("exc_type")), _text(message),
+                      _text(r.get("attempts")))
     console.print(table)
     if total > args.offset + len(items):
         console.print(f"… {total - args.offset - len(items)} more: --offset {args.offset + len(items)}")
@@ -109,7 +145,9 @@ def cmd_failed_jobs(args: argparse.Namespace, console: Console) -> int:
 def _show(record: Record, console: Console) -> None:
     for key in ("job_id", "backend", "scenario", "task", "args", "kwargs", "exc_type", "exc_message", "attempts",
                 "worker", "run_id"):
-        console.print(f"[bold]{key}[/]: {record.get(key)}")
+        console.print(f"[bold]{key}[/]: {_text(record.get(key))}")
+    if record.get("malformed"):
+        console.print(f"[bold red]malformed[/]: {_text(record['malformed'])}")
     console.print(f"[bold]enqueued[/]: {_when(record.get('enqueued_ns'))}   [bold]failed[/]: "
                   f"{_when(record.get('failed_ns'))}   [bold]records[/]: {record.get('records')}")
     console.print("[bold]traceback[/]:")
@@ -121,11 +159,11 @@ def _show(record: Record, console: Console) -> None:
         if e.get("type") not in ("enqueue", "attempt", "terminal", "requeue", "callback"):
             continue
         ts = e.get("started_ns") or e.get("ts_ns")
-        table.add_row(_when(ts), str(e.get("type") if e.get("type") != "callback" else e.get("name")),
-                      str(e.get("attempt", "")), str(e.get("outcome") or e.get("state") or ""),
-                      str(e.get("exc_type") or ""), str(e.get("fault") or ""),
-                      str(e.get("worker") or (f"{e['host']}:{e['pid']}" if e.get("host") else "")
-                          or e.get("requeued_as") or ""))
+        table.add_row(_when(ts), _text(e.get("type") if e.get("type") != "callback" else e.get("name")),
+                      _text(e.get("attempt", "")), _text(e.get("outcome") or e.get("state") or ""),
+                      _text(e.get("exc_type") or ""), _text(e.get("fault") or ""),
+                      _text(e.get("worker") or (f"{e['host']}:{e.get('pid')}" if e.get("host") else "")
+                            or e.get("requeued_as") or ""))
     console.print(table)
 
 
@@ -136,13 +174,39 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
         raise OpsUsageError(f"--host {args.host} is reachable from other machines: give --token (or set "
                             "RETRYBENCH_API_TOKEN), or bind to 127.0.0.1")
     try:
-        source = open_source(redis_url=args.redis_url, results=args.results)
+        source = open_source(redis_url=_redis_url(args), results=args.results)
     except FailedJobsError as exc:
         raise OpsUsageError(str(exc)) from None
     import uvicorn
 
     app = create_app(source, token=args.token, require_token=args.host not in LOOPBACK)
-    console.print(f"serving {source.description} on http://{args.host}:{args.port} (docs: /docs)"
-                  + ("" if args.token else "; requeue disabled: no --token"))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # Bound before the "serving" line: a port in use is one line and exit 2, never "serving …" then exit 3.
+    sock = _bind(args.host, args.port)
+    console.print(_text(f"serving {source.description} on http://{args.host}:{sock.getsockname()[1]} (docs: /docs)"
+                        + ("" if args.token else "; requeue disabled: no --token")))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    if not 0 <= port <= 65535:
+        raise OpsUsageError(f"--port {port}: expected 0-65535")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OpsUsageError(f"--host {host}: {exc.strerror}") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise OpsUsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock

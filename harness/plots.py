@@ -15,6 +15,8 @@ import numpy as np
 from implementations.backends import REGISTRY, base_name
 
 matplotlib.use("Agg")  # headless: reports are built on CI machines without a display
+# Titles and labels are scenario and backend names, which are data: "$\\foo$" is text, not mathtext.
+matplotlib.rcParams["text.parse_math"] = False
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402

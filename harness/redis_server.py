@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -17,10 +19,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from implementations.procs import spawn, terminate
+from implementations.redact import redact_text, redact_url
 
 SYSTEM_PORT = 6379  # the machine's own Redis: never started on, connected to, or shut down
 _SYSTEM_DIRS = ("/usr/bin", "/usr/sbin", "/usr/local/bin")
 _PORT_ATTEMPTS = 5
+DIR_PREFIX = "retrybench-redis-"
+_DIR_PID = re.compile(re.escape(DIR_PREFIX) + r"(\d+)-")
 _HOW_TO_GET_ONE = ("install one with the system package manager (`sudo apt-get install redis-server`), "
                    "start one with `docker compose up -d redis`, or point retrybench at a running server "
                    "with `--redis-url redis://HOST:PORT/0`")
@@ -97,23 +102,32 @@ class _RespError(Exception):
     """An error reply (or garbage) from the server."""
 
 
-def _call(host: str, port: int, *args: str, timeout: float = 1.0) -> bytes:
+def _encode(*args: str) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in args)
+
+
+def _call(host: str, port: int, *args: str, timeout: float = 1.0, password: str | None = None) -> bytes:
     # A tiny RESP client, so starting a server needs no redis-py (the main env may lack it).
-    payload = b"*%d\r\n" % len(args) + b"".join(
-        b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in args)
     with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall(payload)
         reader = sock.makefile("rb")
-        line = reader.readline()
-        kind, rest = line[:1], line[1:].rstrip(b"\r\n")
-        if kind in (b"+", b":"):
-            return rest
-        if kind == b"-":
-            raise _RespError(rest.decode(errors="replace"))
-        if kind == b"$":
-            size = int(rest)
-            return reader.read(size + 2)[:size] if size >= 0 else b""
-        raise _RespError(f"unexpected reply {line[:40]!r}")
+        if password:
+            sock.sendall(_encode("AUTH", password))
+            _reply(reader)
+        sock.sendall(_encode(*args))
+        return _reply(reader)
+
+
+def _reply(reader: Any) -> bytes:
+    line = reader.readline()
+    kind, rest = line[:1], line[1:].rstrip(b"\r\n")
+    if kind in (b"+", b":"):
+        return rest
+    if kind == b"-":
+        raise _RespError(rest.decode(errors="replace"))
+    if kind == b"$":
+        size = int(rest)
+        return reader.read(size + 2)[:size] if size >= 0 else b""
+    raise _RespError(f"unexpected reply {line[:40]!r}")
 
 
 def _parse_info(text: str) -> dict[str, str]:
@@ -141,6 +155,9 @@ class RedisServer:
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _owns_dir: bool = field(default=False, init=False, repr=False)
     _version: dict[str, str] | None = field(default=None, init=False, repr=False)
+    # A fresh random password per server, in a 0600 config file inside its 0700 directory: never on a
+    # command line, and any other local user is refused (docs/security.md). ``password=""``: none (tests).
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
 
     @property
     def host(self) -> str:
@@ -152,7 +169,13 @@ class RedisServer:
         if self.port is None:
             raise RuntimeError("RedisServer has no port until start()")
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"redis://{host}:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{host}:{self.port}/0"
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password: what logs and results may show."""
+        return redact_url(self.url) or ""
 
     @property
     def pid(self) -> int | None:
@@ -167,7 +190,7 @@ class RedisServer:
         if self._version is None:
             if self.port is None:
                 raise RuntimeError("RedisServer is not started")
-            info = _parse_info(_call(self.host, self.port, "INFO", "server").decode())
+            info = _parse_info(_call(self.host, self.port, "INFO", "server", password=self.password).decode())
             self._version = _server_identity(info, self.binary or "")
         return self._version
 
@@ -179,7 +202,9 @@ class RedisServer:
             raise ValueError(f"port {SYSTEM_PORT} belongs to the system Redis; retrybench never uses it")
         self.binary = self.binary or find_redis_server()
         if self.dir is None:
-            self.dir = tempfile.mkdtemp(prefix="retrybench-redis-")
+            clean_stale_dirs()
+            # The pid in the name lets the next run remove it if this process is SIGKILLed.
+            self.dir = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-")
             self._owns_dir = True
         self.log_path = self.log_path or str(Path(self.dir) / "redis.log")
         # A port we picked ourselves can be taken by someone else before redis binds it: pick again.
@@ -199,7 +224,11 @@ class RedisServer:
     def _launch(self, port: int, timeout: float) -> str | None:
         assert self.binary and self.dir and self.log_path
         offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
-        cmd = [self.binary, "--port", str(port), "--bind", *self.bind.split(), "--dir", self.dir,
+        conf = os.path.join(self.dir, "auth.conf")
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"requirepass {self.password}\n" if self.password else "")
+        cmd = [self.binary, conf, "--port", str(port), "--bind", *self.bind.split(), "--dir", self.dir,
                "--save", "", "--appendonly", "yes" if self.appendonly else "no",
                "--daemonize", "no", "--logfile", ""]
         self._proc = proc = spawn(cmd, log_path=self.log_path, cwd=self.dir)
@@ -209,7 +238,8 @@ class RedisServer:
             if proc.poll() is not None:
                 return f"{self.binary} exited with {proc.returncode}: {self._log_tail(offset)}"
             try:
-                info = _parse_info(_call(self.host, port, "INFO", "server", timeout=0.5).decode())
+                reply = _call(self.host, port, "INFO", "server", timeout=0.5, password=self.password)
+                info = _parse_info(reply.decode())
                 # Someone else's server may answer on a port we picked: only our own pid counts.
                 if info.get("process_id") == str(proc.pid):
                     self._version = _server_identity(info, self.binary)
@@ -243,7 +273,7 @@ class RedisServer:
         """``CONFIG SET`` on the running server (e.g. ``appendfsync always`` for one cell)."""
         if self.port is None:
             raise RuntimeError("RedisServer is not started")
-        _call(self.host, self.port, "CONFIG", "SET", name, value, timeout=2.0)
+        _call(self.host, self.port, "CONFIG", "SET", name, value, timeout=2.0, password=self.password)
 
     def restart(self, *, timeout: float = 10.0, hard: bool = False, down_s: float = 0.0) -> RedisServer:
         """Stop and start again on the same port (AOF data kept); ``hard=True``: SIGKILL, like a crash.
@@ -260,7 +290,7 @@ class RedisServer:
             return
         if proc.poll() is None and not hard and self.port is not None:
             try:
-                _call(self.host, self.port, "SHUTDOWN", "NOSAVE", timeout=2)
+                _call(self.host, self.port, "SHUTDOWN", "NOSAVE", timeout=2, password=self.password)
             except (OSError, _RespError):
                 pass  # the connection closes under us when SHUTDOWN works
             try:
@@ -288,7 +318,7 @@ def check_redis_url(url: str, timeout: float = 3.0) -> dict[str, str]:
     scheme = urlsplit(url).scheme
     if scheme not in ("redis", "rediss", "unix"):
         raise RedisUnavailable(
-            f"bad Redis URL {url!r}: it must start with redis://, rediss:// or unix:// "
+            f"bad Redis URL {redact_url(url)!r}: it must start with redis://, rediss:// or unix:// "
             "(for example redis://127.0.0.1:6390/0)")
     try:
         import redis
@@ -303,5 +333,33 @@ def check_redis_url(url: str, timeout: float = 3.0) -> dict[str, str]:
             client.close()
     except Exception as e:  # noqa: BLE001 - any failure means "unreachable", reported in one line
         reason = " ".join(str(e).split()) or type(e).__name__
-        raise RedisUnavailable(f"cannot reach Redis at {url}: {reason}") from None
+        raise RedisUnavailable(f"cannot reach Redis at {redact_url(url)}: {redact_text(reason)}") from None
     return _server_identity(info)
+
+
+def clean_stale_dirs(root: str | None = None) -> list[str]:
+    """Remove ``retrybench-redis-<pid>-*`` directories whose process is gone (a run killed by SIGKILL,
+    whose redis-server died with it through its parent-death signal); returns what was removed."""
+    root = root or tempfile.gettempdir()
+    removed: list[str] = []
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return removed
+    for name in names:
+        m = _DIR_PID.match(name)
+        path = os.path.join(root, name)
+        if not m or not os.path.isdir(path) or os.path.islink(path):
+            continue
+        try:
+            if os.stat(path).st_uid != os.geteuid():
+                continue
+            os.kill(int(m.group(1)), 0)
+            continue  # its run is still alive
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OSError):
+            continue  # someone else's process, or unreadable: not ours to remove
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed

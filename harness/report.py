@@ -7,6 +7,7 @@ the HTML (offline: inline CSS, plots embedded as data URIs) always say the same 
 from __future__ import annotations
 
 import base64
+import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -37,6 +38,14 @@ from .verdicts import TITLES
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 PLOTS_DIR = "plots"
+
+
+def _safe_stem(name: str) -> str:
+    """A scenario name as a file name inside plots/, whatever a results file says (no path, no dot-dot)."""
+    stem = re.sub(r"[^A-Za-z0-9_.\[\]=,+-]", "_", str(name))[:100].lstrip(".")
+    return stem.replace("..", "__") or "_"
+
+
 _ALWAYS_RED = {"early_retries", "late_retries", "lost_jobs", "unrecovered_jobs", "duplicate_executions",
                "missing_records", "duplicate_records"}
 
@@ -196,7 +205,7 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
         for kind, png in (("lateness", plots.lateness_plot(scenario, lateness, tolerance_s=tolerance)),
                           ("timeline", plots.timeline_plot(scenario, timeline))):
             if png:
-                name = f"{scenario}-{kind}.png"
+                name = f"{_safe_stem(scenario)}-{kind}.png"
                 images[name] = png
                 section["plots"].append({"file": f"{PLOTS_DIR}/{name}", "alt": f"{scenario} {kind}", "name": name})
         section["findings"] = [
@@ -237,9 +246,9 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
             png = plots.scaling_plot(parent, size, {m: curve(sweep_rows, m) for m in
                                                     ("throughput_jobs_s", "driver_peak_rss_mb", "cpu_ms_per_attempt")})
             if png:
-                images[f"{parent}-scaling.png"] = png
-                entry["plots"].append({"file": f"{PLOTS_DIR}/{parent}-scaling.png", "alt": f"{parent} scaling",
-                                       "name": f"{parent}-scaling.png"})
+                file = f"{_safe_stem(parent)}-scaling.png"
+                images[file] = png
+                entry["plots"].append({"file": f"{PLOTS_DIR}/{file}", "alt": f"{parent} scaling", "name": file})
         swept.append(entry)
     env = results.get("environment", {})
     return {"run_id": results.get("run_id"), "partial": results.get("partial"), "repeat": results.get("repeat", 1),

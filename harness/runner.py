@@ -16,6 +16,7 @@ from typing import Any
 from implementations.backends import is_in_process
 from implementations.base import SOURCE_ROOT
 from implementations.procs import spawn, terminate
+from implementations.redact import redact_argv, redact_url
 
 from .envs import BackendEnv, EnvError, EnvSpec, ensure_envs, ensure_user_requirements
 from .redis_server import RedisServer, RedisUnavailable, check_redis_url
@@ -31,7 +32,17 @@ class Interrupted(Exception):
 
 
 class RunAborted(Exception):
-    """The run cannot go on (Redis went away); what was recorded is kept. Args: run_dir, message."""
+    """The run cannot go on (Redis went away, a driver died); what was recorded is kept. Args: run_dir, message."""
+
+
+class CellSetupFailed(Exception):
+    """A cell could not start (a worker refused its options, ...): a setup error, exit 2. Args: run_dir, message."""
+
+
+# The environment variables that carry the run's servers to its drivers, workers and requeues: a URL with a
+# password never goes on a command line (``ps`` shows every argv) or into a file under results/.
+REDIS_URL_ENV = "RETRYBENCH_REDIS_URL"
+BROKER_URL_ENV = "RETRYBENCH_BROKER_URL"
 
 
 @dataclass
@@ -100,6 +111,7 @@ def redis_for(plan: RunPlan, log: Callable[[str], None]) -> Iterator[dict[str, A
     """The user's Redis (checked) or a private one on a free port, stopped however we leave."""
     if plan.redis_url:
         info = check_redis_url(plan.redis_url)
+        log(f"using Redis at {redact_url(plan.redis_url)}")
         yield {"url": plan.redis_url, "embedded": False, **info}
         return
     # A scenario that restarts the broker needs it to keep its data: append-only file, fsync every second
@@ -107,7 +119,8 @@ def redis_for(plan: RunPlan, log: Callable[[str], None]) -> Iterator[dict[str, A
     server = RedisServer(appendonly=any(restart_spec(s) for s in plan.scenarios))
     server.start()
     log(f"started a private {server.version.get('server', 'redis')}-server "
-        f"{server.version.get('version', '')} on {server.url}" + (" (AOF on)" if server.appendonly else ""))
+        f"{server.version.get('version', '')} on {server.safe_url} (password required)"
+        + (" (AOF on)" if server.appendonly else ""))
     try:
         yield {"url": server.url, "embedded": True, "pid": server.pid, "appendonly": server.appendonly,
                **server.version, "server_obj": server}
@@ -184,7 +197,8 @@ def run_cell(cell: Cell, *, python: str, run_dir: Path, redis_url: str, plan: Ru
     spec = {
         "scenario": cell.scenario.to_dict(), "backend": cell.backend.backend, "label": str(cell.backend),
         "run_id": cell.run_id,
-        "repeat": cell.repeat, "redis_url": redis_url, "broker_url": plan.broker_url,
+        # Redacted: the driver takes the real URLs from its environment.
+        "repeat": cell.repeat, "redis_url": redact_url(redis_url), "broker_url": redact_url(plan.broker_url),
         "history_path": str(run_dir / HISTORY), "failure_log": str(run_dir / "failed_jobs.log"),
         "events_file": str(logs / f"{cell.run_id}-events.jsonl"),
         "log_dir": str(logs), "options": plan.options, "external_workers": plan.external_workers,
@@ -194,6 +208,10 @@ def run_cell(cell: Cell, *, python: str, run_dir: Path, redis_url: str, plan: Ru
     env = dict(os.environ)
     # A user task's requirements (``site``): the driver's, and through it every worker's.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [SOURCE_ROOT, site, env.get("PYTHONPATH", "")]))
+    env[REDIS_URL_ENV] = redis_url
+    env.pop(BROKER_URL_ENV, None)
+    if plan.broker_url:
+        env[BROKER_URL_ENV] = plan.broker_url
     proc = spawn([python, "-m", "harness.driver", str(spec_path)], env=env, pipe_stdout=True,
                  log_path=str(logs / f"{cell.run_id}-driver.log"))
     last: dict[str, Any] = {}
@@ -226,7 +244,7 @@ def run_cell(cell: Cell, *, python: str, run_dir: Path, redis_url: str, plan: Ru
     if proc.returncode not in (0, 130) and "error" not in last:
         tail = (logs / f"{cell.run_id}-driver.log").read_text(errors="replace").strip().splitlines()[-3:]
         last = {**last, "error": f"driver exited with {proc.returncode}: " + " | ".join(tail)}
-    return last
+    return {**last, "exit_code": proc.returncode}
 
 
 def execute(plan: RunPlan, *, log: Callable[[str], None], progress_factory: Callable[[Cell], Progress],
@@ -246,16 +264,17 @@ def execute(plan: RunPlan, *, log: Callable[[str], None], progress_factory: Call
     # run directory, Redis or any worker exists (bad input: one line, exit 2, nothing left behind).
     sites, user_code = prepare_user_tasks(plan, envs, root=root, log=log)
     run_id = new_run_id()
-    plan.out.mkdir(parents=True, exist_ok=True)
     run_dir = plan.out / run_id
-    run_dir.mkdir()
-    point_latest(plan.out, run_dir)
     pythons = {str(b): str(envs[str(b)].python) if str(b) in envs else sys.executable for b in plan.backends}
     versions = {str(b): envs[str(b)].versions if str(b) in envs else {} for b in plan.backends}
     interrupted = False
     with sigterm_as_interrupt(), redis_for(plan, log) as redis_info:
+        # Only now that Redis answers: a run that cannot start leaves no empty directory and keeps `latest`.
+        plan.out.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir()
+        point_latest(plan.out, run_dir)
         meta = {"type": "meta", "run_id": run_id, "backend": "", "scenario": "", "schema_version": 1,
-                "environment": environment(root=Path(SOURCE_ROOT), command=plan.command,
+                "environment": environment(root=Path(SOURCE_ROOT), command=redact_argv(plan.command),
                                            redis={k: v for k, v in redis_info.items()
                                                   if k not in ("url", "server_obj")},
                                            backends=versions)
@@ -271,6 +290,7 @@ def execute(plan: RunPlan, *, log: Callable[[str], None], progress_factory: Call
                  for v in counterbalanced(variants(s, b.backend), r)]
         # Unique cell ids across the whole run: RQ and ARQ keep job ids (and results) per id.
         cells = [Cell(c.backend, c.scenario, c.repeat, f"{c.run_id}x{n}") for n, c in enumerate(cells)]
+        died: list[str] = []
         try:
             for cell in cells:
                 last = run_cell(cell, python=pythons[str(cell.backend)], run_dir=run_dir,
@@ -285,8 +305,16 @@ def execute(plan: RunPlan, *, log: Callable[[str], None], progress_factory: Call
                         check_redis_url(redis_info["url"])
                     except RedisUnavailable as exc:
                         raise RunAborted(str(run_dir), f"Redis went away during {cell.label}: {exc}") from None
+                code = last.get("exit_code")
+                if code == 2:  # the driver's EXIT_SETUP: its workers could not start
+                    raise CellSetupFailed(str(run_dir), f"{cell.label}: {last.get('error') or 'setup failed'}")
+                if code not in (None, 0, 130):
+                    # The other cells still run (one broken cell is a finding), but the run exits 1.
+                    died.append(f"the driver of {cell.label} died (exit code {code})")
         except KeyboardInterrupt:
             interrupted = True
     if interrupted:
         raise Interrupted(str(run_dir))
+    if died:
+        raise RunAborted(str(run_dir), "; ".join(died))
     return run_dir

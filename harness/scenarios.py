@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -12,7 +14,7 @@ from typing import Any
 from implementations.config import SCHEDULES
 from implementations.faults import FaultPlan, FaultPlanError
 from implementations.poison import Poison
-from implementations.policy import PolicyError, RetryPolicy
+from implementations.policy import PolicyError, RetryPolicy, resolve_exception
 from implementations.scenarios import LESSON_POLICY, TASKS
 from implementations.usercode import (
     UserCodeError,
@@ -258,19 +260,62 @@ NON_NEGATIVE_OPTIONS = frozenset({
 })
 
 
+# Options with a fixed set of values: anything else reached a worker that then ran nothing (exit 0, zeros).
+CHOICE_OPTIONS: dict[str, tuple[Any, ...]] = {
+    "celery_pool": ("prefork", "processes", "threads", "solo"),
+    "rq_worker_class": ("Worker", "SimpleWorker"),
+    "redis_appendfsync": ("always", "everysec", "no"),
+}
+BOOLEAN_OPTIONS = frozenset({"rq_with_scheduler", "celery_acks_late", "celery_reject_on_worker_lost",
+                             "celery_retry_on_worker_lost", "restart_workers", "record_history"})
+
+
 def check_options(options: Mapping[str, Any], where: str) -> None:
     unknown = sorted(set(options) - KNOWN_OPTIONS)
     if unknown:
         raise ScenarioError(f"{where}: unknown option(s) {', '.join(unknown)} "
                             f"(known: {', '.join(sorted(KNOWN_OPTIONS))})")
+    for key, choices in CHOICE_OPTIONS.items():
+        if key in options and options[key] not in choices:
+            raise ScenarioError(f"{where}: {key} must be one of {', '.join(map(str, choices))}, got {options[key]!r}")
+    for key in BOOLEAN_OPTIONS & set(options):
+        if not isinstance(options[key], bool):
+            raise ScenarioError(f"{where}: {key} must be true or false, got {options[key]!r}")
+    log_json = options.get("log_json")
+    if log_json is not None and log_json != "-":
+        if not isinstance(log_json, str) or not log_json:
+            raise ScenarioError(f"{where}: log_json must be '-' or a file name, got {log_json!r}")
+        confined(log_json, "/run-dir")  # where it lands is decided by the driver, inside the run directory
     for key in (POSITIVE_OPTIONS | NON_NEGATIVE_OPTIONS) & set(options):
         value, positive = options[key], key in POSITIVE_OPTIONS
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (positive and value == 0):
             raise ScenarioError(f"{where}: {key} must be a number {'> 0' if positive else '>= 0'}, got {value!r}")
 
 
+# Scenario names become file names (plots) and titles (matplotlib): no path, no control character, no
+# mathtext. Sweep variants add "[key=value]" to a checked name.
+_UNSAFE_NAME = re.compile(r"[/\\$\x00-\x1f\x7f]")
+
+
+def check_name(name: str, where: str) -> None:
+    if not name or len(name) > 100 or _UNSAFE_NAME.search(name) or ".." in name or name.startswith("."):
+        raise ScenarioError(f"{where}: name {name!r}: a scenario name becomes a file name: use up to 100 "
+                            "characters without '/', '\\', '..', '$', a leading '.' or control characters")
+
+
+def confined(path: str, root: str) -> str:
+    """``path`` (relative) inside ``root``, or ScenarioError: an option may not write elsewhere."""
+    base = os.path.realpath(root)
+    full = os.path.realpath(os.path.join(base, path))
+    if os.path.isabs(path) or os.path.commonpath([base, full]) != base or full == base:
+        raise ScenarioError(f"log_json {path!r}: must be '-' (stderr) or a file name inside the run directory")
+    return full
+
+
 def validate(s: Scenario, where: str) -> Scenario:
     """Check every value a run depends on; errors name the place and what was expected."""
+    if not s.sweep_of:
+        check_name(s.name, where)
     check_options(s.options, where)
     if s.sweep:
         from .sweep import check_sweep  # the sweep module builds on this one
@@ -300,9 +345,17 @@ def validate(s: Scenario, where: str) -> Scenario:
     except PolicyError as exc:
         raise ScenarioError(f"{where}: policy: {exc}") from None
     try:
-        s.fault_plan()
+        plan = s.fault_plan()
     except FaultPlanError as exc:
         raise ScenarioError(f"{where}: {exc}") from None
+    for i, rule in enumerate(plan.rules):
+        # A user task's dotted names are its modules' or its requirements': resolved where its code is imported
+        # (harness.usercheck, in each backend's environment), never imported here.
+        if rule.kind not in ("slow", "crash") and not (s.user_task and "." in rule.exc):
+            try:
+                resolve_exception(rule.exc)
+            except PolicyError as exc:
+                raise ScenarioError(f"{where}: faults[{i}].exc: {exc}") from None
     return s
 
 

@@ -107,6 +107,33 @@ def read_results(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or "schema_version" not in data or "cells" not in data:
         raise ResultsError(f"{path}: not a retrybench results file (no schema_version/cells)")
     if data["schema_version"] != SCHEMA_VERSION:
-        raise ResultsError(f"{path}: schema_version {data['schema_version']} is not supported "
+        raise ResultsError(f"{path}: schema_version {data['schema_version']!r} is not supported "
                            f"(this retrybench reads {SCHEMA_VERSION})")
+    check_shape(data, str(path))
     return data
+
+
+def check_shape(data: dict[str, Any], where: str) -> None:
+    """The types every reader of a results file relies on; a file that breaks them is one clear error, not a
+    traceback (and not exit 1, which ``compare`` keeps for "threshold crossed")."""
+    def bad(what: str, expected: str, value: Any) -> ResultsError:
+        return ResultsError(f"{where}: {what} must be {expected}, got {type(value).__name__} {str(value)[:60]!r}")
+
+    cells = data.get("cells")
+    if not isinstance(cells, list):
+        raise bad("cells", "a list", cells)
+    for i, cell in enumerate(cells):
+        if not isinstance(cell, dict):
+            raise bad(f"cells[{i}]", "an object", cell)
+        for key in ("scenario", "backend"):
+            if not isinstance(cell.get(key), str):
+                raise bad(f"cells[{i}].{key}", "a string", cell.get(key))
+        for key in ("summary", "metrics", "checks"):
+            if key in cell and cell[key] is not None and not isinstance(cell[key], dict):
+                raise bad(f"cells[{i}].{key}", "an object", cell[key])
+    for key in ("aggregates", "environment"):
+        if key in data and not isinstance(data[key], dict):
+            raise bad(key, "an object", data[key])
+    for name, rows in (data.get("aggregates") or {}).items():
+        if not isinstance(rows, dict) or not all(isinstance(r, dict) for r in rows.values()):
+            raise bad(f"aggregates[{name!r}]", "an object of objects", rows)

@@ -58,10 +58,14 @@ class AppConfig:
 
     def portable(self) -> AppConfig:
         """The same app without this host's paths (failure log, event file, log folder), for workers
-        started anywhere else or later: they record through Redis instead."""
+        started anywhere else or later: they record through Redis instead. Without credentials too: this
+        copy is stored in Redis; whoever uses it gives the URL that works from there (``reached_at``)."""
         from dataclasses import replace
 
-        return replace(self, failure_log=None, events_file=None, options={**self.options, "log_dir": None})
+        from .redact import strip_url
+
+        return replace(self, failure_log=None, events_file=None, options={**self.options, "log_dir": None},
+                       redis_url=strip_url(self.redis_url), broker_url=strip_url(self.broker_url))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -24,6 +24,7 @@ from .backends import QUEUES
 from .base import BackendError
 from .config import AppConfig
 from .events import HOST
+from .redact import redact_text, redact_url
 
 log = logging.getLogger("retrybench.external")
 
@@ -103,7 +104,7 @@ class Supervisor:
     def run(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
         log.warning("supervising %s workers; waiting for `retrybench run --external-workers` on %s",
-                    self.backend, self.redis_url)
+                    self.backend, redact_url(self.redis_url))
         try:
             while not self._stop:
                 raw: bytes | None = self._redis.get(channel(self.backend))  # type: ignore[assignment]
@@ -140,7 +141,9 @@ def main(argv: list[str] | None = None) -> None:
                                      description="Run the workers of `retrybench run --external-workers`.")
     parser.add_argument("--backend", choices=list(QUEUES), default=os.environ.get("RETRYBENCH_BACKEND"),
                         required="RETRYBENCH_BACKEND" not in os.environ)
-    parser.add_argument("--redis-url", default=os.environ.get("RETRYBENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--redis-url", default=os.environ.get("RETRYBENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+                        help="default $RETRYBENCH_REDIS_URL: give a URL with a password that way, not here "
+                        "(every local user sees a command line)")
     parser.add_argument("--broker-url", default=os.environ.get("RETRYBENCH_BROKER_URL"),
                         help="Celery broker as seen from this host, when it is not the Redis")
     args = parser.parse_args(argv)
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
-        print(f"retrybench supervisor: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"retrybench supervisor: {type(exc).__name__}: {redact_text(str(exc))}", file=sys.stderr)
         sys.exit(2)
 
 

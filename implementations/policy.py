@@ -19,20 +19,46 @@ def _exc_name(exc: type[BaseException]) -> str:
     return exc.__name__ if exc.__module__ == "builtins" else f"{exc.__module__}.{exc.__qualname__}"
 
 
+# Exception classes the app's own code declared (docs/security.md): a class given to ``task(autoretry_for=…)``
+# or ``RetryPolicy`` as an object lands here, and ``allow_exception`` adds others by hand.
+_DECLARED: dict[str, type[BaseException]] = {}
+
+
+def allow_exception(*classes: type[BaseException]) -> None:
+    """Let scenario files and fault plans name these classes (``"myapp.errors.Flaky"``)."""
+    for cls in classes:
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise PolicyError(f"allow_exception takes exception classes, got {cls!r}")
+        _DECLARED[_exc_name(cls)] = cls
+
+
 def resolve_exception(name: str) -> type[BaseException]:
-    """Turn ``"ConnectionError"`` or ``"package.module.Error"`` into the exception class."""
+    """Turn ``"ConnectionError"`` or ``"package.module.Error"`` into the exception class.
+
+    Scenario files are data: a name resolves against builtins, the classes the app's own code declared
+    (``allow_exception``), and modules that are already imported. Nothing is ever imported for a name:
+    ``exc = "evilmod.Boom"`` once ran ``evilmod.py`` from the working directory in four processes. The one
+    deliberate exception is a scenario that runs a task of the user's own: before its policy is built, the modules
+    its exception names live in are imported from that scenario's allowed path only (implementations.usercode,
+    docs/own-tasks.md), and then resolve here as already imported."""
+    exc: object = None
+    if not isinstance(name, str) or not name or len(name) > 200:
+        raise PolicyError(f"unknown exception class {name!r}")
     if "." not in name:
         exc = getattr(builtins, name, None)
+    elif name in _DECLARED:
+        exc = _DECLARED[name]
     else:
-        import importlib
+        import sys
 
         module, _, attr = name.rpartition(".")
-        try:
-            exc = getattr(importlib.import_module(module), attr, None)
-        except ImportError:
-            exc = None
+        loaded = sys.modules.get(module)
+        exc = getattr(loaded, attr, None) if loaded is not None and attr.isidentifier() else None
     if not (isinstance(exc, type) and issubclass(exc, BaseException)):
-        raise PolicyError(f"unknown exception class {name!r}")
+        raise PolicyError(f"unknown exception class {name!r}: a scenario may name a builtin exception "
+                          "(ConnectionError, TimeoutError, …) or a class its app's own code declared "
+                          "(implementations.policy.allow_exception); nothing is imported for it (a scenario that runs "
+                          "a task of your own may name its module's exceptions: docs/own-tasks.md)")
     return exc
 
 
@@ -48,6 +74,7 @@ def _exc_tuple(value: Any, key: str) -> tuple[type[BaseException], ...]:
         if isinstance(item, str):
             out.append(resolve_exception(item))
         elif isinstance(item, type) and issubclass(item, BaseException):
+            allow_exception(item)  # declared by code: workers rebuilt from the policy's names find it again
             out.append(item)
         else:
             raise PolicyError(f"{key} must hold exception classes or their names, got {item!r}")

@@ -8,13 +8,13 @@ attempts reach the same event stream as the run's.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from .base import BackendError
 from .config import AppConfig
 from .events import HOST, config_key, now_ns
+from .redact import redact_text
 from .worker import load_app
 
 
@@ -28,7 +28,7 @@ def requeue(redis_url: str, prefix: str, record: dict[str, object]) -> dict[str,
                            "and is its data still there?)")
     config = AppConfig.from_json(raw.decode() if isinstance(raw, bytes) else str(raw))
     # The run may have reached Redis by another address; the caller's is the one that works from here.
-    config = config.reached_at(redis_url).portable()
+    config = config.portable().reached_at(redis_url)
     app = load_app(config)
     try:
         new_id = app.backend.requeue(dict(record))
@@ -40,15 +40,14 @@ def requeue(redis_url: str, prefix: str, record: dict[str, object]) -> dict[str,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m implementations.requeue")
-    parser.add_argument("--redis-url", required=True)
-    parser.add_argument("--prefix", required=True)
-    parser.add_argument("--record", required=True, help="the failure record, as JSON")
-    args = parser.parse_args()
+    """Reads one JSON object from stdin: ``{"redis_url", "prefix", "record"}`` (never argv: ``ps`` shows it,
+    and a large record would not fit)."""
     try:
-        print(json.dumps(requeue(args.redis_url, args.prefix, json.loads(args.record))))
+        request = json.load(sys.stdin)
+        result = requeue(str(request["redis_url"]), str(request["prefix"]), dict(request["record"]))
+        print(json.dumps(result))
     except Exception as exc:  # noqa: BLE001 - the caller shows one line, not a traceback
-        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+        print(json.dumps({"error": redact_text(f"{type(exc).__name__}: {exc}")}))
         sys.exit(1)
 
 

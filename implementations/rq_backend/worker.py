@@ -143,6 +143,9 @@ class RecordingSimpleWorker(ScheduleRecording, SimpleWorker):
 def run(app: RetryApp, index: int) -> None:
     global _APP
     _APP = app
+    from ..procs import die_with_parent
+
+    os.register_at_fork(after_in_child=die_with_parent)  # a work horse dies with its worker, even on SIGKILL
     cfg = app.config
     redis = Redis.from_url(cfg.redis_url or "")
     queue = Queue(queue_name(cfg.prefix), connection=redis)

@@ -46,7 +46,7 @@ def test_marks_wait_for_a_redis_that_is_away() -> None:
     writer.add("job-1", 1)
     assert not writer.flush(timeout=0.3)  # nothing to write to: not flushed, and not dropped either
     # When Redis comes up on that port
-    with RedisServer(port=port) as server:
+    with RedisServer(port=port, password="") as server:  # no password: the writer was made before it existed
         # Then the mark is written
         assert writer.flush(timeout=20)
         assert redis.Redis.from_url(server.url).hget("test-marks:away", "job-1") == b"1"

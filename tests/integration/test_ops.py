@@ -59,7 +59,9 @@ def test_the_api_lists_pages_and_shows_failed_jobs_and_refuses_requeue_from_a_re
     # Requeue always needs the token; with it, a results directory is a record of the past
     assert client.post("/failed-jobs/j1/requeue").status_code == 401
     assert client.post("/failed-jobs/j1/requeue", headers=AUTH).status_code == 409
-    assert "/failed-jobs/{job_id}/requeue" in client.get("/openapi.json").json()["paths"]
+    # With a token set, the spec needs it too (tests/security/test_api_docs.py)
+    assert client.get("/openapi.json").status_code == 401
+    assert "/failed-jobs/{job_id}/requeue" in client.get("/openapi.json", headers=AUTH).json()["paths"]
 
 
 def test_beyond_loopback_every_endpoint_needs_the_token(tmp_path: Path) -> None:
@@ -79,7 +81,8 @@ def test_serve_refuses_to_bind_beyond_loopback_without_a_token(tmp_path: Path) -
 _schema_dir = Path(os.environ.get("PYTEST_TMP", "/tmp")) / f"retrybench-schemathesis-{os.getpid()}"
 _schema_dir.mkdir(parents=True, exist_ok=True)
 schema = schemathesis.openapi.from_asgi(
-    "/openapi.json", create_app(ResultsSource(small_results(_schema_dir)), token=TOKEN, require_token=True))
+    "/openapi.json", create_app(ResultsSource(small_results(_schema_dir)), token=TOKEN, require_token=True),
+    headers=AUTH)
 
 
 SPEC_OPERATIONS = ("GET /health", "GET /failed-jobs", "GET /failed-jobs/{job_id}", "POST /failed-jobs/{job_id}/requeue")

@@ -39,7 +39,8 @@ def server() -> Iterator[RedisServer]:
 
 
 def test_start_ping_stop(server: RedisServer) -> None:
-    assert server.url == f"redis://127.0.0.1:{server.port}/0"
+    assert server.url == f"redis://:{server.password}@127.0.0.1:{server.port}/0"
+    assert server.safe_url == f"redis://:***@127.0.0.1:{server.port}/0"
     client = redis.Redis.from_url(server.url)
     assert client.ping() and client.info("server")["process_id"] == server.pid
     assert server.version["server"] in ("redis", "valkey") and server.version["version"][0].isdigit()
