@@ -11,7 +11,7 @@ between a run of ``2 × jobs`` and of ``jobs`` (so start-up cancels out):
   with the history on minus the same with it off; and of it, **in the window**: the same with the history
   held and never written, as a reference cell's driver holds it until its measured window has closed
   (Page faults are the kernel's and are not counted: a fresh allocation per encoded line once cost more
-  than the encoding, and no instruction count showed it; README "What recording costs");
+  than the encoding, and no instruction count showed it; docs/performance.md);
 * **backend**: a whole reference cell of the preset (``harness.driver``, its 8 worker threads, 1 ms of
   work a job) with the history off: what one job costs the process whose throughput recording comes off.
 
