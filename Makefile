@@ -29,6 +29,7 @@ benchmark: setup
 lint: setup
 	$(BIN)/ruff check harness implementations tests benchmarks
 	$(BIN)/mypy harness implementations
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .venvs .pytest_cache

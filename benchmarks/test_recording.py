@@ -1,6 +1,6 @@
 """pytest-benchmark suites for what recording adds to one attempt and one event, with the history on and off.
 
-The end-to-end overhead runs (README "What recording costs") weigh recording against a whole queue on a
+The end-to-end overhead runs (docs/performance.md) weigh recording against a whole queue on a
 shared machine, where a run's own noise is larger than the effect. These time the harness's part alone,
 in the way a worker and the driver run it: ``Runtime.run_attempt`` of a task that returns at once (the
 events through the same local file the workers append to), and the driver's read of those events into

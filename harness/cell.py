@@ -130,7 +130,7 @@ class History:
         held, done = self._held, 0
         try:
             # Made dicts a slice at a time, each slice written and let go: made all at once, every dict
-            # took fresh memory and its page faults, and the whole took twice as long (README "What
+            # took fresh memory and its page faults, and the whole took twice as long (docs/performance.md "What
             # recording costs").
             while done < len(held):
                 self._fh.write(dumps_lines(as_events(held[done:done + WRITE_SLICE])))

@@ -33,7 +33,7 @@ DEFAULT_BACKENDS = list(REGISTRY)
 EXIT_ABORTED = 1  # the run broke off (Redis went away): partial results are written
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-# What one machine is expected to run (README "Security"): beyond it, --allow-large. --workers 100000 once
+# What one machine is expected to run (docs/security.md): beyond it, --allow-large. --workers 100000 once
 # spawned about 5,700 processes before anyone could stop it.
 LIMITS = {"jobs": 1_000_000, "workers": 64, "concurrency": 256}
 OPS_COMMANDS: dict[str, Command] = {}
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run.add_argument("--external-workers", type=int, nargs="?", const=1, default=0, metavar="N",
                      help="start no workers: measure N (default 1) started elsewhere, e.g. by docker compose "
-                     "(needs --redis-url; README: Workers started elsewhere)")
+                     "(needs --redis-url; docs/ci.md: workers started elsewhere)")
     run.add_argument("--junit", type=Path, metavar="FILE", help="also write every check of every cell as JUnit XML")
     run.add_argument("--path", metavar="DIR", help="the directory a scenario's own task, argument and exception "
                      "modules are imported from (default: the scenario file's directory; docs/own-tasks.md)")

@@ -192,7 +192,7 @@ def format_value(name: str, value: object, *, with_unit: bool = False) -> str:
 
 
 def markdown_table() -> str:
-    """The registry as the Markdown table README documents (a test keeps the two identical)."""
+    """The registry as the Markdown table docs/metrics.md holds (a test keeps the two identical)."""
     lines = ["| metric | unit | better | meaning |", "| --- | --- | --- | --- |"]
     for m in METRICS.values():
         lines.append(f"| `{m.name}` | {m.unit or '-'} | {m.better or '-'} | {m.description} |")

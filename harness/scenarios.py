@@ -235,7 +235,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-# Every option a backend or the driver reads (README "Scenario files" documents them): a misspelt one
+# Every option a backend or the driver reads (docs/scenarios.md documents them): a misspelt one
 # would otherwise be ignored without a word, and a run would measure the defaults it meant to change.
 KNOWN_OPTIONS = frozenset({
     "rq_worker_class", "rq_with_scheduler", "rq_maintenance_interval", "rq_worker_ttl", "rq_job_timeout",

@@ -79,7 +79,7 @@ def columns_for(definition: dict[str, Any] | None) -> tuple[str, ...]:
     return _OUTAGE_TABLE if "outage" in kinds else SUMMARY_COLUMNS
 
 
-# Headers short enough for an 80-column terminal; the full meaning is in the README's metric table.
+# Headers short enough for an 80-column terminal; the full meaning is in docs/metrics.md.
 SHORT = {"jobs": "jobs", "attempts": "tries", "succeeded": "ok", "failed": "fail", "failure_records": "f.log",
          "lateness_median": "late p50", "lateness_p99": "late p99", "early_retries": "early",
          "late_retries": "late", "unrecovered_jobs": "held", "on_time_share": "on time",

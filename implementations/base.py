@@ -79,7 +79,7 @@ class Backend(ABC):
 
         With the history off (``record_history=false``), this is how the driver knows the run is over. It is
         polled while the workers are measured, so it must cost the broker next to nothing: a keyspace SCAN
-        here made ARQ's workers ~25% faster than with no such load (README "What recording costs")."""
+        here made ARQ's workers ~25% faster than with no such load (docs/performance.md)."""
         return None
 
     def requeue(self, record: dict[str, Any]) -> str:

@@ -35,7 +35,7 @@ def _write_holding_the_lock() -> Any:
     that runs the task body (ARQ's executor, Celery's thread pool): the event loop or another thread takes
     the lock meanwhile, and the recording thread then waits for it to be handed back, far longer than the
     few microseconds an append to the page cache takes. At 1 ms of work that wait decided ARQ's throughput
-    (README "What recording costs": one such write per job cost it 5-8%).
+    (docs/performance.md: one such write per job cost it 5-8%).
     """
     try:
         libc = ctypes.PyDLL(None, use_errno=True)

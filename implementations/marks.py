@@ -13,7 +13,7 @@ round trip and the rest when the burst ends, and no other thread runs meanwhile.
 the loop on a loaded 2-core machine: a ``threading.Timer`` per pause (the earlier design) started a
 thread about every 50 ms of enqueueing, and ``Thread.start`` waits until the new thread runs, which made
 Celery's enqueue of 1,000 jobs 2.4 s instead of 1.7 s; even one sender thread's wake-ups cost it ~10%
-(README "What recording costs"). The sender is started once per process, the first time a mark is added
+(docs/performance.md). The sender is started once per process, the first time a mark is added
 outside a burst. The price of writing behind is a lag, which ``wait_for`` bridges on the rare failure
 that outruns it.
 """

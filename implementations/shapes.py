@@ -6,7 +6,7 @@ in-process run that holds its history until the measured window closes (harness/
 values is built in one instruction, and takes ~270 bytes with them. ``Shape.expand`` makes the dict, the
 same keys in the same order as the history has always had, when the event is read: by the driver when it
 writes the history (after the window), by ``MemorySink.drain`` and ``MemorySink.state`` for anyone else,
-and at once for a sink that is not compact (a real queue's workers write JSON as they go). README "What
+and at once for a sink that is not compact (a real queue's workers write JSON as they go). docs/performance.md "What
 recording costs" counts each step.
 """
 
