@@ -38,7 +38,8 @@ def run(tmp_path: Path, *args: str) -> tuple[dict[str, Any], list[dict[str, Any]
     ((_, by_backend),) = results["aggregates"].items()
     ((_, metrics),) = by_backend.items()
     # A flag (valid) aggregates to "all": every repetition passed; a number to its median.
-    medians = {name: agg["all"] if "all" in agg else agg["median"] for name, agg in metrics.items()}
+    medians = {name: agg["all"] if "all" in agg else agg["median"] for name, agg in metrics.items()
+               if "all" in agg or "median" in agg}  # "runs" counts repetitions: not a metric
     throughputs = [metrics["throughput_jobs_s"][k] for k in ("min", "max")] if "throughput_jobs_s" in metrics else None
     return {**medians, "throughput_range": throughputs}, [c["summary"] for c in results["cells"]]
 
