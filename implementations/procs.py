@@ -22,7 +22,9 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         try:
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(sig))
         except (OSError, AttributeError):
-            pass
+            return
+        if os.getppid() == 1:  # the parent died before the signal was armed: it will never come
+            os.kill(os.getpid(), sig)
 
 
 def _die_with_parent() -> None:
