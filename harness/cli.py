@@ -22,10 +22,11 @@ from .envs import EnvError, parse_backend_spec
 from .history import HistoryError
 from .junit import write_junit
 from .ops_cli import Command, OpsUsageError, add_commands
+from .presets import PRESETS
 from .redis_server import RedisUnavailable
 from .report import write_reports
 from .runner import Cell, CellSetupFailed, Interrupted, RunAborted, RunPlan, execute, restart_spec
-from .scenarios import PRESETS, ScenarioError, check_options, resolve, with_overrides
+from .scenarios import ScenarioError, check_options, resolve, with_overrides
 from .storage import ResultsError, read_results
 from .tables import compare_table, print_results
 

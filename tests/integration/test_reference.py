@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from test_cli import retrybench
 
-from harness.scenarios import PRESETS
+from harness.presets import PRESETS
 from harness.sweep import variants
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 
 from harness.metrics import markdown_table
-from harness.scenarios import _TYPES, PRESETS, load_file
+from harness.presets import PRESETS
+from harness.scenarios import _TYPES, load_file
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 README = (ROOT / "README.md").read_text()

@@ -89,7 +89,7 @@ def test_a_cells_expectations_are_worked_out_up_front_in_enqueue_order_and_share
     from dataclasses import replace
 
     from harness.expect import expectations, job_id_for
-    from harness.scenarios import PRESETS
+    from harness.presets import PRESETS
 
     # Given 200 jobs of the flaky preset, a tenth of them poison
     scenario = replace(PRESETS["flaky-20"], jobs=200, poison=0.1)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.scenarios import PRESETS, ScenarioError, load_file, resolve
+from harness.presets import PRESETS
+from harness.scenarios import ScenarioError, load_file, resolve
 
 REQUIRED = {"seed-lesson", "transient-1", "transient-3", "flaky-20", "permanent", "non-retryable", "outage",
             "backoff-jitter", "throughput-0", "throughput-20"}

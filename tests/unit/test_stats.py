@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from harness.presets import PRESETS
 from harness.runner import counterbalanced
-from harness.scenarios import PRESETS
 from harness.stats import paired_ratio, t95
 from harness.sweep import variants
 

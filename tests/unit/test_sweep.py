@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from harness.scenarios import PRESETS, ScenarioError, from_mapping
+from harness.presets import PRESETS
+from harness.scenarios import ScenarioError, from_mapping
 from harness.sweep import curve, recommend, sweeps, variants
 
 
