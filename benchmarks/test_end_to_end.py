@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from implementations.backends import ALL_BACKENDS
+
 ROOT = Path(__file__).resolve().parent.parent
 FULL = os.environ.get("BENCH_FULL") == "1"
 JOBS = 500 if FULL else 20
@@ -59,7 +61,7 @@ def measure(benchmark: Any, tmp_path: Path, *args: str) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("workers", WORKERS)
 @pytest.mark.parametrize("scenario", ["throughput-0", "throughput-20"])
-@pytest.mark.parametrize("backend", ["reference", "rq", "arq", "celery"])
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_end_to_end_throughput(benchmark: Any, tmp_path: Path, backend: str, scenario: str, workers: int) -> None:
     cells = measure(benchmark, tmp_path, "-b", backend, "-s", scenario, "--jobs", str(JOBS), "--workers", str(workers))
     assert len(cells) == REPEAT and all(c["succeeded"] == JOBS and c["lost_jobs"] == 0 for c in cells)

@@ -26,6 +26,7 @@ class Registered:
     recorded: tuple[str, ...] = ()  # the libraries whose versions a result records
     color: str = "#8c564b"  # in every plot
     control: bool = False  # shown for scale beside the libraries, never ranked against them
+    counting: str = ""  # how the library counts retries, and what retrybench passes it so every backend runs as often
 
     @property
     def in_process(self) -> bool:
@@ -35,15 +36,18 @@ class Registered:
 
 REGISTRY: dict[str, Registered] = {r.name: r for r in (
     Registered("reference", "implementations.reference.backend:ReferenceBackend", None, color="#7f7f7f",
-               control=True),
-    Registered("rq", "implementations.rq_backend.backend:RQBackend", "rq", ("rq", "redis"), "#d62728"),
+               control=True, counting="max_retries=N: N retries after the first run"),
+    Registered("rq", "implementations.rq_backend.backend:RQBackend", "rq", ("rq", "redis"), "#d62728",
+               counting="Retry(max=N) counts retries: N + 1 runs; given max=max_retries"),
     Registered("arq", "implementations.arq_backend.backend:ARQBackend", "arq", ("arq", "redis", "hiredis"),
-               "#1f77b4"),
+               "#1f77b4", counting="max_tries counts runs, the first included: given max_tries=max_retries + 1"),
     Registered("celery", "implementations.celery_backend.backend:CeleryBackend", "celery[redis]",
-               ("celery", "kombu", "redis"), "#2ca02c"),
+               ("celery", "kombu", "redis"), "#2ca02c",
+               counting="max_retries=N counts retries: N + 1 runs; given max_retries=max_retries"),
 )}
 BACKENDS = {name: r.target for name, r in REGISTRY.items()}
 QUEUES = tuple(name for name, r in REGISTRY.items() if not r.in_process)  # the libraries, each in its own env
+ALL_BACKENDS = list(REGISTRY)  # every backend, the control first
 
 
 class UnknownBackend(ValueError):

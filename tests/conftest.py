@@ -13,10 +13,11 @@ import pytest
 
 from harness.envs import BackendEnv, ensure_envs, parse_backend_spec
 from harness.redis_server import RedisServer
+from implementations.backends import QUEUES, REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent
-BACKENDS = ["reference", "rq", "arq", "celery"]
-QUEUE_BACKENDS = ["rq", "arq", "celery"]
+BACKENDS = list(REGISTRY)  # every backend, the control first (implementations/backends.py)
+QUEUE_BACKENDS = list(QUEUES)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

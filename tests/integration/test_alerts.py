@@ -15,6 +15,7 @@ import redis
 from test_cli import retrybench
 
 from implementations.alerts import Alerts, payload
+from implementations.backends import ALL_BACKENDS
 from implementations.joblog import FIELDS
 
 pytestmark = pytest.mark.integration
@@ -58,7 +59,7 @@ def webhook() -> Iterator[Webhook]:
     hook.close()
 
 
-@pytest.mark.parametrize("backend", ["reference", "rq", "arq", "celery"])
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_one_alert_per_task_per_window_survives_a_failing_webhook_and_every_attempt_is_logged(
         backend: str, webhook: Webhook, redis_url: str, backend_envs: object, tmp_path: Path) -> None:
     # Given four jobs that fail for good, a webhook whose first answer is a 500, and JSON logs on

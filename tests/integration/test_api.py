@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 
 from harness.envs import BackendEnv
+from implementations.backends import QUEUES
 
 pytestmark = pytest.mark.integration
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-BACKENDS = ["rq", "arq", "celery"]
+BACKENDS = list(QUEUES)
 
 
 def probe(env: BackendEnv, backend: str, redis_url: str, broker_url: str | None = None) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from harness.envs import parse_backend_spec
 from harness.history import read_history
 from harness.runner import RunPlan, execute
 from harness.scenarios import Scenario
+from implementations.backends import ALL_BACKENDS
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,7 @@ FIELDS = ("run_id", "backend", "task", "job_id", "args", "exc_type", "exc_messag
           "enqueued_ns", "failed_ns", "worker")
 
 
-@pytest.fixture(scope="module", params=["reference", "rq", "arq", "celery"])
+@pytest.fixture(scope="module", params=ALL_BACKENDS)
 def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_url: str,
         backend_envs: Any) -> dict[str, Any]:
     backend = request.param

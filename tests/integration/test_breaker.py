@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 from test_cli import retrybench
 
+from implementations.backends import ALL_BACKENDS
+
 pytestmark = pytest.mark.integration
-BACKENDS = ["reference", "rq", "arq", "celery"]
+BACKENDS = ALL_BACKENDS
 # Two retries 0.3 s apart cannot outlast a 3 s outage: without a breaker the jobs that meet it fail. (RQ's
 # scheduler runs a retry at its next check, up to ~1 s late: against a 2 s outage only 2-3 of RQ's 20 jobs
 # failed, and none on a slow CI run.)

@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 from test_cli import assert_clear_error, retrybench
 
+from implementations.backends import ALL_BACKENDS, QUEUES
+
 pytestmark = pytest.mark.integration
-BACKENDS = ["reference", "rq", "arq", "celery"]
+BACKENDS = ALL_BACKENDS
 POLICY = '[policy]\nautoretry_for = ["ConnectionError", "TimeoutError"]\nmax_retries = 3\nretry_backoff = 1\n' \
          'default_retry_delay = 1\n'
 # worker-crash-recovery's settings, with ARQ's in-progress key expiring after 1 + 10 s instead of 13.
@@ -84,7 +86,7 @@ def test_celery_on_its_defaults_marks_a_crashed_task_failed_without_calling_on_f
 HELD = {"rq": "rq StartedJobRegistry", "arq": "arq in-progress key"}
 
 
-@pytest.mark.parametrize("backend", ["rq", "arq", "celery"])
+@pytest.mark.parametrize("backend", list(QUEUES))
 def test_on_the_defaults_a_crashed_job_is_where_the_library_stores_say_never_lost_for_a_deadline(
         backend: str, redis_url: str, backend_envs: object, tmp_path: Path) -> None:
     # Given the whole worker is SIGKILLed under some of six jobs, and a deadline far shorter than any
@@ -125,7 +127,7 @@ def test_poison_payloads_end_where_each_library_puts_them_and_the_rest_of_the_ru
     assert s["lost_jobs"] == s["duplicate_executions"] == s["under_retries"] == 0
 
 
-@pytest.mark.parametrize("backend", ["rq", "arq", "celery"])
+@pytest.mark.parametrize("backend", list(QUEUES))
 def test_a_broker_restart_mid_run_is_recorded_and_every_job_is_accounted_for(
         backend: str, backend_envs: object, tmp_path: Path) -> None:
     # Given the harness's own Redis (AOF on) is SIGKILLed 1 s into the run and back 1 s later, with the

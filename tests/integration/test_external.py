@@ -18,6 +18,7 @@ from test_cli import ROOT, _pids_mentioning, _wait_for, assert_clear_error, retr
 
 from harness.envs import BackendEnv
 from harness.redis_server import RedisServer
+from implementations.backends import QUEUES
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +30,7 @@ def own_redis() -> Iterator[str]:
         yield server.url
 
 
-@pytest.fixture(params=["rq", "arq", "celery"])
+@pytest.fixture(params=list(QUEUES))
 def supervisors(request: pytest.FixtureRequest, backend_envs: dict[str, BackendEnv],
                 own_redis: str) -> Iterator[tuple[str, list[subprocess.Popen[str]]]]:
     backend = request.param

@@ -23,6 +23,7 @@ from harness.api import create_app
 from harness.envs import BackendEnv
 from harness.failed import RedisSource, ResultsSource
 from harness.redis_server import RedisServer
+from implementations.backends import QUEUES
 
 pytestmark = pytest.mark.integration
 TOKEN = "s3cret-token"
@@ -119,7 +120,7 @@ def own_redis() -> Iterator[str]:
         yield server.url
 
 
-@pytest.fixture(scope="module", params=["rq", "arq", "celery"])
+@pytest.fixture(scope="module", params=list(QUEUES))
 def failed_run(request: pytest.FixtureRequest, own_redis: str, backend_envs: dict[str, BackendEnv],
                tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
     """Given a real run in which three jobs failed for good on one backend."""

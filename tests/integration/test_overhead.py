@@ -11,11 +11,12 @@ import pytest
 from test_cli import retrybench
 
 from harness.history import read_history
+from implementations.backends import ALL_BACKENDS
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("backend", ["reference", "rq", "arq", "celery"])
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_history_on_and_off_both_see_every_job_end_and_off_records_nothing(
         backend: str, redis_url: str, backend_envs: object, tmp_path: Path) -> None:
     # Given the overhead preset, cut to 40 jobs

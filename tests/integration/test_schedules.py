@@ -17,6 +17,7 @@ from harness.envs import parse_backend_spec
 from harness.history import read_history
 from harness.runner import RunPlan, execute
 from harness.scenarios import Scenario
+from implementations.backends import QUEUES
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +46,7 @@ PLANNED = Scenario("planned-jitter", task="work", jobs=3, workers=1, concurrency
                    faults=({"kind": "fail_first", "k": 2},))
 
 
-@pytest.fixture(scope="module", params=["rq", "arq", "celery"])
+@pytest.fixture(scope="module", params=list(QUEUES))
 def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_url: str,
         backend_envs: Any) -> dict[str, Any]:
     backend = request.param

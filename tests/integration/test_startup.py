@@ -17,6 +17,7 @@ from harness.history import read_history
 from harness.report import write_reports
 from harness.runner import RunPlan, execute
 from harness.scenarios import Scenario
+from implementations.backends import ALL_BACKENDS
 from implementations.startup import DEFINITION, PROBE_ID_PREFIX
 
 pytestmark = pytest.mark.integration
@@ -27,7 +28,7 @@ CELL = Scenario("startup-small", task="work", jobs=4, workers=WORKERS, concurren
                 faults=({"kind": "fail_first", "k": 1},))
 
 
-@pytest.fixture(scope="module", params=["reference", "rq", "arq", "celery"])
+@pytest.fixture(scope="module", params=ALL_BACKENDS)
 def cell(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_url: str,
          backend_envs: Any) -> dict[str, Any]:
     backend = request.param

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from implementations.backends import QUEUES
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
@@ -71,4 +73,4 @@ def queue_envs() -> None:
     """rq, arq and celery environments (created once under .venvs/)."""
     from harness.envs import ensure_envs, parse_backend_spec
 
-    ensure_envs([parse_backend_spec(b) for b in ("rq", "arq", "celery")], root=ROOT / ".venvs")
+    ensure_envs([parse_backend_spec(b) for b in QUEUES], root=ROOT / ".venvs")

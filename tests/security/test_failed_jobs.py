@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from harness.api import create_app
 from harness.failed import RedisSource, ResultsSource, normalize, query
 from harness.redis_server import RedisServer
+from implementations.backends import QUEUES
 
 from .conftest import cli
 
@@ -88,7 +89,7 @@ def own_redis() -> Iterator[RedisServer]:
         yield server
 
 
-@pytest.mark.parametrize("backend", ["rq", "arq", "celery"])
+@pytest.mark.parametrize("backend", list(QUEUES))
 def test_requeue_is_idempotent_and_takes_large_records(backend: str, own_redis: RedisServer, tmp_path: Path,
                                                        queue_envs: None) -> None:
     url = own_redis.url

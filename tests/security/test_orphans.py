@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.redis_server import clean_stale_dirs
+from implementations.backends import QUEUES
 
 from .conftest import descendants, popen_cli
 
@@ -28,7 +29,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("backend", ["rq", "arq", "celery"])
+@pytest.mark.parametrize("backend", list(QUEUES))
 def test_sigkill_of_the_cli_leaves_no_process_and_no_temp_dir(backend: str, tmp_path: Path,
                                                                queue_envs: None) -> None:
     before = set(glob.glob(os.path.join(tempfile.gettempdir(), "retrybench-redis-*")))

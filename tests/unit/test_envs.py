@@ -27,6 +27,7 @@ from harness.envs import (
     read_marker,
     requirements_for,
 )
+from implementations.backends import QUEUES
 
 
 @pytest.mark.parametrize(("text", "backend", "pin"), [
@@ -99,7 +100,7 @@ def test_requirements_for_lock_file_and_pin(tmp_path: Path) -> None:
         requirements_for(EnvSpec("arq"), lock_dir=tmp_path)
 
 
-@pytest.mark.parametrize("backend", ["rq", "arq", "celery"])
+@pytest.mark.parametrize("backend", list(QUEUES))
 def test_lock_files_pin_everything_exactly(backend: str) -> None:
     text = (envs.LOCK_DIR / f"{backend}.txt").read_text()
     assert text.startswith("#") and "Regenerate" in text
