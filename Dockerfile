@@ -10,4 +10,4 @@ COPY harness/ harness/
 ENV PYTHONPATH=/app PYTHONUNBUFFERED=1 RETRYBENCH_BACKEND=${BACKEND} \
     RETRYBENCH_REDIS_URL=redis://redis:6379/0
 # SIGTERM (docker stop) stops the workers warm, then the supervisor exits.
-CMD ["python", "-m", "implementations.external"]
+CMD ["python", "-m", "implementations.processes.external"]

@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: bench test benchmark lint setup clean
+.PHONY: bench test benchmark lint setup clean verify-results
 
 setup:
-	@$(PYTHON) harness/bootstrap.py
+	@$(PYTHON) harness/orchestrate/bootstrap.py
 
 bench: setup
 	@$(BIN)/retrybench run $(ARGS)
@@ -17,6 +17,7 @@ bench: setup
 # Two test processes (pytest-xdist), one module each at a time so a module's shared cell runs once: the suite
 # spends most of its time waiting on workers, timers and retries, so two halve its wall time on 2 cores.
 test: setup
+	@$(BIN)/lint-imports --no-cache >/dev/null || $(BIN)/lint-imports --no-cache
 	@$(BIN)/python -m pytest -n 2 --dist loadscope $(PYTEST_ARGS)
 
 # Timed runs of benchmarks/ (BENCH_EVENTS=1000000 for the issue's figure); JSON kept in results/benchmarks/.
@@ -25,6 +26,16 @@ BENCH ?= benchmarks
 benchmark: setup
 	@BENCH_FULL=1 $(BIN)/python -m pytest -p no:xdist $(BENCH) --benchmark-enable --benchmark-only --benchmark-autosave \
 		--benchmark-storage=file://results/benchmarks $(PYTEST_ARGS)
+
+# Re-report each committed run from its history (a temporary copy) and show what changed in report.md: the
+# reports are pure functions of the history, so nothing but paths should.
+verify-results: setup
+	@set -e; status=0; for run in results/*/; do \
+		tmp=$$(mktemp -d); cp -r "$$run" "$$tmp/run"; \
+		$(BIN)/retrybench report "$$tmp/run" >/dev/null; \
+		if diff -u "$$run/report.md" "$$tmp/run/report.md" >"$$tmp/diff"; then echo "$$run: unchanged"; \
+		else echo "$$run: report.md changed"; cat "$$tmp/diff"; status=1; fi; rm -rf "$$tmp"; \
+	done; exit $$status
 
 lint: setup
 	$(BIN)/ruff check harness implementations tests benchmarks

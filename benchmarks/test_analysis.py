@@ -15,13 +15,12 @@ from typing import Any
 
 import pytest
 
-from harness.checks import summarize
-from harness.history import read_history
-from implementations.faults import FaultPlan
-from implementations.policy import RetryPolicy
-
-from .pipeline import run_report
-from .synthetic import events, write_history
+from benchmarks.pipeline import run_report
+from benchmarks.synthetic import events, write_history
+from harness.analysis.checks import summarize
+from harness.analysis.history import read_history
+from implementations.core.faults import FaultPlan
+from implementations.core.policy import RetryPolicy
 
 N_EVENTS = int(os.environ.get("BENCH_EVENTS", "100000"))
 

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from harness.cell import History
-from implementations.config import AppConfig
-from implementations.events import RedisSink
-from implementations.filesink import FileSink
-from implementations.runtime import Runtime
-from implementations.scenarios import build_app
+from harness.bench.cell import HistoryWriter
+from implementations.api.tasks import build_app
+from implementations.core.config import AppConfig
+from implementations.recording.events import RedisSink
+from implementations.recording.filesink import FileSink
+from implementations.runtime.wrapper import Runtime
 
 # A Redis nobody listens on: a successful attempt writes its events to the file and never touches Redis, so
 # a benchmark that did reach it would fail (connection refused) rather than time a round trip unnoticed.
@@ -35,7 +35,7 @@ def _runtime(tmp_path: Path, *, record: bool) -> tuple[Runtime, Any]:
                        options={"record_history": record})
     app = build_app(config)
     sink = FileSink(str(tmp_path / "events.jsonl"), RedisSink(NO_REDIS, config.prefix))
-    return Runtime(app, sink), app.tasks["work"]
+    return Runtime(app, sink, in_process=True), app.tasks["work"]
 
 
 @pytest.mark.parametrize("record", [True, False], ids=["on", "off"])
@@ -62,7 +62,7 @@ def test_the_driver_reading_events_into_the_history(benchmark: Any, tmp_path: Pa
     for i in range(EVENTS // 3):
         runtime.run_attempt(task, f"overhead-{i:07d}", 1, (i,), {}, native={})
     events_file = tmp_path / "events.jsonl"
-    history = History(str(tmp_path / "history.jsonl"))
+    history = HistoryWriter(str(tmp_path / "history.jsonl"))
 
     def read_all() -> int:
         reader = FileSink(str(events_file), RedisSink(NO_REDIS, "bench"))  # from the start of the file

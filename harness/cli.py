@@ -12,23 +12,22 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from harness.analysis.compare import CompareError, Threshold, compare, environment_differences, markdown
+from harness.analysis.history import HistoryError
+from harness.analysis.results import analyze
+from harness.analysis.storage import ResultsError, read_results
+from harness.ops.commands import Command, OpsUsageError, add_commands
+from harness.orchestrate.envs import EnvError, parse_backend_spec
+from harness.orchestrate.redis_server import RedisUnavailable
+from harness.orchestrate.runner import Cell, CellSetupFailed, Interrupted, RunAborted, RunPlan, execute, restart_spec
+from harness.plan.presets import PRESETS, resolve
+from harness.plan.scenarios import ScenarioError, check_options, with_overrides
+from harness.report.junit import write_junit
+from harness.report.render import write_reports
+from harness.report.tables import compare_table, print_results
 from implementations.backends import QUEUES, REGISTRY, is_in_process
-from implementations.config import SCHEDULES
-from implementations.policy import PolicyError
-
-from .analysis import analyze
-from .compare import CompareError, Threshold, compare, environment_differences, markdown
-from .envs import EnvError, parse_backend_spec
-from .history import HistoryError
-from .junit import write_junit
-from .ops_cli import Command, OpsUsageError, add_commands
-from .presets import PRESETS
-from .redis_server import RedisUnavailable
-from .report import write_reports
-from .runner import Cell, CellSetupFailed, Interrupted, RunAborted, RunPlan, execute, restart_spec
-from .scenarios import ScenarioError, check_options, resolve, with_overrides
-from .storage import ResultsError, read_results
-from .tables import compare_table, print_results
+from implementations.core.config import SCHEDULES
+from implementations.core.policy import PolicyError
 
 DEFAULT_BACKENDS = list(REGISTRY)
 EXIT_ABORTED = 1  # the run broke off (Redis went away): partial results are written
@@ -305,7 +304,7 @@ def cmd_env(args: argparse.Namespace, console: Console) -> int:
     """``shell`` and ``exec``: replace this process with a command in the backend's environment."""
     import os
 
-    from .envs import ensure_env
+    from harness.orchestrate.envs import ensure_env
 
     argv = list(getattr(args, "argv", None) or [])
     if argv[:1] == ["--"]:

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.envs import BackendEnv, ensure_envs, parse_backend_spec
-from harness.redis_server import RedisServer
+from harness.orchestrate.envs import BackendEnv, ensure_envs, parse_backend_spec
+from harness.orchestrate.redis_server import RedisServer
 from implementations.backends import QUEUES, REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent
-BACKENDS = list(REGISTRY)  # every backend, the control first (implementations/backends.py)
+BACKENDS = list(REGISTRY)  # every backend, the control first (implementations/backends/__init__.py)
 QUEUE_BACKENDS = list(QUEUES)
 
 

@@ -12,9 +12,9 @@ from typing import Any
 import redis
 from probe_app import build  # noqa: E402 - the test adds this folder to PYTHONPATH
 
-from implementations.app import TaskFailed
-from implementations.config import AppConfig
-from implementations.events import events_key
+from implementations.api.app import TaskFailed
+from implementations.core.config import AppConfig
+from implementations.recording.events import events_key
 
 
 def native_errors(backend: str, app: Any, job_id: str) -> dict[str, Any]:

@@ -7,8 +7,8 @@ from typing import Any
 
 import redis
 
-from implementations.app import RetryApp
-from implementations.config import AppConfig
+from implementations.api.app import RetryApp
+from implementations.core.config import AppConfig
 
 
 def build(config: AppConfig) -> RetryApp:

@@ -13,7 +13,7 @@ from typing import Any
 import redis
 from probe_app import build  # noqa: E402 - the test adds this folder to PYTHONPATH
 
-from implementations.config import AppConfig
+from implementations.core.config import AppConfig
 
 STUCK = '{"status": "RETRY", "result": {"exc_type": "ConnectionError"}, "traceback": null, "task_id": "%s"}'
 

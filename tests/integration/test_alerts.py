@@ -14,9 +14,9 @@ import pytest
 import redis
 from test_cli import retrybench
 
-from implementations.alerts import Alerts, payload
 from implementations.backends import ALL_BACKENDS
-from implementations.joblog import FIELDS
+from implementations.recording.joblog import FIELDS
+from implementations.runtime.alerts import Alerts, payload
 
 pytestmark = pytest.mark.integration
 

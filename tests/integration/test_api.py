@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from harness.envs import BackendEnv
+from harness.orchestrate.envs import BackendEnv
 from implementations.backends import QUEUES
 
 pytestmark = pytest.mark.integration

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from harness.envs import parse_backend_spec
-from harness.history import read_history
-from harness.runner import RunPlan, execute
-from harness.scenarios import Scenario
+from harness.analysis.history import read_history
+from harness.orchestrate.envs import parse_backend_spec
+from harness.orchestrate.runner import RunPlan, execute
+from harness.plan.scenarios import Scenario
 from implementations.backends import ALL_BACKENDS
 
 pytestmark = pytest.mark.integration

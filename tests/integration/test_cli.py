@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.history import read_history
+from harness.analysis.history import read_history
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -163,7 +163,7 @@ def test_report_on_a_directory_that_is_not_a_results_directory(tmp_path: Path) -
 
 def test_redis_going_away_mid_run_stops_the_run_with_a_clear_message_and_keeps_the_history(
         tmp_path: Path, backend_envs: object) -> None:
-    from harness.redis_server import RedisServer
+    from harness.orchestrate.redis_server import RedisServer
 
     # Given a run of two cells on a Redis of its own, well under way
     server = RedisServer()

@@ -1,7 +1,7 @@
 """`retrybench run --external-workers`: workers started elsewhere (docker compose, other hosts) are measured.
 
 The supervisors here are plain processes on this host, started exactly as the docker-compose services
-start them (``python -m implementations.external --backend … --redis-url …``).
+start them (``python -m implementations.processes.external --backend … --redis-url …``).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from test_cli import ROOT, _pids_mentioning, _wait_for, assert_clear_error, retrybench
 
-from harness.envs import BackendEnv
-from harness.redis_server import RedisServer
+from harness.orchestrate.envs import BackendEnv
+from harness.orchestrate.redis_server import RedisServer
 from implementations.backends import QUEUES
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,7 @@ def supervisors(request: pytest.FixtureRequest, backend_envs: dict[str, BackendE
                 own_redis: str) -> Iterator[tuple[str, list[subprocess.Popen[str]]]]:
     backend = request.param
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([str(backend_envs[backend].python), "-m", "implementations.external",
+    procs = [subprocess.Popen([str(backend_envs[backend].python), "-m", "implementations.processes.external",
                                "--backend", backend, "--redis-url", own_redis], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)

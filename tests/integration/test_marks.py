@@ -7,10 +7,10 @@ import threading
 import pytest
 import redis
 
-from harness.redis_server import RedisServer, _free_port
-from implementations import events
-from implementations.events import RedisSink, harness_redis
-from implementations.marks import MarkWriter, wait_for
+import implementations.recording.events as events
+from harness.orchestrate.redis_server import RedisServer, _free_port
+from implementations.recording.events import RedisSink, harness_redis
+from implementations.recording.marks import MarkWriter, wait_for
 
 pytestmark = pytest.mark.integration
 

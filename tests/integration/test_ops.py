@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import negative_data_rejection
 from test_cli import ROOT, assert_clear_error, retrybench
 
-from harness.api import create_app
-from harness.envs import BackendEnv
-from harness.failed import RedisSource, ResultsSource
-from harness.redis_server import RedisServer
+from harness.ops.failed import RedisSource, ResultsSource
+from harness.ops.server import create_app
+from harness.orchestrate.envs import BackendEnv
+from harness.orchestrate.redis_server import RedisServer
 from implementations.backends import QUEUES
 
 pytestmark = pytest.mark.integration
@@ -158,7 +158,7 @@ def test_a_requeued_job_runs_again_through_the_native_mechanism_and_its_outcome_
     r = redis.Redis.from_url(own_redis)
     config = json.loads(r.get(f"retrybench:{cell['run_id']}:config") or b"{}")
     assert config["backend"] == backend
-    supervisor = subprocess.Popen([str(backend_envs[backend].python), "-m", "implementations.external",
+    supervisor = subprocess.Popen([str(backend_envs[backend].python), "-m", "implementations.processes.external",
                                    "--backend", backend, "--redis-url", own_redis], cwd=ROOT,
                                   env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from test_cli import retrybench
 
-from harness.history import read_history
+from harness.analysis.history import read_history
 from implementations.backends import ALL_BACKENDS
 
 pytestmark = pytest.mark.integration

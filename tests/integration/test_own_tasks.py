@@ -157,7 +157,7 @@ def test_path_points_at_the_task_s_directory(tmp_path: Path) -> None:
 
 def test_exec_and_shell_run_in_a_backend_s_environment(tmp_path: Path, backend_envs: object) -> None:
     done = retrybench("exec", "-b", "rq", "--", "python", "-c",
-                      "import rq, implementations.app, sys; print(rq.__name__, sys.prefix)", timeout=120)
+                      "import rq, implementations.api.app, sys; print(rq.__name__, sys.prefix)", timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[0] == "rq" and ".venvs" in done.stdout
     done = subprocess.run([sys.executable, "-m", "harness.cli", "shell", "-b", "celery"], input="import celery\n"
@@ -168,7 +168,7 @@ def test_exec_and_shell_run_in_a_backend_s_environment(tmp_path: Path, backend_e
 
 def test_a_missing_backend_library_names_the_commands_to_use() -> None:
     # The harness's own environment has no rq: the error says how to run the code where rq is.
-    code = ("from implementations.app import RetryApp\n"
+    code = ("from implementations.api.app import RetryApp\n"
             "try:\n    RetryApp(backend='rq')\nexcept ImportError as exc:\n    print(exc)\n")
     if shutil.which("rq") and subprocess.run([sys.executable, "-c", "import rq"], check=False).returncode == 0:
         pytest.skip("rq is importable in this interpreter")
@@ -179,7 +179,7 @@ def test_a_missing_backend_library_names_the_commands_to_use() -> None:
 
 def test_requirements_are_cached_by_the_file_s_hash(tmp_path: Path, backend_envs: dict,  # type: ignore[type-arg]
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness import envs
+    import harness.orchestrate.envs as envs
 
     reqs = EXAMPLE / "requirements.txt"
     first = envs.ensure_user_requirements(backend_envs["rq"], reqs, root=ROOT / ".venvs")

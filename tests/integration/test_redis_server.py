@@ -11,8 +11,8 @@ import pytest
 
 redis = pytest.importorskip("redis")
 
-from harness import redis_server  # noqa: E402 - after the importorskip
-from harness.redis_server import (  # noqa: E402
+import harness.orchestrate.redis_server as redis_server  # noqa: E402 - after the importorskip
+from harness.orchestrate.redis_server import (  # noqa: E402
     SYSTEM_PORT,
     RedisServer,
     RedisUnavailable,

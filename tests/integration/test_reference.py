@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from test_cli import retrybench
 
-from harness.presets import PRESETS
-from harness.sweep import variants
+from harness.plan.presets import PRESETS
+from harness.plan.sweep import variants
 
 pytestmark = pytest.mark.integration
 # Outage outcomes depend on when each attempt lands relative to the window, so the plan is not exact.

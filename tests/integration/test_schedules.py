@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from harness.envs import parse_backend_spec
-from harness.history import read_history
-from harness.runner import RunPlan, execute
-from harness.scenarios import Scenario
+from harness.analysis.history import read_history
+from harness.orchestrate.envs import parse_backend_spec
+from harness.orchestrate.runner import RunPlan, execute
+from harness.plan.scenarios import Scenario
 from implementations.backends import QUEUES
 
 pytestmark = pytest.mark.integration
@@ -195,17 +195,17 @@ def test_planned_schedule_matches_the_plan(run: dict[str, Any]) -> None:
 
 _MAPPINGS = """
 import json
-from implementations.app import RetryApp
+from implementations.api.app import RetryApp
 app = RetryApp("reference")
 out = {}
 for name, policy in json.loads(POLICIES).items():
     task = app.task(name=name, autoretry_for=["ConnectionError"], **policy)(lambda: None)
     if BACKEND == "rq":
-        from implementations.rq_backend.backend import native_interval, native_retry
+        from implementations.backends.rq_backend.backend import native_interval, native_retry
         retry = native_retry(task)
         out[name] = [retry.max, retry.intervals, native_interval(task)]
     else:
-        from implementations.celery_backend.app import native_retry_options
+        from implementations.backends.celery_backend.app import native_retry_options
         out[name] = native_retry_options(task)
 print(json.dumps(out))
 """

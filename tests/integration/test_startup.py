@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from harness.analysis import analyze
-from harness.envs import parse_backend_spec
-from harness.history import read_history
-from harness.report import write_reports
-from harness.runner import RunPlan, execute
-from harness.scenarios import Scenario
+from harness.analysis.history import read_history
+from harness.analysis.results import analyze
+from harness.orchestrate.envs import parse_backend_spec
+from harness.orchestrate.runner import RunPlan, execute
+from harness.plan.scenarios import Scenario
+from harness.report.render import write_reports
 from implementations.backends import ALL_BACKENDS
-from implementations.startup import DEFINITION, PROBE_ID_PREFIX
+from implementations.runtime.startup import DEFINITION, PROBE_ID_PREFIX
 
 pytestmark = pytest.mark.integration
 

@@ -71,6 +71,6 @@ def descendants(pid: int) -> set[int]:
 @pytest.fixture(scope="session")
 def queue_envs() -> None:
     """rq, arq and celery environments (created once under .venvs/)."""
-    from harness.envs import ensure_envs, parse_backend_spec
+    from harness.orchestrate.envs import ensure_envs, parse_backend_spec
 
     ensure_envs([parse_backend_spec(b) for b in QUEUES], root=ROOT / ".venvs")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from harness.api import create_app
-from harness.failed import ResultsSource
+from harness.ops.failed import ResultsSource
+from harness.ops.server import create_app
 
 TOKEN = "s3cret-token"
 

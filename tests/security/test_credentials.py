@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from harness.redis_server import RedisServer, check_redis_url, clean_stale_dirs
-from implementations.redact import redact_argv, redact_text, redact_url
-
-from .conftest import cli, cmdlines, descendants, popen_cli
+from harness.orchestrate.redis_server import RedisServer, check_redis_url, clean_stale_dirs
+from implementations.core.redact import redact_argv, redact_text, redact_url
+from security.conftest import cli, cmdlines, descendants, popen_cli
 
 pytestmark = pytest.mark.integration
 
@@ -123,8 +122,8 @@ def test_a_password_is_found_nowhere(given: str, tmp_path: Path, queue_envs: Non
         assert listed.returncode == 0 and secret not in listed.stdout + listed.stderr
         from fastapi.testclient import TestClient
 
-        from harness.api import create_app
-        from harness.failed import RedisSource
+        from harness.ops.failed import RedisSource
+        from harness.ops.server import create_app
 
         api = TestClient(create_app(RedisSource(url), token="tok"))
         for path in ("/health", "/failed-jobs", "/openapi.json"):

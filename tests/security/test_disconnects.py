@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from harness.cell import is_disconnect
+from harness.bench.cell import is_disconnect
 
 
 def _named(module: str, name: str, base: type[BaseException] = Exception) -> type[BaseException]:

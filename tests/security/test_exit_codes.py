@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, assert_clear_error, cli, cmdlines, descendants, popen_cli
+from security.conftest import ROOT, assert_clear_error, cli, cmdlines, descendants, popen_cli
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +96,7 @@ def test_a_dead_driver_makes_the_run_exit_1(tmp_path: Path, queue_envs: None) ->
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and driver is None:
         lines = cmdlines()
-        driver = next((p for p in descendants(proc.pid) if "harness.driver" in lines.get(p, "")), None)
+        driver = next((p for p in descendants(proc.pid) if "harness.bench.driver" in lines.get(p, "")), None)
         time.sleep(0.2)
     assert driver is not None
     time.sleep(2)
@@ -109,12 +109,13 @@ def test_a_dead_driver_makes_the_run_exit_1(tmp_path: Path, queue_envs: None) ->
 def test_a_cell_whose_workers_cannot_start_stops_the_run_with_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """The driver's exit 2 (its workers refused to start) is a setup error of the whole run: one line, exit 2."""
-    from harness import cli, runner
+    import harness.cli as cli
+    import harness.orchestrate.runner as runner
 
     def refused(cell: object, **_: object) -> dict[str, object]:
         return {"error": "celery worker exited with code 1 during start-up", "exit_code": 2}
 
-    monkeypatch.setattr(runner, "run_cell", refused)
+    monkeypatch.setattr(runner, "launch_cell", refused)
     with pytest.raises(SystemExit) as stopped:
         cli.main(["run", "-b", "reference", "--jobs", "2", "--out", str(tmp_path)])
     assert stopped.value.code == 2

@@ -12,12 +12,11 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from harness.api import create_app
-from harness.failed import RedisSource, ResultsSource, normalize, query
-from harness.redis_server import RedisServer
+from harness.ops.failed import RedisSource, ResultsSource, normalize, query
+from harness.ops.server import create_app
+from harness.orchestrate.redis_server import RedisServer
 from implementations.backends import QUEUES
-
-from .conftest import cli
+from security.conftest import cli
 
 pytestmark = pytest.mark.integration
 TOKEN = "t0ken"
@@ -77,7 +76,7 @@ def test_the_api_lists_and_shows_hostile_records(hostile_redis: str) -> None:
 def test_a_results_directory_with_a_broken_log_still_lists(tmp_path: Path) -> None:
     (tmp_path / "failed_jobs.log").write_text("\n".join(HOSTILE) + "\n")
     (tmp_path / "history.jsonl").write_text("")
-    total, items = query(ResultsSource(tmp_path), __import__("harness.failed", fromlist=["Filter"]).Filter())
+    total, items = query(ResultsSource(tmp_path), __import__("harness.ops.failed", fromlist=["Filter"]).Filter())
     assert total == len(HOSTILE) and items[0]["job_id"] == "ok-1"
 
 

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.redis_server import clean_stale_dirs
+from harness.orchestrate.redis_server import clean_stale_dirs
 from implementations.backends import QUEUES
-
-from .conftest import descendants, popen_cli
+from security.conftest import descendants, popen_cli
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +62,7 @@ def test_sigkill_of_the_cli_leaves_no_process_and_no_temp_dir(backend: str, tmp_
 _MIDDLE = """
 import os, sys, time
 sys.path.insert(0, {root!r})
-from implementations.procs import spawn, die_with_parent
+from implementations.core.procs import spawn, die_with_parent
 stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
 child = spawn([sys.executable, "-c", stubborn])
 os.register_at_fork(after_in_child=die_with_parent)  # as the RQ worker does for its work horses

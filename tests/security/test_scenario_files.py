@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import plots
-from harness.report import _safe_stem
-from harness.scenarios import ScenarioError, from_mapping
-from implementations.policy import PolicyError, RetryPolicy, allow_exception, resolve_exception
-
-from .conftest import ROOT, assert_clear_error, cli
+import harness.report.plots as plots
+from harness.plan.scenarios import ScenarioError, from_mapping
+from harness.report.render import _safe_stem
+from implementations.core.policy import PolicyError, RetryPolicy, allow_exception, resolve_exception
+from security.conftest import ROOT, assert_clear_error, cli
 
 EVIL = "from pathlib import Path\nPath(__file__).with_name('PWNED').write_text('ran')\nclass Boom(Exception): pass\n"
 

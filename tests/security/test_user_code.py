@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .conftest import ROOT, assert_clear_error, cli
-from .test_scenario_files import EVIL
+from security.conftest import ROOT, assert_clear_error, cli
+from security.test_scenario_files import EVIL
 
 
 def _setup(tmp_path: Path, policy: str) -> tuple[Path, Path, Path]:

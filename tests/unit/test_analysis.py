@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from test_checks import attempt, end, ev, failed_for_good, header, one_retry_then_success, record, start
 
-from harness import analysis, history
-from harness.analysis import analyze, plot_inputs
-from harness.history import iter_history, read_history
-from harness.runindex import TRACEBACK_KEPT, Attempt, index_run
+import harness.analysis.history as history
+import harness.analysis.results as analysis
+from harness.analysis.history import iter_history, read_history
+from harness.analysis.results import analyze, plot_inputs
+from harness.analysis.runindex import TRACEBACK_KEPT, Attempt, index_run
 
 
 def write(path: Path, events: list[dict[str, Any]]) -> Path:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from harness.checks import (
+from harness.analysis.checks import (
     check_delivery,
     check_failure_log,
     check_retry_timing,
@@ -20,7 +20,7 @@ from harness.checks import (
     percentile,
     summarize,
 )
-from harness.metrics import METRICS, format_value
+from harness.analysis.metrics import METRICS, format_value
 
 T0 = 1_700_000_000_000_000_000  # an arbitrary wall-clock origin, in ns
 

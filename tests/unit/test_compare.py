@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from harness.compare import CompareError, Threshold, compare, environment_differences, markdown, significant
+from harness.analysis.compare import CompareError, Threshold, compare, environment_differences, markdown, significant
 
 SCENARIO = {"name": "transient-1", "policy": {"max_retries": 3}, "faults": [{"kind": "fail_first", "k": 1}]}
 

@@ -36,7 +36,7 @@ def test_compose_serves_redis_rabbitmq_and_one_scalable_worker_service_per_backe
 
 def test_the_worker_image_runs_the_supervisor_for_its_backend() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert re.search(r'^CMD \["python", "-m", "implementations.external"\]$', dockerfile, re.M)
+    assert re.search(r'^CMD \["python", "-m", "implementations.processes.external"\]$', dockerfile, re.M)
     assert "RETRYBENCH_BACKEND=${BACKEND}" in dockerfile
     assert "requirements/${BACKEND}.txt" in dockerfile
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from harness.metrics import markdown_table
-from harness.presets import PRESETS
-from harness.scenarios import _TYPES, load_file
+from harness.analysis.metrics import markdown_table
+from harness.plan.presets import PRESETS
+from harness.plan.scenarios import _TYPES, load_file
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 README = (ROOT / "README.md").read_text()
@@ -18,7 +18,8 @@ DOCS = "\n".join([README, *(page.read_text() for page in PAGES)])
 
 
 def test_the_docs_hold_the_metric_registry_verbatim() -> None:
-    assert markdown_table() in DOCS, "regenerate docs/metrics.md's metric table with harness.metrics.markdown_table()"
+    assert markdown_table() in DOCS, ("regenerate docs/metrics.md's metric table with "
+                                      "harness.analysis.metrics.markdown_table()")
 
 
 def test_the_docs_list_every_preset_and_every_scenario_key() -> None:
@@ -49,7 +50,7 @@ def test_the_example_scenario_file_in_readme_is_valid() -> None:
 
 
 def test_the_size_benchmark_is_the_scaling_workload_at_three_sizes() -> None:
-    from harness.sweep import variants
+    from harness.plan.sweep import variants
 
     scenario = load_file(ROOT / "benchmarks" / "scaling-jobs.toml")
     scaling = PRESETS["scaling"]
@@ -66,7 +67,7 @@ def test_the_work10_overhead_benchmark_is_the_overhead_preset_but_for_its_work()
 
 
 def test_the_threads_overhead_benchmark_is_the_overhead_preset_on_one_worker_with_1_to_8_slots() -> None:
-    from harness.sweep import variants
+    from harness.plan.sweep import variants
 
     scenario = load_file(ROOT / "benchmarks" / "overhead-threads.toml")
     preset = PRESETS["overhead"]

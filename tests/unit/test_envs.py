@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from harness import envs
-from harness.envs import (
+import harness.orchestrate.envs as envs
+from harness.orchestrate.envs import (
     MARKER,
     BackendEnv,
     EnvError,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.failed import FailedJobsError, Filter, ResultsSource, find, open_source, parse_since, query
+from harness.ops.failed import FailedJobsError, Filter, ResultsSource, find, open_source, parse_since, query
 
 NOW = 1_800_000_000 * 10**9  # 2027-01-15T08:00:00Z
 

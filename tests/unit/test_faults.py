@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.expect import predict
-from implementations.faults import FaultPlan, FaultPlanError, plan_key
-from implementations.policy import RetryPolicy
+from harness.plan.expect import predict
+from implementations.core.faults import FaultPlan, FaultPlanError, plan_key
+from implementations.core.policy import RetryPolicy
 
 POLICY = RetryPolicy(autoretry_for=(ConnectionError,), dont_autoretry_for=(ValueError,), max_retries=3,
                      intervals=(1, 2, 3))
@@ -88,8 +88,8 @@ def test_time_scale_shrinks_outage_windows_like_delays() -> None:
 def test_a_cells_expectations_are_worked_out_up_front_in_enqueue_order_and_shared_where_equal() -> None:
     from dataclasses import replace
 
-    from harness.expect import expectations, job_id_for
-    from harness.presets import PRESETS
+    from harness.plan.expect import expectations, job_id_for
+    from harness.plan.presets import PRESETS
 
     # Given 200 jobs of the flaky preset, a tenth of them poison
     scenario = replace(PRESETS["flaky-20"], jobs=200, poison=0.1)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.cell import Tally, poll_interval
-from implementations import filesink
-from implementations.events import DRAIN_MAX, MemorySink, RedisSink
-from implementations.filesink import FileSink
-from implementations.jsonline import dumps_line
+import implementations.recording.filesink as filesink
+from harness.bench.cell import Tally, poll_interval
+from implementations.recording.events import DRAIN_MAX, MemorySink, RedisSink
+from implementations.recording.filesink import FileSink
+from implementations.recording.jsonline import dumps_line
 
 
 def sink(path: Path) -> FileSink:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from test_checks import enqueue, ev, header, one_retry_then_success, terminal
 
-from harness.history import HistoryError, group_runs, iter_history, read_history
+from harness.analysis.history import HistoryError, group_runs, iter_history, read_history
 
 
 # -- reading history files -------------------------------------------------------------------------------

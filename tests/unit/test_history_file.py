@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.cell import History
-from implementations.jsonline import loads
+from harness.bench.cell import HistoryWriter
+from implementations.recording.jsonline import loads
 
 
 def lines(path: Path) -> list[str]:
@@ -16,7 +16,7 @@ def lines(path: Path) -> list[str]:
 
 def test_without_hold_every_batch_is_on_disk_as_soon_as_it_is_written(tmp_path: Path) -> None:
     path = tmp_path / "history.jsonl"
-    history = History(str(path))
+    history = HistoryWriter(str(path))
     history.write([{"type": "enqueue", "job_id": "a"}, {"type": "enqueue", "job_id": "b"}])
     assert lines(path) == ["a", "b"]  # flushed: a reader (or a crash) sees it now
     history.write([])
@@ -27,7 +27,7 @@ def test_without_hold_every_batch_is_on_disk_as_soon_as_it_is_written(tmp_path: 
 def test_held_events_are_written_in_order_once_enough_gather_and_the_rest_at_close(tmp_path: Path) -> None:
     # Given a history that holds 3 events (an in-process run's driver)
     path = tmp_path / "history.jsonl"
-    history = History(str(path), hold=3)
+    history = HistoryWriter(str(path), hold=3)
     # When fewer than 3 have been written, nothing is on disk yet
     history.write([{"type": "enqueue", "job_id": "a"}, {"type": "enqueue", "job_id": "b"}])
     assert lines(path) == []
@@ -66,7 +66,7 @@ class _FailsOnce:
 def test_a_held_write_that_fails_goes_on_from_where_it_failed_and_writes_nothing_twice(tmp_path: Path) -> None:
     # Given 1,200 held records (written 512 at a time), the 701st of which fails to be written once
     path = tmp_path / "history.jsonl"
-    history = History(str(path), hold=10_000)
+    history = HistoryWriter(str(path), hold=10_000)
     shape = _FailsOnce()
     history.write([("enqueue", shape, f"job-{i}") for i in range(1200)])
     # When the write at the window's end fails
@@ -79,7 +79,7 @@ def test_a_held_write_that_fails_goes_on_from_where_it_failed_and_writes_nothing
 
 
 def test_close_closes_the_file_even_when_what_is_held_cannot_be_written(tmp_path: Path) -> None:
-    history = History(str(tmp_path / "history.jsonl"), hold=10)
+    history = HistoryWriter(str(tmp_path / "history.jsonl"), hold=10)
     history.write([("enqueue", None)])  # a malformed record: no event in it
     with pytest.raises(IndexError):
         history.close()

@@ -6,7 +6,7 @@ import json
 import math
 from datetime import datetime, timezone
 
-from implementations.jsonline import SMALL_BATCH, dumps_line, dumps_lines, loads
+from implementations.recording.jsonline import SMALL_BATCH, dumps_line, dumps_lines, loads
 
 
 def test_an_event_comes_back_as_it_went_in() -> None:

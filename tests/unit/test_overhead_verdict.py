@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from harness.overhead import overhead, overhead_note
-from harness.sweep import sweeps
+from harness.analysis.overhead import overhead, overhead_note
+from harness.analysis.sweeps import sweeps
 
 
 def test_history_on_and_off_gives_the_share_of_throughput_recording_costs_and_no_recommendation() -> None:

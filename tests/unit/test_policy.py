@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from implementations.attempt import retry_delay
-from implementations.policy import PolicyError, RetryPolicy
+from implementations.core.policy import PolicyError, RetryPolicy
+from implementations.runtime.attempt import retry_delay
 
 
 def test_celery_backoff_formula_is_factor_times_two_to_the_retries_capped() -> None:

@@ -6,8 +6,8 @@ from typing import Any
 
 from test_checks import attempt, enqueue, ev, header, ns, start
 
-from harness.history import index_run
-from harness.reliability import check_reliability
+from harness.analysis.crashes import check_reliability
+from harness.analysis.history import index_run
 
 
 def terminal(job: str, at: float, state: str = "success", attempts: int = 1) -> dict[str, Any]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.presets import PRESETS
-from harness.scenarios import ScenarioError, load_file, resolve
+from harness.plan.presets import PRESETS, resolve
+from harness.plan.scenarios import ScenarioError, load_file
 
 REQUIRED = {"seed-lesson", "transient-1", "transient-3", "flaky-20", "permanent", "non-retryable", "outage",
             "backoff-jitter", "throughput-0", "throughput-20"}
@@ -64,7 +64,7 @@ def test_malformed_files_name_the_file_and_key(tmp_path: Path, text: str, messag
 
 
 def test_a_number_option_is_checked_on_the_command_line_too() -> None:
-    from harness.scenarios import check_options
+    from harness.plan.scenarios import check_options
 
     # Given -o values as the CLI parses them (numbers where they look like one)
     check_options({"deadline_s": 30, "celery_prefetch": 0, "broker_down_s": 0.5}, "--option")
@@ -92,7 +92,7 @@ def test_the_schedule_mode_comes_from_the_file_and_the_command_line_overrides_it
 
 
 def test_the_app_config_carries_the_schedule_to_the_workers() -> None:
-    from implementations.config import AppConfig
+    from implementations.core.config import AppConfig
 
     config = AppConfig(backend="rq", schedule="native")
     assert AppConfig.from_json(config.to_json()).schedule == "native"
@@ -135,7 +135,7 @@ def test_poison_jobs_are_picked_from_the_seed_and_carry_an_undecodable_argument(
 def test_a_native_cell_waits_as_long_as_the_slowest_library_may_schedule() -> None:
     from dataclasses import replace
 
-    from harness.cell import retry_schedule_s
+    from harness.bench.cell import retry_schedule_s
 
     # Given a policy with intervals, and one with a sub-second backoff (time scale 0.1)
     lesson = PRESETS["seed-lesson"]  # intervals 10, 30, 60 s × 0.1; default_retry_delay 180 s × 0.1

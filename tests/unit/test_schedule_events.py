@@ -4,7 +4,7 @@ leaving the delay to the library (the reference backend, which has none, keeps t
 
 from __future__ import annotations
 
-from implementations.app import RetryApp
+from implementations.api.app import RetryApp
 
 SCHEMA = ["type", "run_id", "backend", "scenario", "job_id", "attempt", "due_ns", "delay_s", "source", "observed_ns",
           "schedule", "pid"]

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from harness.cell import History, Tally
-from implementations.app import RetryApp
-from implementations.events import HOST
-from implementations.jsonline import dumps_lines
-from implementations.shapes import Shape, Shapes, as_event, as_events, terminal_of, wrap
+from harness.bench.cell import HistoryWriter, Tally
+from implementations.api.app import RetryApp
+from implementations.recording.events import HOST
+from implementations.recording.jsonline import dumps_lines
+from implementations.recording.shapes import Shape, Shapes, as_event, as_events, terminal_of, wrap
 
 IDENT = ["type", "run_id", "backend", "scenario"]
 ATTEMPT = ["job_id", "task", "attempt", "host", "pid", "started_ns"]
@@ -100,7 +100,7 @@ def test_the_driver_counts_and_writes_the_in_process_records_as_the_events_they_
     by_record, by_event = Tally(jobs=2), Tally(jobs=2)
     by_record.count(records)
     by_event.count(events)
-    history = History(str(tmp_path / "history.jsonl"), hold=100)
+    history = HistoryWriter(str(tmp_path / "history.jsonl"), hold=100)
     history.write(records)
     history.close()
     # Then both count what the events say (one success, one failure for good, three attempts)

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from test_analysis import cell, write
 
-from harness import startup
-from harness.analysis import analyze
-from harness.report import write_reports
-from harness.startup import StartupProbe, startup_fields
-from implementations.app import RetryApp
-from implementations.startup import DEFINITION, PROBE_TASK, probe_id
+import harness.bench.startup as startup
+from harness.analysis.results import analyze
+from harness.bench.startup import StartupProbe, startup_fields
+from harness.report.render import write_reports
+from implementations.api.app import RetryApp
+from implementations.runtime.startup import DEFINITION, PROBE_TASK, probe_id
 
 
 def reference_app(**options: Any) -> RetryApp:

@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from harness.presets import PRESETS
-from harness.runner import counterbalanced
-from harness.stats import paired_ratio, t95
-from harness.sweep import variants
+from harness.analysis.stats import paired_ratio, t95
+from harness.orchestrate.runner import counterbalanced
+from harness.plan.presets import PRESETS
+from harness.plan.sweep import variants
 
 
 @pytest.mark.parametrize(("df", "t"), [(1, 12.706), (9, 2.262), (19, 2.093), (21, 2.086), (35, 2.042), (500, 1.980)])

@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
-from harness.presets import PRESETS
-from harness.scenarios import ScenarioError, from_mapping
-from harness.sweep import curve, recommend, sweeps, variants
+from harness.analysis.sweeps import curve, recommend, sweeps
+from harness.plan.presets import PRESETS
+from harness.plan.scenarios import ScenarioError, from_mapping
+from harness.plan.sweep import variants
 
 
 def test_each_backend_runs_the_sizes_times_its_own_options_only() -> None:

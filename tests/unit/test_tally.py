@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.cell import Tally
+from harness.bench.cell import Tally
 
 
 def test_each_job_ends_once_however_often_it_is_terminal_and_poison_jobs_never_count() -> None:

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from harness.checks import check_delivery, check_failure_log, summarize
-from harness.expect import expectations
-from harness.metrics import format_value
-from harness.scenarios import ScenarioError, load_file
-from harness.verdicts import cell_verdict, row_sentence, row_verdict
-from implementations.usercode import (
+from harness.analysis.checks import check_delivery, check_failure_log, summarize
+from harness.analysis.metrics import format_value
+from harness.analysis.verdicts import cell_verdict, row_sentence, row_verdict
+from harness.plan.expect import expectations
+from harness.plan.scenarios import ScenarioError, load_file
+from implementations.api.usercode import (
     UserCodeError,
     exception_modules,
     import_from,

@@ -11,13 +11,13 @@ from typing import Any
 
 from test_checks import attempt, callback, end, enqueue, ev, header, native, ns, record, start, terminal
 
-from harness.analysis import analyze
-from harness.causes import CAUSES, catalogue
-from harness.checks import check_retry_timing, summarize
-from harness.compare import compare
-from harness.junit import write_junit
-from harness.tables import _best
-from harness.verdicts import best_of, cell_verdict, pacing, row_sentence, row_verdict
+from harness.analysis.causes import CAUSES, catalogue
+from harness.analysis.checks import check_retry_timing, summarize
+from harness.analysis.compare import compare
+from harness.analysis.results import analyze
+from harness.analysis.verdicts import best_of, cell_verdict, pacing, row_sentence, row_verdict
+from harness.report.junit import write_junit
+from harness.report.tables import _best
 
 
 def retried(job: str, *, delay: float, gap: float, at: float = 0.0) -> list[dict[str, Any]]:

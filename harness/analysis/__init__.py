@@ -1,0 +1,1 @@
+"""Pure functions over a history: checkers, metrics, verdicts, comparisons, results files."""

@@ -1,0 +1,1 @@
+"""Operating a run: ``failed-jobs``, ``serve`` (the /failed-jobs API)."""

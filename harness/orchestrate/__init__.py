@@ -1,0 +1,1 @@
+"""``retrybench run``: environments, the private Redis, one driver process per cell."""

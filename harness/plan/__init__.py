@@ -1,0 +1,1 @@
+"""What a run is before it runs: scenarios, presets, sweeps, and the seeded plan's expectations."""

@@ -1,0 +1,1 @@
+"""Reports from results and history: markdown/HTML, rich tables, plots, JUnit."""

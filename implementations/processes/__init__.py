@@ -1,0 +1,1 @@
+"""Process entry points: a worker, a requeue, the external-worker supervisor."""

@@ -1,0 +1,161 @@
+"""Workers started elsewhere: ``docker compose up --scale rq-worker=4`` or any other host.
+
+A *supervisor* (``python -m implementations.processes.external --backend rq --redis-url …``) runs where the
+workers should run. It watches one Redis key per backend, ``retrybench:external:<backend>``, where
+``retrybench run --external-workers`` publishes each cell's worker config. When a config appears the
+supervisor starts the backend's real workers with it (the same ``implementations.processes.worker`` processes a
+local run starts); when the key changes or disappears it stops them with a warm shutdown. Only the
+config crosses hosts: the code must be the same version on both sides (the image is built from the
+checkout), and timestamps are compared across hosts, so their clocks must agree (NTP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from implementations.backends import QUEUES
+from implementations.backends.base import BackendError
+from implementations.core.config import AppConfig
+from implementations.core.redact import redact_text, redact_url
+from implementations.recording.events import HOST
+
+log = logging.getLogger("retrybench.external")
+
+
+def channel(backend: str) -> str:
+    return f"retrybench:external:{backend}"
+
+
+class ExternalWorkers:
+    """Harness side: publish one cell's config, wait for external workers to report ready, retract it."""
+
+    def __init__(self, config: AppConfig, *, minimum: int = 1, concurrency: int = 1) -> None:
+        import redis
+
+        if not config.redis_url:
+            raise BackendError("--external-workers needs --redis-url: the workers must reach the same Redis")
+        self.config = config
+        self.minimum = minimum
+        self.concurrency = concurrency
+        self._redis = redis.Redis.from_url(config.redis_url)
+
+    def start(self, *, timeout: float = 60.0) -> float:
+        # Paths on this host mean nothing on another: the driver writes failed_jobs.log from the stream.
+        shared = self.config.portable()
+        payload = {"config": json.loads(shared.to_json()), "concurrency": self.concurrency,
+                   "published_by": f"{HOST}:{os.getpid()}"}
+        started = time.monotonic()
+        self._redis.set(channel(self.config.backend), json.dumps(payload))
+        ready = f"{self.config.prefix}:ready"
+        while int(self._redis.scard(ready)) < self.minimum:
+            if time.monotonic() - started > timeout:
+                self.stop(wait=0)
+                raise BackendError(
+                    f"{int(self._redis.scard(ready))} of {self.minimum} external {self.config.backend} worker(s) "
+                    f"ready after {timeout:.0f}s: start them with `docker compose up -d --scale "
+                    f"{self.config.backend}-worker={self.minimum} {self.config.backend}-worker` "
+                    f"or `python -m implementations.processes.external --backend {self.config.backend} --redis-url …`")
+            time.sleep(0.05)
+        return time.monotonic() - started
+
+    def stop(self, *, wait: float = 15.0) -> None:
+        """Retract the config and wait (up to ``wait`` s) until every worker that started has stopped."""
+        self._redis.delete(channel(self.config.backend))
+        deadline = time.monotonic() + wait
+        running, after = 0, "-"
+        while time.monotonic() < deadline:
+            # Only the events added since the last look ("(" = exclusive): the stream holds the whole cell.
+            entries: list[tuple[bytes, dict[bytes, bytes]]] = self._redis.xrange(  # type: ignore[assignment]
+                f"{self.config.prefix}:events", min=after)
+            for _, fields in entries:
+                event = json.loads(fields[b"e"])
+                if event.get("type") == "worker":
+                    running += {"start": 1, "stop": -1}.get(str(event.get("event")), 0)
+            if entries:
+                after = "(" + entries[-1][0].decode()
+            if running <= 0:
+                return
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+class Supervisor:
+    """Worker side: start the published cell's workers, stop them when the harness retracts it."""
+
+    def __init__(self, backend: str, redis_url: str, *, broker_url: str | None = None,
+                 poll: float = 0.2) -> None:
+        import redis
+
+        self.backend, self.redis_url, self.broker_url, self.poll = backend, redis_url, broker_url, poll
+        self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=10)
+        self._current: bytes | None = None
+        self._app: Any = None
+        self._stop = False
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
+        log.warning("supervising %s workers; waiting for `retrybench run --external-workers` on %s",
+                    self.backend, redact_url(self.redis_url))
+        try:
+            while not self._stop:
+                raw: bytes | None = self._redis.get(channel(self.backend))  # type: ignore[assignment]
+                if raw != self._current:
+                    self._stop_workers()
+                    if raw is not None:
+                        self._start_workers(json.loads(raw))
+                    self._current = raw
+                time.sleep(self.poll)
+        finally:
+            self._stop_workers()
+
+    def _start_workers(self, payload: dict[str, Any]) -> None:
+        from implementations.processes.worker import load_app
+
+        # The harness reached Redis by its own address; this host may need another (redis://redis:6379).
+        config = AppConfig(**payload["config"]).portable().reached_at(self.redis_url, self.broker_url)
+        self._app = load_app(config)
+        try:
+            self._app.start_workers(1, int(payload.get("concurrency", 1)))
+            log.warning("started %s worker(s) for %s", self.backend, config.run_id)
+        except BackendError as exc:
+            log.error("could not start %s workers for %s: %s", self.backend, config.run_id, exc)
+
+    def _stop_workers(self) -> None:
+        if self._app is not None:
+            self._app.stop_workers()
+            self._app.close()
+            self._app = None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m implementations.processes.external",
+                                     description="Run the workers of `retrybench run --external-workers`.")
+    parser.add_argument("--backend", choices=list(QUEUES), default=os.environ.get("RETRYBENCH_BACKEND"),
+                        required="RETRYBENCH_BACKEND" not in os.environ)
+    parser.add_argument("--redis-url", default=os.environ.get("RETRYBENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+                        help="default $RETRYBENCH_REDIS_URL: give a URL with a password that way, not here "
+                        "(every local user sees a command line)")
+    parser.add_argument("--broker-url", default=os.environ.get("RETRYBENCH_BROKER_URL"),
+                        help="Celery broker as seen from this host, when it is not the Redis")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    try:
+        Supervisor(args.backend, args.redis_url, broker_url=args.broker_url).run()
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
+        print(f"retrybench supervisor: {type(exc).__name__}: {redact_text(str(exc))}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

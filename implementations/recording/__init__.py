@@ -1,0 +1,1 @@
+"""Where events go: the history sinks (file, Redis stream), JSON lines, job logs."""

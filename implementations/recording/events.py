@@ -1,0 +1,397 @@
+"""Where history events and failure records go: a Redis stream per run, or memory for ``reference``.
+
+Workers on any host append to the same stream; the runner drains it into ``history.jsonl``. Failure
+records are also pushed to a Redis list (read by ``failed-jobs`` and ``serve``) and appended to a local
+JSON-lines file, each write finished before the handler returns, so a record survives its worker dying.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, TypeGuard
+
+from implementations.recording.marks import MarkWriter, wait_for
+from implementations.recording.shapes import Record, as_event, as_events, wrap
+
+HOST = socket.gethostname()
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+MARK_WAIT_S = 2.0  # how long a failing job waits for its enqueue time (written behind, normally in ms)
+DRAIN_MAX = 5000  # events per drain: a reader that fell behind catches up in chunks, as XREAD's count
+
+
+def events_key(prefix: str) -> str:
+    return f"{prefix}:events"
+
+
+def failures_key(prefix: str) -> str:
+    return f"{prefix}:failures"
+
+
+def config_key(prefix: str) -> str:
+    return f"{prefix}:config"
+
+
+class EventSink(Protocol):
+    def emit(self, *events: dict[str, Any]) -> None:
+        """Record ``events`` together; a job's terminal event, when a call has one, comes last (MemorySink
+        looks there alone for the state ``AsyncResult`` waits on). A compact sink (``CompactSink``) also
+        takes the hot events as records, through ``emit_records``, under the same rule."""
+        ...
+
+    def record_failure(self, record: dict[str, Any], *events: dict[str, Any]) -> None: ...
+
+    def mark_enqueued(self, job_id: str, ts_ns: int) -> None: ...
+
+    def enqueued_ns(self, job_id: str) -> int | None: ...
+
+    def state(self, job_id: str) -> dict[str, Any] | None: ...
+
+    def mark_ready(self, worker: str) -> None: ...
+
+    def ready_count(self) -> int: ...
+
+    def set_t0(self, ts_ns: int) -> None: ...
+
+    def t0(self) -> int | None: ...
+
+    def drain(self, block_ms: int = 0) -> list[dict[str, Any]]: ...
+
+    def behind(self) -> bool: ...
+
+    def save_config(self, config_json: str) -> None: ...
+
+    def add_deferral(self, job_id: str) -> None: ...
+
+    def deferrals(self, job_id: str) -> int: ...
+
+    def first_time(self, key: str) -> bool: ...
+
+    def flush(self, timeout: float = 10.0) -> bool: ...
+
+    def burst(self) -> AbstractContextManager[None]: ...
+
+
+class CompactSink(EventSink, Protocol):
+    """A sink that takes records (``shapes.py``) and hands them back as they are (``drain_raw``): the driver
+    in the same process makes them dicts only when it writes them, after the measured window."""
+
+    compact: bool
+
+    def emit_records(self, *records: Record) -> None: ...
+
+    def drain_raw(self, block_ms: int = 0) -> list[Record]: ...
+
+
+def is_compact(sink: EventSink) -> TypeGuard[CompactSink]:
+    """Whether ``sink`` takes records: the one test the wrapper (what it emits) and the driver (what it
+    drains) both make."""
+    return bool(getattr(sink, "compact", False))
+
+
+def harness_redis(url: str, **options: Any) -> Any:
+    """A redis-py client for the harness's own writes, as cheap to open as the installed redis-py allows.
+
+    RQ forks a work horse per job and each one opens its connections afresh: redis-py 8 spends about 2 ms
+    of CPU per new connection reading its own version from package metadata for ``CLIENT SETINFO`` (two
+    more round trips, plus ``HELLO 3``). The harness needs none of that, so its clients skip it; the
+    libraries under test keep their own clients exactly as they configure them.
+    """
+    import inspect
+
+    import redis
+
+    accepted = inspect.signature(redis.connection.AbstractConnection.__init__).parameters \
+        if hasattr(redis.connection, "AbstractConnection") else {}
+    if "driver_info" in accepted:
+        options.setdefault("driver_info", None)
+    elif "lib_name" in accepted:
+        options.setdefault("lib_name", None)
+        options.setdefault("lib_version", None)
+    if "protocol" in accepted:
+        options.setdefault("protocol", 2)
+    return redis.Redis.from_url(url, **options)
+
+
+def _append_line(path: str, data: dict[str, Any]) -> None:
+    line = json.dumps(data, default=str) + "\n"
+    # O_APPEND keeps lines whole when several worker processes write one file.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class RedisSink:
+    """Events to ``XADD <prefix>:events``; failure records to a list and a JSON-lines file."""
+
+    def __init__(self, redis_url: str, prefix: str, failure_log: str | None = None) -> None:
+        import redis
+
+        self.prefix = prefix
+        self.failure_log = failure_log
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
+
+        # The harness's own events ride on the broker's Redis: across a broker restart (a few seconds) each
+        # write waits and retries rather than fail the task it instruments, or vanish from the history.
+        self._redis = harness_redis(
+            redis_url, socket_timeout=30, socket_connect_timeout=10, retry_on_timeout=True,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 20),
+            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError])
+        self._key = events_key(prefix)
+        self._reader: StreamReader | None = None
+        self._behind = False
+        self._marks = MarkWriter(self._redis, f"{prefix}:enqueued")
+
+    def emit(self, *events: dict[str, Any]) -> None:
+        """Append events in one round trip (an attempt's end and its job's terminal state go together)."""
+        if len(events) == 1 and events[0].get("type") != "terminal":
+            self._redis.xadd(self._key, {"e": json.dumps(events[0], default=str)})
+            return
+        pipe = self._redis.pipeline()  # MULTI/EXEC: the events are recorded together or not at all
+        self._add(pipe, events)
+        pipe.execute()
+
+    def _add(self, pipe: Any, events: tuple[dict[str, Any], ...]) -> None:
+        for event in events:
+            data = json.dumps(event, default=str)
+            pipe.xadd(self._key, {"e": data})
+            if event.get("type") == "terminal":
+                # Terminal states are also kept per job so that AsyncResult.get needs no stream scan.
+                pipe.hset(f"{self.prefix}:states", event["job_id"], data)
+
+    def state(self, job_id: str) -> dict[str, Any] | None:
+        raw = self._redis.hget(f"{self.prefix}:states", job_id)
+        return json.loads(raw) if raw is not None else None
+
+    def mark_ready(self, worker: str) -> None:
+        self._redis.sadd(f"{self.prefix}:ready", worker)
+
+    def ready_count(self) -> int:
+        return int(self._redis.scard(f"{self.prefix}:ready"))
+
+    def set_t0(self, ts_ns: int) -> None:
+        self._redis.set(f"{self.prefix}:t0", ts_ns)
+
+    def t0(self) -> int | None:
+        raw = self._redis.get(f"{self.prefix}:t0")
+        return int(raw) if raw is not None else None
+
+    def drain(self, block_ms: int = 0) -> list[dict[str, Any]]:
+        """Events appended since the last call (blocking up to ``block_ms`` when there are none)."""
+        if self._reader is None:
+            self._reader = StreamReader(self._redis, self.prefix)
+        events = list(self._reader.read(block_ms=block_ms or None, count=DRAIN_MAX))
+        self._behind = len(events) >= DRAIN_MAX
+        return events
+
+    def behind(self) -> bool:
+        """Whether the last drain stopped at its chunk size: more events are waiting, read again now."""
+        return self._behind
+
+    def mark_enqueued(self, job_id: str, ts_ns: int) -> None:
+        self._marks.add(job_id, ts_ns)  # written behind, in batches: the enqueue never waits on it
+
+    def enqueued_ns(self, job_id: str) -> int | None:
+        # A job can fail for good before the enqueuing process's batch lands: give it a moment.
+        raw = wait_for(lambda: self._redis.hget(f"{self.prefix}:enqueued", job_id), MARK_WAIT_S)
+        return int(raw) if raw is not None else None
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until this process's enqueue marks are in Redis."""
+        return self._marks.flush(timeout)
+
+    def burst(self) -> AbstractContextManager[None]:
+        """A burst of enqueues from this thread: their marks are sent when it ends (``MarkWriter.burst``)."""
+        return self._marks.burst()
+
+    def add_deferral(self, job_id: str) -> None:
+        self._redis.hincrby(f"{self.prefix}:deferrals", job_id, 1)
+
+    def deferrals(self, job_id: str) -> int:
+        return int(self._redis.hget(f"{self.prefix}:deferrals", job_id) or 0)
+
+    def first_time(self, key: str) -> bool:
+        """True for the first caller only, across every worker (SET NX)."""
+        return bool(self._redis.set(f"{self.prefix}:once:{key}", 1, nx=True))
+
+    def save_config(self, config_json: str) -> None:
+        # What `retrybench failed-jobs requeue` needs to rebuild this app long after the run ended.
+        self._redis.set(config_key(self.prefix), config_json)
+
+    def store_failure(self, record: dict[str, Any]) -> None:
+        """The record alone: the failure log and the list ``failed-jobs`` reads (``FileSink`` writes the rest)."""
+        if self.failure_log:
+            _append_line(self.failure_log, record)
+        self._redis.rpush(failures_key(self.prefix), json.dumps(record, default=str))
+
+    def record_failure(self, record: dict[str, Any], *events: dict[str, Any]) -> None:
+        """Store a failure record (then ``events``, in the same round trip)."""
+        if self.failure_log:
+            _append_line(self.failure_log, record)
+        pipe = self._redis.pipeline()
+        pipe.rpush(failures_key(self.prefix), json.dumps(record, default=str))
+        pipe.xadd(self._key, {"e": json.dumps({"type": "failure_record", **record}, default=str)})
+        self._add(pipe, events)
+        pipe.execute()
+
+
+class MemorySink:
+    """In-process sink for the ``reference`` backend and unit tests.
+
+    Compact: it queues records (shapes.py) as they come, and makes them dicts when they are drained. The
+    driver drains them as they are (``drain_raw``), counts and holds them, and makes dicts only to write the
+    history, after the measured window (harness/bench/cell.py ``HistoryWriter``)."""
+
+    compact = True
+
+    def __init__(self, failure_log: str | None = None) -> None:
+        # A deque: append and popleft are atomic, so the worker threads record without taking a lock. In
+        # this one process every lock a worker waits on hands the interpreter lock to another thread and back,
+        # and the control row's throughput is what recording is measured against.
+        self.events: collections.deque[Record] = collections.deque()
+        self._waiting = False  # the driver sleeps in drain_raw(): only then does an emit need to wake it
+        self.failures: list[dict[str, Any]] = []
+        self.failure_log = failure_log
+        self._lock = threading.Lock()
+        self._enqueued: dict[str, int] = {}
+        self._states: dict[str, dict[str, Any] | Record] = {}
+        self._ready: set[str] = set()
+        self._deferrals: dict[str, int] = {}
+        self._once: set[str] = set()
+        self._behind = False
+        self._t0: int | None = None
+        self._cond = threading.Condition(self._lock)
+
+    def set_t0(self, ts_ns: int) -> None:
+        self._t0 = ts_ns
+
+    def t0(self) -> int | None:
+        return self._t0
+
+    def mark_enqueued(self, job_id: str, ts_ns: int) -> None:
+        self._enqueued.setdefault(job_id, ts_ns)
+
+    def enqueued_ns(self, job_id: str) -> int | None:
+        return self._enqueued.get(job_id)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        return True
+
+    def burst(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def emit(self, *events: dict[str, Any]) -> None:
+        if not events:
+            return
+        last = events[-1]
+        if last.get("type") == "terminal":
+            self._states[last["job_id"]] = last  # before the event: whoever drains it finds the state
+        self._queue([wrap(e) for e in events])
+
+    def emit_records(self, *records: Record) -> None:
+        """Record compact records (``(kind, shape, job_id, …)``, shapes.py) together; a terminal one last."""
+        # A job's terminal state is the last event of the call that records it (Runtime.run_attempt,
+        # fire_failure): one look, not one per event, in the process whose throughput is measured.
+        last = records[-1]
+        if last[0] == "terminal":
+            self._states[last[2]] = last
+        self.events.extend(records)  # one call, atomic under the interpreter lock like append
+        if self._waiting:  # (emit's tail, not a call both make: this is once or twice an attempt)
+            with self._cond:
+                self._cond.notify_all()
+
+    def _queue(self, records: Iterable[Record]) -> None:
+        self.events.extend(records)
+        if self._waiting:
+            # Set under the condition's lock before drain() last looked: taking it here means drain() is
+            # either waiting (and is woken) or has not looked yet (and will see these events).
+            with self._cond:
+                self._cond.notify_all()
+
+    def state(self, job_id: str) -> dict[str, Any] | None:
+        state = self._states.get(job_id)
+        return None if state is None else as_event(state)
+
+    def mark_ready(self, worker: str) -> None:
+        self._ready.add(worker)
+
+    def save_config(self, config_json: str) -> None:
+        self.config_json = config_json
+
+    def first_time(self, key: str) -> bool:
+        with self._lock:
+            if key in self._once:
+                return False
+            self._once.add(key)
+            return True
+
+    def add_deferral(self, job_id: str) -> None:
+        with self._lock:
+            self._deferrals[job_id] = self._deferrals.get(job_id, 0) + 1
+
+    def deferrals(self, job_id: str) -> int:
+        return self._deferrals.get(job_id, 0)
+
+    def ready_count(self) -> int:
+        return len(self._ready)
+
+    def record_failure(self, record: dict[str, Any], *events: dict[str, Any]) -> None:
+        if self.failure_log:
+            _append_line(self.failure_log, record)
+        self.failures.append(record)
+        self.emit({"type": "failure_record", **record}, *events)
+
+    def drain(self, block_ms: int = 0) -> list[dict[str, Any]]:
+        return as_events(self.drain_raw(block_ms))
+
+    def drain_raw(self, block_ms: int = 0) -> list[Record]:
+        """As ``drain``, the records as they were queued (``shapes.as_events`` makes them events)."""
+        # What is drained is let go: a 100,000-job run must not hold its whole history in memory.
+        if block_ms and not self.events:
+            with self._cond:
+                self._waiting = True
+                if not self.events:
+                    self._cond.wait(block_ms / 1000)
+                self._waiting = False
+        waiting = len(self.events)
+        self._behind = waiting > DRAIN_MAX
+        # popleft called from C (starmap), not a Python loop: this runs in the workers' own process.
+        return list(itertools.starmap(self.events.popleft, itertools.repeat((), min(waiting, DRAIN_MAX))))
+
+    def behind(self) -> bool:
+        """Whether the last drain stopped at its chunk size: more events are waiting, read again now."""
+        return self._behind
+
+
+class StreamReader:
+    """Reads a run's event stream incrementally (the runner's side of ``RedisSink``)."""
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        self._redis = client
+        self._key = events_key(prefix)
+        self._last = "0-0"
+
+    def read(self, block_ms: int | None = None, count: int = 5000) -> Iterator[dict[str, Any]]:
+        resp = self._redis.xread({self._key: self._last}, count=count, block=block_ms)
+        for _stream, entries in resp or ():
+            for entry_id, fields in entries:
+                self._last = entry_id
+                raw = fields.get(b"e") if b"e" in fields else fields.get("e")
+                yield json.loads(raw)

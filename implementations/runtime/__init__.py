@@ -1,0 +1,1 @@
+"""What runs around every attempt: the attempt wrapper, faults, breakers, alerts, start-up probes."""
