@@ -8,9 +8,8 @@ counts, a few human-readable examples and ``valid``. Every checker accepts the e
 
 from __future__ import annotations
 
-import builtins
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from harness.analysis.checkbase import (
@@ -28,35 +27,10 @@ from harness.analysis.outages import check_outage
 from harness.analysis.runindex import RECORD_FIELDS, RunIndex, paused_gc
 from harness.analysis.timing import check_retry_timing, late_budget, lateness_values
 from implementations.backends import is_control
+from implementations.core.policy import is_retryable_name as is_retryable
 
 __all__ = ["DEFAULT_TOLERANCE_S", "check_delivery", "check_failure_log", "check_faults", "check_retry_timing",
            "check_throughput", "is_retryable", "late_budget", "lateness_values", "percentile", "summarize"]
-
-
-@functools.lru_cache(maxsize=512)
-def _builtin_exc(name: str) -> type | None:
-    obj = getattr(builtins, name, None) if "." not in name else None
-    return obj if isinstance(obj, type) and issubclass(obj, BaseException) else None
-
-
-def _matches(exc_type: str, names: Iterable[str]) -> bool:
-    # The policy holds class names, not classes: exact names match, and builtin subclasses match
-    # builtin bases (ConnectionRefusedError is an OSError) as ``isinstance`` would in the worker.
-    cls = _builtin_exc(exc_type)
-    for name in names:
-        if name == exc_type or name in ("Exception", "BaseException"):
-            return True
-        base = _builtin_exc(name)
-        if cls is not None and base is not None and issubclass(cls, base):
-            return True
-    return False
-
-
-def is_retryable(exc_type: str, policy: Mapping[str, Any]) -> bool:
-    """Celery's rule on exception names: ``dont_autoretry_for`` wins, then ``autoretry_for`` must match."""
-    if _matches(exc_type, policy.get("dont_autoretry_for") or ()):
-        return False
-    return _matches(exc_type, policy.get("autoretry_for") or ())
 
 
 # -- throughput and end-to-end latency --------------------------------------------------------------
@@ -91,7 +65,6 @@ def check_throughput(events: Run) -> dict[str, Any]:
             **{f"window_{who}_cpu_ms_per_job": window[part] * 1e3 / jobs_done
                if isinstance(window.get(part), (int, float)) and jobs_done else None
                for who, part in (("driver", "driver"), ("worker", "workers"), ("redis", "redis"))},
-            "held_write_ms": held * 1e3 if isinstance(held := end.get("held_write_s"), (int, float)) else None,
             "throughput_jobs_s": terminal / span if span else None,
             "throughput_attempts_s": attempts / span if span else None, "latency_p50": lat["median"],
             "latency_p95": lat["p95"], "latency_p99": lat["p99"], "latency_max": lat["max"],

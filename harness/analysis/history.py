@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.analysis.runindex import Event, JobView, RunIndex, index_run, paused_gc
+from implementations.recording.schema import SCHEMA_VERSION
 
 _LOADS: Callable[[bytes], Any] = json.loads
 try:  # parsing is most of the cost of reading a history; orjson does it several times faster
@@ -111,6 +112,8 @@ def _lines(name: str, fh: Any, problems: list[str] | None, strict: bool) -> Iter
                 except ValueError:
                     event = None
             if type(event) is dict and type(event.get("type")) is str:
+                if event["type"] == "meta":
+                    check_version(name, event)
                 yield event
                 continue
             if not line.strip():
@@ -120,6 +123,15 @@ def _lines(name: str, fh: Any, problems: list[str] | None, strict: bool) -> Iter
                 raise HistoryError(problem)
             if problems is not None:
                 problems.append(problem)
+
+
+def check_version(name: str, meta: Event) -> None:
+    """HistoryError for a history written under a newer event schema than this reader knows
+    (``implementations.recording.schema.SCHEMA_VERSION``): its events may not mean what the checkers think."""
+    version = meta.get("schema_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version > SCHEMA_VERSION:
+        raise HistoryError(f"{name}: history schema_version {version!r} is newer than this retrybench reads "
+                           f"({SCHEMA_VERSION}): upgrade retrybench to read it")
 
 
 def read_history(path: str | os.PathLike[str], *, strict: bool = False) -> HistoryReader:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Better = Literal["lower", "higher"] | None
 
@@ -103,8 +103,6 @@ METRICS: dict[str, Metric] = dict([
        _LOWER, ".3f"),
     _m("window_redis_cpu_ms_per_job", "the Redis server's CPU time per job done inside the measured window",
        "ms", _LOWER, ".3f"),
-    _m("held_write_ms", "writing the history the driver held back while in-process workers (reference) ran, "
-       "after the measured window", "ms", _LOWER, ".1f"),
     _m("latency_p50", "median time from enqueue to terminal state", "s", _LOWER, ".3f"),
     _m("latency_p95", "95th percentile time from enqueue to terminal state", "s", _LOWER, ".3f"),
     _m("latency_p99", "99th percentile time from enqueue to terminal state", "s", _LOWER, ".3f"),
@@ -197,3 +195,9 @@ def markdown_table() -> str:
     for m in METRICS.values():
         lines.append(f"| `{m.name}` | {m.unit or '-'} | {m.better or '-'} | {m.description} |")
     return "\n".join(lines)
+
+
+def median_of(entry: Any) -> Any:
+    """The figure a table shows for an aggregate entry (``{"median": …, "min": …}``; ``{"all": …}`` for a count
+    over every repetition), or the entry itself when it is a plain value."""
+    return entry.get("median", entry.get("all")) if isinstance(entry, dict) else entry

@@ -68,7 +68,6 @@ def overhead(rows: Sequence[Mapping[str, Any]], *, target_pct: float = OVERHEAD_
         else:
             entry["verdict"] = "within" if high <= target_pct else "over" if low > target_pct else "unresolved"
             entry["significant"] = low > 0 or high < 0
-        entry.update(_held_cost(v))
         window = all(isinstance(v[mode]["metrics"].get(_CPU_WINDOW[0]), (int, float)) for mode in (True, False))
         cpu = _paired_cost(v, _CPU_WINDOW if window else _CPU_CELL, higher_is_cost=True)
         entry.update(cpu_pct=cpu["pct"] if cpu["pairs"] else None, cpu_low_pct=cpu["low"], cpu_high_pct=cpu["high"],
@@ -88,21 +87,6 @@ def _per_repeat(row: Mapping[str, Any], metrics: Sequence[str]) -> dict[int, flo
         if isinstance(values[0], (int, float)) and not isinstance(values[0], bool):
             out[int(k)] = float(sum(x for x in values if isinstance(x, (int, float)) and not isinstance(x, bool)))
     return out
-
-
-def _held_cost(v: Mapping[bool, Mapping[str, Any]]) -> dict[str, Any]:
-    """The cost with the history an in-process run held (reference) counted as if written in the window:
-    what recording costs in all, where the verdict's figure is what it costs the queue being measured."""
-    on, off = v[True].get("repeats") or {}, _per_repeat(v[False], ("wall_throughput_jobs_s",))
-    pairs = []
-    for k, summary in on.items():
-        rate, held, jobs = (summary.get(m) for m in ("wall_throughput_jobs_s", "held_write_ms", "jobs"))
-        if all(isinstance(x, (int, float)) and x > 0 for x in (rate, held, jobs)) and int(k) in off:
-            pairs.append((1 / (1 / rate + held / 1000 / jobs), off[int(k)]))
-    r = paired_ratio(pairs)
-    if r is None or r.low is None or r.high is None:
-        return {}
-    return {"held_pct": (1 - r.ratio) * 100, "held_low_pct": (1 - r.high) * 100, "held_high_pct": (1 - r.low) * 100}
 
 
 def _paired_cost(v: Mapping[bool, Mapping[str, Any]], metrics: Sequence[str], *,
@@ -134,11 +118,7 @@ def overhead_note(o: Mapping[str, Any], *, cpu: bool = True) -> str:
         verdict = "one run a side: no interval, no verdict"
     else:
         verdict = ("significant" if o["significant"] else "within run-to-run noise") + f", {o['runs']} runs a side"
-    held = ""
-    if o.get("held_pct") is not None:
-        held = (f"; counting the history held until after the window as if written in it, {o['held_pct']:.1f}% "
-                f"({o['held_low_pct']:.1f}% to {o['held_high_pct']:.1f}%)")
-    return f"{o['overhead_pct']:.1f}% ({verdict}){held}{_cpu_note(o) if cpu else ''}"
+    return f"{o['overhead_pct']:.1f}% ({verdict}){_cpu_note(o) if cpu else ''}"
 
 
 def _cpu_note(o: Mapping[str, Any]) -> str:

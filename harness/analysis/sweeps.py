@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness.analysis.compare import repetitions
+from harness.analysis.metrics import median_of
 from harness.plan.scenarios import SIZES
 from harness.plan.sweep import NOT_SETTINGS
 
@@ -44,9 +45,6 @@ SWEEP_COLUMNS = ("wall_throughput_jobs_s", "throughput_jobs_s", "lateness_median
                  "cpu_ms_per_attempt", "driver_peak_rss_mb", "lost_jobs", "duplicate_executions", "valid")
 
 
-def _median(entry: Any) -> Any:
-    return entry.get("median", entry.get("all")) if isinstance(entry, dict) else entry
-
 
 def sweeps(results: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Per swept scenario, one row per (backend, variant): its settings, metric medians and whether it is
@@ -64,7 +62,7 @@ def sweeps(results: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
         if not parent:
             continue
         for backend, agg in by_backend.items():
-            metrics = {k: _median(v) for k, v in agg.items()}
+            metrics = {k: median_of(v) for k, v in agg.items()}
             out.setdefault(parent, []).append({"backend": backend, "scenario": name,
                                                "settings": dict(definition.get("sweep_values") or {}),
                                                "metrics": metrics, "values": reps.get((name, backend), {}),

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness.analysis.causes import causes_for, ms
+from harness.analysis.metrics import median_of
 from implementations.backends import is_control
 
 CONTRACTS = ("timing", "delivery", "failure_log")
@@ -219,8 +220,7 @@ def _row_sentence(row: Mapping[str, Any]) -> str:
 
 
 def _median(metrics: Mapping[str, Any], name: str) -> float | None:
-    entry = metrics.get(name)
-    value = entry.get("median") if isinstance(entry, Mapping) else entry
+    value = median_of(metrics.get(name))
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 

@@ -4,27 +4,18 @@ poll interval, and how it tells a broker that went away from a payload the libra
 from __future__ import annotations
 
 import json
-import operator
 import os
 import resource
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, cast
+from typing import IO, Any
 
 import redis
 
 from harness.plan.scenarios import Scenario
 from implementations.backends import is_in_process
 from implementations.recording.jsonline import dumps_lines
-from implementations.recording.shapes import Item, Record, as_events, terminal_of
-
-_KIND = operator.itemgetter("type")
-_RECORD_KIND = operator.itemgetter(0)
-
-
-def _kind(item: dict[str, Any] | Record) -> Any:
-    return item.get("type") if isinstance(item, dict) else item[0]
 
 
 @dataclass
@@ -38,125 +29,47 @@ class Tally:
     failed_ids: set[str] = field(default_factory=set)
     poison_ids: set[str] = field(default_factory=set)  # never in ``jobs``: no task body ever ends them
 
-    def count(self, events: Sequence[Item]) -> None:
-        """Count a drained batch: events, or an in-process sink's records (``MemorySink.drain_raw``)."""
-        # No Python loop over every event: the driver counts every event of the run, and with the reference
-        # backend it shares one interpreter with the workers. The kinds are read in C (itemgetter; every
-        # event has a type, every record starts with it), and only the terminal events, found by list.index,
-        # are looked at one by one.
-        if not events:
-            return
-        try:
-            kinds = list(map(_KIND if isinstance(events[0], dict) else _RECORD_KIND, events))
-        except (KeyError, TypeError, IndexError):
-            kinds = [_kind(e) for e in events]
-        self.attempts += kinds.count("attempt")
-        at = -1
-        while True:
-            try:
-                at = kinds.index("terminal", at + 1)
-            except ValueError:
-                return
-            job_id, state = terminal_of(events[at])
-            job_id = str(job_id)
-            # A job that ran twice (at-least-once delivery after a crash) is terminal twice: count jobs, not
-            # events, or the run would stop while another job is still to recover.
-            if job_id in self.terminal_ids:
-                continue
-            self.terminal_ids.add(job_id)
-            if job_id in self.poison_ids:
-                continue  # not in ``jobs``: counting it would end the run one job early
-            self.terminal += 1
-            if state == "failure":
-                self.failed_ids.add(job_id)
+    def count(self, events: Sequence[dict[str, Any]]) -> None:
+        """Count a drained batch of events."""
+        for event in events:
+            kind = event.get("type")
+            if kind == "attempt":
+                self.attempts += 1
+            elif kind == "terminal":
+                job_id = str(event.get("job_id"))
+                # A job that ran twice (at-least-once delivery after a crash) is terminal twice: count jobs, not
+                # events, or the run would stop while another job is still to recover.
+                if job_id in self.terminal_ids:
+                    continue
+                self.terminal_ids.add(job_id)
+                if job_id in self.poison_ids:
+                    continue  # not in ``jobs``: counting it would end the run one job early
+                self.terminal += 1
+                if event.get("state") == "failure":
+                    self.failed_ids.add(job_id)
 
     @property
     def failed(self) -> int:
         return len(self.failed_ids)
 
 
-# Events an in-process run holds before it writes them (compact records, ~270 bytes each with what they
-# point to: ~27 MB; a reference cell of the overhead preset's ~4.75 events a job never writes inside its
-# window below ~21,000 jobs): see ``HistoryWriter``.
-IN_PROCESS_HOLD = 100_000
-
-
-WRITE_SLICE = 512  # held records made dicts and written this many at a time
-
-
 class HistoryWriter:
-    """Append-only ``history.jsonl``: every batch written and flushed as it comes, or, with ``hold``,
-    once that many events have gathered (and at the end).
+    """Append-only ``history.jsonl``: every batch written and flushed as it comes, so that what was recorded is
+    on disk whatever happens to the driver next."""
 
-    ``hold`` is for a backend whose workers are threads of the driver's own process (reference): there,
-    encoding and writing the history takes the one interpreter lock from the workers it measures, and was
-    half of what recording cost their throughput. What it holds are the in-process sink's compact records
-    (``implementations/recording/shapes.py``), made dicts only when written. A real queue's workers run in other
-    processes, so its history is written as it comes. Ctrl-C, SIGTERM and errors still end in ``close``,
-    which writes what is held; a driver killed outright (SIGKILL, an OOM kill) loses up to ``hold`` events
-    that streaming would have put on disk. ``write_through`` is for the driver's own milestones, which must not wait.
-    """
-
-    def __init__(self, path: str, *, hold: int = 0) -> None:
+    def __init__(self, path: str) -> None:
         self._fh: IO[bytes] = open(path, "ab")  # noqa: SIM115 - closed in close()
-        self._hold = hold
-        self._held: list[Item] = []
 
-    def write(self, events: Sequence[Item]) -> None:
-        if not events:
-            return
-        if self._hold:
-            self._held.extend(events)
-            if len(self._held) >= self._hold:
-                self.write_held()
-            return
-        self._put(events)
-
-    @property
-    def holds(self) -> bool:
-        return bool(self._hold)
-
-    def write_through(self, events: list[dict[str, Any]]) -> None:
-        """Write what is held, then ``events``, at once: the driver's own milestones (``run``, ``workers_ready``)
-        are on disk even if this process is killed. Nothing to write leaves what is held alone."""
+    def write(self, events: Sequence[dict[str, Any]]) -> None:
         if events:
-            self.write_held()
-            self._put(events)
-
-    def write_held(self) -> float:
-        """Write what is held now; returns the seconds it took (what holding moved out of the run)."""
-        start = time.perf_counter()
-        held, done = self._held, 0
-        try:
-            # Made dicts a slice at a time, each slice written and let go: made all at once, every dict
-            # took fresh memory and its page faults, and the whole took twice as long (docs/performance.md "What
-            # recording costs").
-            while done < len(held):
-                self._fh.write(dumps_lines(as_events(held[done:done + WRITE_SLICE])))
-                done += WRITE_SLICE
+            self._fh.write(dumps_lines(list(events)))
             self._fh.flush()
-        finally:
-            # Only what was written is let go: a write that failed is tried again (by close()) from the
-            # slice it failed on, and nothing already on disk is written twice.
-            self._held = held[done:] if done < len(held) else []
-        return time.perf_counter() - start
-
-    def _put(self, events: Sequence[Item]) -> None:
-        # A drained batch comes from one sink: events alone (a real queue's), or records alone, which are
-        # written as held ones are.
-        if isinstance(events[0], dict) and isinstance(events[-1], dict):
-            self._fh.write(dumps_lines(cast(list[dict[str, Any]], events)))
-            self._fh.flush()
-        else:
-            self._held.extend(events)
-            self.write_held()
 
     def close(self) -> None:
         try:
-            self.write_held()
-        finally:
             self._fh.flush()
             os.fsync(self._fh.fileno())
+        finally:
             self._fh.close()
 
 

@@ -1,9 +1,8 @@
 """One cell of a run (backend × scenario × repetition), inside that backend's own virtualenv.
 
 ``python -m harness.bench.driver SPEC.json``: starts real workers, enqueues the scenario's jobs with the plan's
-expectations, drains every event into ``history.jsonl`` as it arrives (in-process workers' records are
-held until the measured window closes, ``cell.HistoryWriter``; Ctrl-C, SIGTERM and errors still write everything
-recorded), and prints one JSON progress line per tick on stdout for the CLI's progress bars.
+expectations, drains every event into ``history.jsonl`` as it arrives (Ctrl-C, SIGTERM and errors still
+write everything recorded), and prints one JSON progress line per tick on stdout for the CLI's progress bars.
 Imports only the standard library, redis-py and ``implementations`` (no rich, no backend in the CLI).
 """
 
@@ -19,7 +18,6 @@ import time
 from typing import IO, Any
 
 from harness.bench.cell import (
-    IN_PROCESS_HOLD,
     HistoryWriter,
     Tally,
     copy_records,
@@ -37,11 +35,11 @@ from harness.plan.expect import expectations, job_id_for
 from harness.plan.scenarios import Scenario, confined
 from implementations.api.tasks import build_app, prepare_user_code
 from implementations.api.usercode import UserCodeError, task_name
-from implementations.backends import is_in_process
 from implementations.backends.base import BackendError
 from implementations.core.config import AppConfig
 from implementations.processes.external import ExternalWorkers
-from implementations.recording.events import harness_redis, is_compact, now_ns
+from implementations.recording import schema
+from implementations.recording.events import harness_redis, now_ns
 from implementations.recording.filesink import FileSink
 
 EXIT_INTERRUPTED = 130
@@ -84,35 +82,32 @@ def drive_cell(spec: dict[str, Any], out: IO[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    # In-process workers (reference) share this interpreter's lock: their history waits (cell.HistoryWriter).
-    history = HistoryWriter(spec["history_path"], hold=IN_PROCESS_HOLD if is_in_process(spec["backend"]) else 0)
+    history = HistoryWriter(spec["history_path"])
     base = {"run_id": config.run_id, "backend": config.label, "scenario": scenario.name}
     policy, plan = scenario.retry_policy(), scenario.fault_plan()
     # From config.options: the scenario's own, with --option winning, as the backends read theirs.
     limit = spec.get("deadline_s") or float(config.options.get("deadline_s") or 0) or deadline_s(scenario)
     broker_wait_s = float(config.options.get("broker_wait_s") or BROKER_WAIT_S)
-    history.write_through([{"type": "run", **base, "ts_ns": now_ns(), "repeat": spec.get("repeat", 0),
-                            "policy": policy.to_dict(), "faults": plan.to_list(), "seed": scenario.seed,
-                            "time_scale": scenario.time_scale, "jobs": scenario.jobs, "workers": scenario.workers,
-                            "concurrency": scenario.concurrency, "tolerance_s": scenario.tolerance_s,
-                            "late_budget_s": config.options.get("late_budget_s", scenario.late_budget_s),
-                            "poison": scenario.poison, "deadline_s": limit, "options": config.options,
-                            "external_workers": spec.get("external_workers", 0), "schedule": config.schedule,
-                            # A user task has no seeded plan of its outcome: "expected" is "not planned".
-                            **({"task": scenario.task, "planned": False} if scenario.user_task else {})}])
+    history.write([schema.run(base, ts_ns=now_ns(), repeat=spec.get("repeat", 0), policy=policy.to_dict(),
+                              faults=plan.to_list(), seed=scenario.seed, time_scale=scenario.time_scale,
+                              jobs=scenario.jobs, workers=scenario.workers, concurrency=scenario.concurrency,
+                              tolerance_s=scenario.tolerance_s,
+                              late_budget_s=config.options.get("late_budget_s", scenario.late_budget_s),
+                              poison=scenario.poison, deadline_s=limit, options=config.options,
+                              external_workers=spec.get("external_workers", 0), schedule=config.schedule,
+                              # A user task has no seeded plan of its outcome: "expected" is "not planned".
+                              **({"task": scenario.task, "planned": False} if scenario.user_task else {}))])
     app = build_app(config)
     external = (ExternalWorkers(config, minimum=spec["external_workers"], concurrency=scenario.concurrency)
                 if spec.get("external_workers") else None)
     # Workers elsewhere cannot append to this host's failed_jobs.log: copy their records from the stream.
     failure_log = spec.get("failure_log") if external else None
     tally = Tally(jobs=scenario.jobs)
-    # In-process (reference): the sink's compact records as they are; dicts are made when written.
-    drain = app.runtime.sink.drain_raw if is_compact(app.runtime.sink) else app.runtime.sink.drain
+    drain = app.runtime.sink.drain
 
-    def keep(events: list[Any]) -> None:
+    def keep(events: list[dict[str, Any]]) -> None:
         """What every drained batch goes to: the history, the failure log, and (for jobs that failed for
-        good) the run's Redis stream. (Records, not events, come only from the in-process sink, which
-        leaves the driver no failure log to copy and no stream to mirror.)"""
+        good) the run's Redis stream."""
         history.write(events)
         copy_records(events, failure_log)
         if isinstance(app.runtime.sink, FileSink):
@@ -121,7 +116,6 @@ def drive_cell(spec: dict[str, Any], out: IO[str]) -> int:
     enqueue_s: float | None = None
     first_enqueue: float | None = None
     wall_s: float | None = None
-    held_write_s: float | None = None
     window_cpu: dict[str, float | None] | None = None
     cpu_client: Any = None
     reason, code = "complete", 0
@@ -139,7 +133,7 @@ def drive_cell(spec: dict[str, Any], out: IO[str]) -> int:
                 probe.seed()
             startup = external.start() if external else app.start_workers(scenario.workers, scenario.concurrency)
         except BackendError as exc:
-            history.write_through([{"type": "end", **base, "ts_ns": now_ns(), "complete": False, "reason": str(exc)}])
+            history.write([schema.end(base, ts_ns=now_ns(), complete=False, reason=str(exc))])
             print(json.dumps({"error": str(exc)}), file=out, flush=True)
             return EXIT_SETUP
         ready: dict[str, Any] = {"startup_s": startup}
@@ -147,7 +141,7 @@ def drive_cell(spec: dict[str, Any], out: IO[str]) -> int:
         if probe is not None:
             fields, early = probe.run(lambda ms: app.runtime.sink.drain(block_ms=ms), library_ready_s=startup)
             ready.update(fields)
-        history.write_through([{"type": "workers_ready", **base, "ts_ns": now_ns(), **ready}, *early])
+        history.write([schema.workers_ready(base, ts_ns=now_ns(), **ready), *early])
         task = app.tasks[task_name(scenario.task) if scenario.user_task else scenario.task]
         sink = app.runtime.sink
         t0 = now_ns()
@@ -203,8 +197,8 @@ def drive_cell(spec: dict[str, Any], out: IO[str]) -> int:
             if batch_start is not None and enqueued == due:
                 enqueue_s = time.perf_counter() - batch_start  # every job at once: the client's enqueue rate
             if restart_workers and not external:
-                history.write_through([{"type": "worker", **base, "event": "restarted", "ts_ns": now_ns(), **w}
-                                       for w in app.backend.revive_workers()])
+                history.write([schema.worker(base, event="restarted", ts_ns=now_ns(), **w)
+                               for w in app.backend.revive_workers()])
             if now - started > limit:
                 reason = f"deadline: {tally.jobs - tally.terminal} job(s) not terminal after {limit:.0f}s"
                 break
@@ -252,8 +246,6 @@ def drive_cell(spec: dict[str, Any], out: IO[str]) -> int:
             done_at = None if record else app.backend.native_done_at
             wall_s = (done_at or time.perf_counter()) - first_enqueue
             window_cpu = cpu_spent(cpu_at_start, cpu_snapshot(app.backend, cpu_client))
-            if history.holds:
-                held_write_s = history.write_held()  # outside the window, and said so in the end event
         if reason == "complete":
             # RQ retries a job it cannot decode like any failure, so a poison job reaches the failed store only
             # after the whole retry schedule: wait that long for it (never past the deadline).
@@ -279,26 +271,25 @@ def drive_cell(spec: dict[str, Any], out: IO[str]) -> int:
                 copied = True
                 native = app.backend.native_failures()
                 if native:
-                    history.write([{"type": "native", **base, **native}])
+                    history.write([schema.native(base, **native)])
                 # Where each job that never became terminal still is, in the library's own stores: only
                 # that tells "unrecovered at the end" from "lost" (in none).
                 missing = [job_id_for(config.run_id, k) for k in range(enqueued)]
                 missing = [j for j in missing if j not in tally.terminal_ids][:WHEREABOUTS_MAX]
                 where = app.backend.whereabouts(missing) if missing else {}
                 if where:
-                    history.write([{"type": "whereabouts", **base, "ts_ns": now_ns(), **where}])
+                    history.write([schema.whereabouts(base, ts_ns=now_ns(), **where)])
             except Exception as exc:  # noqa: BLE001 - Redis may be gone; what was recorded stays recorded
                 reason = f"{reason}; could not read the final events: {exc}"
-            # The harness's own footprint: a real queue's history is streamed, not held (reference: held
-            # up to cell.IN_PROCESS_HOLD events).
+            # The harness's own footprint (the history is streamed, never held).
             usage = resource.getrusage(resource.RUSAGE_SELF)
             peak_mb = usage.ru_maxrss / 1024
-            history.write([{"type": "end", **base, "ts_ns": now_ns(), "complete": reason == "complete",
-                            "reason": reason, "driver_peak_rss_mb": round(peak_mb, 1), "worker_cpu_s": cpu_s,
-                            "driver_cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
-                            "enqueue_s": enqueue_s, "wall_s": wall_s, "window_cpu_s": window_cpu,
-                            "held_write_s": held_write_s, "jobs_done": tally.terminal,
-                            "record_history": app.runtime.record, "native_stale_states": app.backend.stale_states}])
+            history.write([schema.end(base, ts_ns=now_ns(), complete=reason == "complete", reason=reason,
+                                      driver_peak_rss_mb=round(peak_mb, 1), worker_cpu_s=cpu_s,
+                                      driver_cpu_s=round(usage.ru_utime + usage.ru_stime, 3), enqueue_s=enqueue_s,
+                                      wall_s=wall_s, window_cpu_s=window_cpu, jobs_done=tally.terminal,
+                                      record_history=app.runtime.record,
+                                      native_stale_states=app.backend.stale_states)])
         finally:
             history.close()  # whatever failed above: what the history holds is written here
         if cpu_client is not None:

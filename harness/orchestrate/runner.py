@@ -22,6 +22,7 @@ from implementations.backends import is_in_process
 from implementations.backends.base import SOURCE_ROOT
 from implementations.core.procs import spawn, terminate
 from implementations.core.redact import redact_argv, redact_url
+from implementations.recording import schema
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -95,8 +96,8 @@ def restart_broker(server: RedisServer, *, down_s: float, history: Path, base: d
     down = time.time_ns()
     server.restart(hard=True, down_s=down_s)
     up = time.time_ns()
-    line = json.dumps({"type": "broker", **base, "event": "restart", "down_ns": down, "up_ns": up,
-                       "ts_ns": up, "appendonly": server.appendonly}) + "\n"
+    line = json.dumps(schema.broker(base, event="restart", ts_ns=up, down_ns=down, up_ns=up,
+                                    appendonly=server.appendonly)) + "\n"
     # O_APPEND: the driver appends to the same file; one short write stays one whole line.
     fd = os.open(history, os.O_WRONLY | os.O_APPEND)
     try:
@@ -272,16 +273,14 @@ def execute(plan: RunPlan, *, log: Callable[[str], None], progress_factory: Call
         plan.out.mkdir(parents=True, exist_ok=True)
         run_dir.mkdir()
         point_latest(plan.out, run_dir)
-        meta = {"type": "meta", "run_id": run_id, "backend": "", "scenario": "", "schema_version": 1,
-                "environment": environment(root=Path(SOURCE_ROOT), command=redact_argv(plan.command),
-                                           redis={k: v for k, v in redis_info.items()
-                                                  if k not in ("url", "server_obj")},
-                                           backends=versions)
-                | ({"user_code": user_code} if user_code else {}),
-                "scenarios": {v.name: v.to_dict() for s in plan.scenarios for b in plan.backends
-                              for v in variants(s, b.backend)}, "repeat": plan.repeat,
-                "cells": plan.repeat * sum(len(variants(s, b.backend)) for s in plan.scenarios
-                                           for b in plan.backends)}
+        meta = schema.meta(
+            run_id, environment=environment(root=Path(SOURCE_ROOT), command=redact_argv(plan.command),
+                                            redis={k: v for k, v in redis_info.items()
+                                                   if k not in ("url", "server_obj")},
+                                            backends=versions) | ({"user_code": user_code} if user_code else {}),
+            scenarios={v.name: v.to_dict() for s in plan.scenarios for b in plan.backends
+                       for v in variants(s, b.backend)}, repeat=plan.repeat,
+            cells=plan.repeat * sum(len(variants(s, b.backend)) for s in plan.scenarios for b in plan.backends))
         with open(run_dir / HISTORY, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(meta, default=str) + "\n")
         cells = [Cell(b, v, r, f"{run_id.replace('-', '')[-10:]}{i:03d}")

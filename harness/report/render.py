@@ -16,7 +16,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 import harness.report.plots as plots
-from harness.analysis.metrics import METRICS, format_value
+from harness.analysis.metrics import METRICS, format_value, median_of
 from harness.analysis.overhead import overhead, overhead_note
 from harness.analysis.results import CellPlot, plot_inputs
 from harness.analysis.sweeps import SWEEP_COLUMNS, curve, sweeps
@@ -28,7 +28,6 @@ from harness.report.tables import (
     OUTAGE_COLUMNS,
     SUMMARY_COLUMNS,
     _best,
-    _median,
     columns_for,
     is_reliability,
     plan_note,
@@ -71,7 +70,7 @@ def _rows(scenario: str, rows: dict[str, dict[str, Any]], columns: tuple[str, ..
     statuses = verdict.get("rows") or {}
     eligible = {b for b, r in statuses.items() if r.get("best_eligible")}
     paced = verdict.get("paced_by")
-    values = {name: {b: _median(r.get(name)) for b, r in rows.items()} for name in columns}
+    values = {name: {b: median_of(r.get(name)) for b, r in rows.items()} for name in columns}
     best = {name: None if paced and name in _PACED else _best(values[name], name, eligible) for name in columns}
     out = []
     for backend in rows:
@@ -106,7 +105,7 @@ def _reliability(results: dict[str, Any]) -> dict[str, Any] | None:
         for backend, agg in by_backend.items():
             cells = []
             for name in RELIABILITY_TABLE:
-                value = _median(agg.get(name))
+                value = median_of(agg.get(name))
                 bad = name in ("lost_jobs", "duplicate_executions", "failed_natively_after_crash") and bool(value)
                 cells.append({"text": format_value(name, value), "best": False, "bad": bad})
             says = next((c["checks"].get("reliability", {}).get("crash_failure_says") for c in results.get("cells", [])
@@ -221,10 +220,10 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
         if rate is None:
             continue
         for backend, agg in rows.items():
-            value = _median(agg.get("throughput_jobs_s"))
+            value = median_of(agg.get("throughput_jobs_s"))
             if value is not None:
                 points[backend].append((rate, value))
-    completeness = {s: {b: {k: _median(v.get(k)) for k in ("failure_records", "missing_records",
+    completeness = {s: {b: {k: median_of(v.get(k)) for k in ("failure_records", "missing_records",
                                                            "duplicate_records", "failure_log_completeness")}
                         for b, v in rows.items()} for s, rows in results.get("aggregates", {}).items()}
     overall = []

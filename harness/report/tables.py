@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness.analysis.metrics import METRICS, format_value
+from harness.analysis.metrics import METRICS, format_value, median_of
 from harness.analysis.overhead import overhead, overhead_note
 from harness.analysis.sweeps import sweeps
 from harness.analysis.verdicts import TITLES
@@ -160,7 +160,7 @@ def scenario_table(scenario: str, rows: dict[str, dict[str, Any]], *, versions: 
         # Headers wrap (at spaces) so that 13 columns fit 120; numbers never need to.
         table.add_column(f"{SHORT.get(name, name.replace('_', ' '))}{unit}{flag}", justify="right",
                          no_wrap=name == "valid")
-    values = {name: {b: _median(r.get(name)) for b, r in rows.items()} for name in columns}
+    values = {name: {b: median_of(r.get(name)) for b, r in rows.items()} for name in columns}
     # Throughput paced by retry delays or arrivals is not capacity: nobody is best at it.
     best = {name: None if paced and name in _PACED else _best(values[name], name, eligible) for name in columns}
     for backend in rows:
@@ -186,11 +186,6 @@ def scenario_table(scenario: str, rows: dict[str, dict[str, Any]], *, versions: 
     table.caption_justify = "left"
     return table
 
-
-def _median(entry: Any) -> Any:
-    if isinstance(entry, dict):
-        return entry.get("median", entry.get("all"))
-    return entry
 
 
 def print_verdicts(results: dict[str, Any], console: Console) -> None:

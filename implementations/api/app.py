@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from implementations.core.config import AppConfig
 from implementations.core.policy import RetryPolicy
+from implementations.recording import schema
 from implementations.recording.events import now_ns
 
 if TYPE_CHECKING:
@@ -98,8 +99,10 @@ class Task:
             app.backend.enqueue(self, tuple(args), dict(kwargs or {}), job_id=job_id, countdown=scaled)
         except Exception as exc:
             # Refused by the library (a payload it cannot serialise) or the broker is gone: never queued.
-            runtime.emit("enqueue_error", job_id=job_id, task=self.name, ts_ns=now_ns(),
-                         exc_type=type(exc).__name__, exc_message=str(exc)[:500], **(meta or {}))
+            if runtime.record:
+                runtime.emit(schema.enqueue_error(runtime.base, job_id=job_id, task=self.name, ts_ns=now_ns(),
+                                                  exc_type=type(exc).__name__, exc_message=str(exc)[:500],
+                                                  **(meta or {})))
             raise
         # Written once the library holds the job; its first attempt may already be in the history.
         runtime.emit_enqueue(job_id, self.name, ts, scaled, meta)

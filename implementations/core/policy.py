@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import builtins
+import functools
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,3 +228,30 @@ def job_rng(seed: int, job_id: str, purpose: str = "jitter") -> random.Random:
 
 def exc_names(excs: Sequence[type[BaseException]]) -> list[str]:
     return [_exc_name(e) for e in excs]
+
+
+@functools.lru_cache(maxsize=512)
+def _builtin_exc(name: str) -> type | None:
+    obj = getattr(builtins, name, None) if "." not in name else None
+    return obj if isinstance(obj, type) and issubclass(obj, BaseException) else None
+
+
+def _matches(exc_type: str, names: Iterable[str]) -> bool:
+    # The policy holds class names, not classes: exact names match, and builtin subclasses match
+    # builtin bases (ConnectionRefusedError is an OSError) as ``isinstance`` would in the worker.
+    cls = _builtin_exc(exc_type)
+    for name in names:
+        if name == exc_type or name in ("Exception", "BaseException"):
+            return True
+        base = _builtin_exc(name)
+        if cls is not None and base is not None and issubclass(cls, base):
+            return True
+    return False
+
+
+def is_retryable_name(exc_type: str, policy: Mapping[str, Any]) -> bool:
+    """``RetryPolicy.is_retryable`` on names, as a history holds them (``policy`` as ``RetryPolicy.to_dict``
+    writes it): ``dont_autoretry_for`` wins, then ``autoretry_for`` must match."""
+    if _matches(exc_type, policy.get("dont_autoretry_for") or ()):
+        return False
+    return _matches(exc_type, policy.get("autoretry_for") or ())

@@ -15,6 +15,7 @@ from implementations.backends.base import BackendError
 from implementations.core.config import AppConfig
 from implementations.core.redact import redact_text
 from implementations.processes.worker import load_app
+from implementations.recording import schema
 from implementations.recording.events import HOST, config_key, now_ns
 
 
@@ -32,8 +33,8 @@ def requeue(redis_url: str, prefix: str, record: dict[str, object]) -> dict[str,
     app = load_app(config)
     try:
         new_id = app.backend.requeue(dict(record))
-        app.runtime.emit("requeue", job_id=record["job_id"], requeued_as=new_id, task=record["task"],
-                         ts_ns=now_ns(), by=HOST)
+        app.runtime.emit(schema.requeue(app.runtime.base, job_id=str(record["job_id"]), requeued_as=new_id,
+                                        task=str(record["task"]), ts_ns=now_ns(), by=HOST))
     finally:
         app.close()
     return {"job_id": record["job_id"], "requeued_as": new_id, "backend": config.label}

@@ -13,6 +13,7 @@ import os
 from implementations.api.app import RetryApp
 from implementations.backends import load_backend
 from implementations.core.config import AppConfig
+from implementations.recording import schema
 from implementations.recording.events import HOST, now_ns
 from implementations.runtime.attempt import WORKER_PID_ENV
 from implementations.runtime.startup import INDEX_ENV
@@ -45,14 +46,15 @@ def main() -> None:
     runtime = app.runtime
     if runtime.alerts is not None:
         runtime.alerts.start_sender()  # this process lives as long as the worker; RQ's work horses do not
-    runtime.emit("worker", event="start", host=HOST, pid=os.getpid(), ppid=os.getppid(), index=args.index,
-                 ts_ns=now_ns())
+    runtime.emit(schema.worker(runtime.base, event="start", host=HOST, pid=os.getpid(), ppid=os.getppid(),
+                               index=args.index, ts_ns=now_ns()))
     try:
         load_backend(config.backend).run_worker(app, args.concurrency, args.index)
     finally:
         if runtime.alerts is not None:
             runtime.alerts.flush()
-        runtime.emit("worker", event="stop", host=HOST, pid=os.getpid(), index=args.index, ts_ns=now_ns())
+        runtime.emit(schema.worker(runtime.base, event="stop", host=HOST, pid=os.getpid(), index=args.index,
+                                   ts_ns=now_ns()))
 
 
 if __name__ == "__main__":

@@ -15,12 +15,12 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, TypeGuard
+from typing import Any, Protocol
 
+from implementations.recording import schema
 from implementations.recording.marks import MarkWriter, wait_for
-from implementations.recording.shapes import Record, as_event, as_events, wrap
 
 HOST = socket.gethostname()
 
@@ -48,8 +48,7 @@ def config_key(prefix: str) -> str:
 class EventSink(Protocol):
     def emit(self, *events: dict[str, Any]) -> None:
         """Record ``events`` together; a job's terminal event, when a call has one, comes last (MemorySink
-        looks there alone for the state ``AsyncResult`` waits on). A compact sink (``CompactSink``) also
-        takes the hot events as records, through ``emit_records``, under the same rule."""
+        looks there alone for the state ``AsyncResult`` waits on)."""
         ...
 
     def record_failure(self, record: dict[str, Any], *events: dict[str, Any]) -> None: ...
@@ -83,23 +82,6 @@ class EventSink(Protocol):
     def flush(self, timeout: float = 10.0) -> bool: ...
 
     def burst(self) -> AbstractContextManager[None]: ...
-
-
-class CompactSink(EventSink, Protocol):
-    """A sink that takes records (``shapes.py``) and hands them back as they are (``drain_raw``): the driver
-    in the same process makes them dicts only when it writes them, after the measured window."""
-
-    compact: bool
-
-    def emit_records(self, *records: Record) -> None: ...
-
-    def drain_raw(self, block_ms: int = 0) -> list[Record]: ...
-
-
-def is_compact(sink: EventSink) -> TypeGuard[CompactSink]:
-    """Whether ``sink`` takes records: the one test the wrapper (what it emits) and the driver (what it
-    drains) both make."""
-    return bool(getattr(sink, "compact", False))
 
 
 def harness_redis(url: str, **options: Any) -> Any:
@@ -247,31 +229,26 @@ class RedisSink:
             _append_line(self.failure_log, record)
         pipe = self._redis.pipeline()
         pipe.rpush(failures_key(self.prefix), json.dumps(record, default=str))
-        pipe.xadd(self._key, {"e": json.dumps({"type": "failure_record", **record}, default=str)})
+        pipe.xadd(self._key, {"e": json.dumps(schema.failure_record(record), default=str)})
         self._add(pipe, events)
         pipe.execute()
 
 
 class MemorySink:
-    """In-process sink for the ``reference`` backend and unit tests.
-
-    Compact: it queues records (shapes.py) as they come, and makes them dicts when they are drained. The
-    driver drains them as they are (``drain_raw``), counts and holds them, and makes dicts only to write the
-    history, after the measured window (harness/bench/cell.py ``HistoryWriter``)."""
-
-    compact = True
+    """In-process sink for the ``reference`` backend and unit tests: events queue in memory until the driver,
+    in the same process, drains them."""
 
     def __init__(self, failure_log: str | None = None) -> None:
         # A deque: append and popleft are atomic, so the worker threads record without taking a lock. In
         # this one process every lock a worker waits on hands the interpreter lock to another thread and back,
         # and the control row's throughput is what recording is measured against.
-        self.events: collections.deque[Record] = collections.deque()
-        self._waiting = False  # the driver sleeps in drain_raw(): only then does an emit need to wake it
+        self.events: collections.deque[dict[str, Any]] = collections.deque()
+        self._waiting = False  # the driver sleeps in drain(): only then does an emit need to wake it
         self.failures: list[dict[str, Any]] = []
         self.failure_log = failure_log
         self._lock = threading.Lock()
         self._enqueued: dict[str, int] = {}
-        self._states: dict[str, dict[str, Any] | Record] = {}
+        self._states: dict[str, dict[str, Any]] = {}
         self._ready: set[str] = set()
         self._deferrals: dict[str, int] = {}
         self._once: set[str] = set()
@@ -300,25 +277,12 @@ class MemorySink:
     def emit(self, *events: dict[str, Any]) -> None:
         if not events:
             return
-        last = events[-1]
-        if last.get("type") == "terminal":
-            self._states[last["job_id"]] = last  # before the event: whoever drains it finds the state
-        self._queue([wrap(e) for e in events])
-
-    def emit_records(self, *records: Record) -> None:
-        """Record compact records (``(kind, shape, job_id, …)``, shapes.py) together; a terminal one last."""
         # A job's terminal state is the last event of the call that records it (Runtime.run_attempt,
-        # fire_failure): one look, not one per event, in the process whose throughput is measured.
-        last = records[-1]
-        if last[0] == "terminal":
-            self._states[last[2]] = last
-        self.events.extend(records)  # one call, atomic under the interpreter lock like append
-        if self._waiting:  # (emit's tail, not a call both make: this is once or twice an attempt)
-            with self._cond:
-                self._cond.notify_all()
-
-    def _queue(self, records: Iterable[Record]) -> None:
-        self.events.extend(records)
+        # fire_failure): one look, not one per event.
+        last = events[-1]
+        if last["type"] == "terminal":
+            self._states[last["job_id"]] = last  # before the event: whoever drains it finds the state
+        self.events.extend(events)  # one call, atomic under the interpreter lock: no lock for the workers
         if self._waiting:
             # Set under the condition's lock before drain() last looked: taking it here means drain() is
             # either waiting (and is woken) or has not looked yet (and will see these events).
@@ -326,8 +290,7 @@ class MemorySink:
                 self._cond.notify_all()
 
     def state(self, job_id: str) -> dict[str, Any] | None:
-        state = self._states.get(job_id)
-        return None if state is None else as_event(state)
+        return self._states.get(job_id)
 
     def mark_ready(self, worker: str) -> None:
         self._ready.add(worker)
@@ -356,13 +319,10 @@ class MemorySink:
         if self.failure_log:
             _append_line(self.failure_log, record)
         self.failures.append(record)
-        self.emit({"type": "failure_record", **record}, *events)
+        self.emit(schema.failure_record(record), *events)
 
     def drain(self, block_ms: int = 0) -> list[dict[str, Any]]:
-        return as_events(self.drain_raw(block_ms))
-
-    def drain_raw(self, block_ms: int = 0) -> list[Record]:
-        """As ``drain``, the records as they were queued (``shapes.as_events`` makes them events)."""
+        """Events recorded since the last call, at most ``DRAIN_MAX`` (blocking up to ``block_ms`` when none)."""
         # What is drained is let go: a 100,000-job run must not hold its whole history in memory.
         if block_ms and not self.events:
             with self._cond:

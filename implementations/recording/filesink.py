@@ -21,6 +21,7 @@ import time
 from contextlib import AbstractContextManager
 from typing import Any
 
+from implementations.recording import schema
 from implementations.recording.events import RedisSink
 from implementations.recording.jsonline import dumps_lines, loads
 
@@ -97,7 +98,7 @@ class FileSink:
     def record_failure(self, record: dict[str, Any], *events: dict[str, Any]) -> None:
         """The record goes to the failure log and Redis (``failed-jobs`` reads it there) before the events."""
         self.shared.store_failure(record)
-        self._write(({"type": "failure_record", **record}, *events))
+        self._write((schema.failure_record(record), *events))
 
     def drain(self, block_ms: int = 0) -> list[dict[str, Any]]:
         """Whole lines appended since the last call (waiting up to ``block_ms`` when there are none)."""

@@ -29,6 +29,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
+from implementations.recording import schema
 from implementations.recording.events import HOST, harness_redis, now_ns
 from implementations.runtime.attempt import WORKER_PID_ENV, Outcome
 
@@ -163,16 +164,16 @@ def run_probe(app: RetryApp, job_id: str, attempt: int) -> Outcome:
     runtime = app.runtime
     # pid: the process that ran it (an RQ work horse, a Celery pool child); worker_pid: the worker it belongs to.
     leader = os.environ.get(WORKER_PID_ENV)
-    fields = {"type": "probe", **runtime.base, "probe_id": job_id, "index": index, "host": HOST,
-              "pid": os.getpid(), "worker_pid": int(leader) if leader else os.getpid()}
+    who: dict[str, Any] = {"probe_id": job_id, "index": index, "host": HOST, "pid": os.getpid(),
+                           "worker_pid": int(leader) if leader else os.getpid()}
     try:
         board = board_for(app)
         if index is not None and board.first(index):
-            runtime.sink.emit({**fields, "state": "first", "ts_ns": started})
+            runtime.sink.emit(schema.probe(runtime.base, **who, state="first", ts_ns=started))
         else:
-            runtime.sink.emit({**fields, "state": "held", "ts_ns": now_ns()})
+            runtime.sink.emit(schema.probe(runtime.base, **who, state="held", ts_ns=now_ns()))
             released = board.wait_released(HOLD_MAX_S)
-            runtime.sink.emit({**fields, "state": "done", "ts_ns": now_ns(), "released": released})
+            runtime.sink.emit(schema.probe(runtime.base, **who, state="done", ts_ns=now_ns(), released=released))
     except Exception:  # noqa: BLE001, S110 - the driver sees a probe that never reported, and says so
         pass
     return Outcome(ok=True, value=None, started_ns=started, finished_ns=now_ns(), attempt=attempt)

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from implementations.core.faults import Fault, FaultPlan, plan_key
 from implementations.core.policy import resolve_exception
-from implementations.recording.events import HOST, EventSink, is_compact, now_ns
+from implementations.recording import schema
+from implementations.recording.events import HOST, EventSink, now_ns
 from implementations.recording.joblog import job_logger, log_attempt
-from implementations.recording.shapes import Record, Shapes
 from implementations.runtime.alerts import Alerts
 from implementations.runtime.attempt import (
     WORKER_PID_ENV,
@@ -52,7 +52,6 @@ class Runtime:
         self.in_process = in_process
         self.plan = FaultPlan.from_list(cfg.faults, seed=cfg.seed).scaled(cfg.time_scale)
         self.base = {"run_id": cfg.run_id, "backend": cfg.label, "scenario": cfg.scenario}
-        self._shapes = Shapes(self.base, HOST)
         self._t0 = 0
         self.alerts: Alerts | None = None
         if cfg.options.get("alert_webhook"):
@@ -63,10 +62,6 @@ class Runtime:
         # Off only to measure the harness's own cost: no history, no failure log, the backend's count alone.
         self.record = bool(cfg.options.get("record_history", True))
         self._joblog = job_logger(str(cfg.options["log_json"])) if cfg.options.get("log_json") else None
-        # A compact sink (in-process) takes records and makes dicts of them after the measured window; any
-        # other sink gets each event as a dict at once. A JSON log of attempts needs the dicts now, too.
-        self.put: Callable[..., None] = (sink.emit_records if is_compact(sink) and self._joblog is None
-                                         else self._emit_expanded)
         # Native schedules: the library computes each retry's delay (docs/schedules.md). The in-process reference
         # backend has no library of its own: it keeps the plan's delays in both modes.
         self.schedule = cfg.schedule
@@ -92,34 +87,10 @@ class Runtime:
             self._t0 = self.app.config.t0_ns or self.sink.t0() or 0
         return (time.time_ns() - self._t0) / 1e9 if self._t0 else None
 
-    def event(self, type_: str, **fields: Any) -> dict[str, Any]:
-        return {"type": type_, **self.base, **fields}
-
-    def emit(self, type_: str, **fields: Any) -> None:
-        # Off: no event is even built, so the baseline pays nothing of what recording does. The events
-        # every job has (enqueue, attempts, on_retry, a success's terminal) do not come through here: they
-        # are compact records (shapes.py) passed to ``put``, far cheaper than keyword arguments merged into
-        # a dict; in the reference backend's one process every microsecond comes off the throughput it is
-        # measured on.
-        if self.record:
-            event = {"type": type_, **self.base, **fields}
-            self.sink.emit(event)
-            if self._joblog is not None and type_ == "attempt":
-                log_attempt(self._joblog, event)
-
-    def emit_enqueue(self, job_id: str, task: str, ts_ns: int, countdown: float | None,
-                     meta: dict[str, Any] | None) -> None:
-        """Record that the library now holds job ``job_id`` (``meta``'s fields added to the event)."""
-        if self.record:
-            # A copy: the record is made an event later (after the window, in-process), and a caller may
-            # reuse its dict for the next job, as a real queue's enqueue would not notice.
-            self.put(("enqueue", self._shapes.enqueue, job_id, task, ts_ns, countdown, meta.copy() if meta else None))
-
-    def _emit_expanded(self, *records: Record) -> None:
-        self.emit_all(*[r[1].expand(r) for r in records])
-
-    def emit_all(self, *events: dict[str, Any]) -> None:
-        """Record ``events`` in one write to the sink (one round trip to Redis)."""
+    def emit(self, *events: schema.Event) -> None:
+        """Record ``events`` (built by ``implementations.recording.schema``) in one write to the sink (one round
+        trip to Redis); a job's terminal event, when there is one, last. Off (``record_history=false``): the
+        caller builds nothing either (``self.record``), so the baseline pays nothing of what recording does."""
         if not self.record:
             return
         self.sink.emit(*events)
@@ -127,6 +98,13 @@ class Runtime:
             for event in events:
                 if event["type"] == "attempt":
                     log_attempt(self._joblog, event)
+
+    def emit_enqueue(self, job_id: str, task: str, ts_ns: int, countdown: float | None,
+                     meta: dict[str, Any] | None) -> None:
+        """Record that the library now holds job ``job_id`` (``meta``'s fields added to the event)."""
+        if self.record:
+            self.emit(schema.enqueue(self.base, job_id=job_id, task=task, ts_ns=ts_ns, countdown=countdown,
+                                     meta=meta))
 
     # -- one attempt ------------------------------------------------------------------------------
     def run_attempt(self, task: Task, job_id: str, attempt: int, args: tuple[Any, ...],
@@ -148,8 +126,7 @@ class Runtime:
             # A crash is one event: the worker died once. The copy a backend delivers again (acks_late,
             # an expired in-progress key) runs normally, as it would after a real machine failure.
             fault = None
-        record, name, pid, native, shapes, put = (self.record, task.name, os.getpid(), native or {}, self._shapes,
-                                                  self.put)
+        record, name, pid, native, base, emit = self.record, task.name, os.getpid(), native or {}, self.base, self.emit
         started = 0
 
         def call_dependency() -> Any:
@@ -157,8 +134,8 @@ class Runtime:
             nonlocal started
             started = now_ns()
             if record:
-                put(("attempt_start", shapes.start, job_id, name, attempt, pid, started,
-                     fault.kind if fault else None, native))
+                emit(schema.attempt_start(base, job_id=job_id, task=name, attempt=attempt, host=HOST, pid=pid,
+                                          started_ns=started, fault=fault.kind if fault else None, native=native))
             self._inject(fault, task, cancel)
             if task.bind:
                 return task.fn(BoundTask(task, Request(job_id, attempt - 1, args, kwargs)), *args, **kwargs)
@@ -177,9 +154,11 @@ class Runtime:
                                         native, store_error)
         finished = now_ns()
         if record:
-            put(("attempt", shapes.success, job_id, name, attempt, pid, started, finished,
-                 fault.kind if fault else None, native),
-                ("terminal", shapes.terminal, job_id, name, attempt, finished, jsonable(value)))
+            emit(schema.attempt(base, job_id=job_id, task=name, attempt=attempt, host=HOST, pid=pid, started_ns=started,
+                                finished_ns=finished, outcome="success", fault=fault.kind if fault else None,
+                                native=native),
+                 schema.terminal(base, job_id=job_id, task=name, state="success", attempts=attempt, ts_ns=finished,
+                                 result=jsonable(value)))
         return Outcome(ok=True, value=value, fault=fault, started_ns=started, finished_ns=finished, attempt=attempt)
 
     def _record_failure(self, task: Task, job_id: str, attempt: int, exc: BaseException, fault: Fault | None,
@@ -191,9 +170,11 @@ class Runtime:
             store_error({"attempt": attempt, "exc_type": exc_type, "exc_message": exc_message,
                          "traceback": outcome.tb, "failed_ns": outcome.finished_ns})
         if self.record:
-            self.put(("attempt", self._shapes.failed, job_id, task.name, attempt, os.getpid(), started,
-                      outcome.finished_ns, "retry" if outcome.retry else "failure", exc_type, exc_message,
-                      fault.kind if fault else None, outcome.delay, native))
+            self.emit(schema.attempt(self.base, job_id=job_id, task=task.name, attempt=attempt, host=HOST,
+                                     pid=os.getpid(), started_ns=started, finished_ns=outcome.finished_ns,
+                                     outcome="retry" if outcome.retry else "failure", exc_type=exc_type,
+                                     exc_message=exc_message, fault=fault.kind if fault else None,
+                                     expected_delay=outcome.delay, native=native))
         outcome.attempt = attempt
         return outcome
 
@@ -202,8 +183,8 @@ class Runtime:
         # native retry this causes is not one of the policy's: the deferral count is subtracted again.
         now = now_ns()
         self.sink.add_deferral(job_id)
-        self.emit("deferral", job_id=job_id, task=task.name, attempt=attempt, host=HOST, pid=os.getpid(),
-                  started_ns=now, delay=wait)
+        self.emit(schema.deferral(self.base, job_id=job_id, task=task.name, attempt=attempt, host=HOST,
+                                  pid=os.getpid(), started_ns=now, delay=wait))
         exc = CircuitOpen(f"circuit breaker for {task.name} is open: deferred {wait:.3f}s", wait)
         return Outcome(ok=False, exc=exc, retry=True, delay=wait, started_ns=now, finished_ns=now,
                        attempt=attempt, deferred=True, _tb="")
@@ -276,8 +257,8 @@ class Runtime:
         observed = now_ns()
         if delay_s is None and due_ns is not None:
             delay_s = (due_ns - (handed_ns or observed)) / 1e9
-        self.emit("schedule", job_id=job_id, attempt=int(attempt), due_ns=due_ns, delay_s=delay_s, source=source,
-                  observed_ns=observed, schedule=self.schedule, pid=os.getpid())
+        self.emit(schema.schedule(self.base, job_id=job_id, attempt=int(attempt), due_ns=due_ns, delay_s=delay_s,
+                                  source=source, observed_ns=observed, schedule=self.schedule, pid=os.getpid()))
 
     def record_native_terminal(self, task: str, job_id: str, attempts: int, exc: BaseException | None, *,
                                source: str) -> None:
@@ -286,15 +267,16 @@ class Runtime:
         Celery-style handler never ran, and that is the finding."""
         if not self.record:
             return
-        self.emit("terminal", job_id=job_id, task=task, state="failure", attempts=attempts, ts_ns=now_ns(),
-                  exc_type=exc_type_name(exc) if exc is not None else "", exc_message=str(exc or ""), source=source,
-                  schedule=self.schedule, pid=os.getpid())
+        self.emit(schema.terminal(self.base, job_id=job_id, task=task, state="failure", attempts=attempts,
+                                  ts_ns=now_ns(), exc_type=exc_type_name(exc) if exc is not None else "",
+                                  exc_message=str(exc or ""), source=source, schedule=self.schedule, pid=os.getpid()))
 
     # -- callbacks (called from each backend's native hook) ----------------------------------------
     def fire_retry(self, task: Task, job_id: str, exc: BaseException | None, attempt: int,
                    args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if self.record:
-            self.put(("callback", self._shapes.on_retry, job_id, task.name, attempt, now_ns()))
+            self.emit(schema.callback(self.base, name="on_retry", job_id=job_id, task=task.name, attempt=attempt,
+                                      ts_ns=now_ns()))
         if task.on_retry is not None:
             task.on_retry(job_id, exc, "", args, kwargs, attempt)
 
@@ -312,10 +294,10 @@ class Runtime:
         if self.record:
             self.sink.record_failure(
                 record,
-                self.event("callback", name="on_failure", job_id=job_id, task=task.name, attempt=attempts,
-                           ts_ns=failed),
-                self.event("terminal", job_id=job_id, task=task.name, state="failure", attempts=attempts,
-                           ts_ns=failed, exc_type=record["exc_type"], exc_message=record["exc_message"]))
+                schema.callback(self.base, name="on_failure", job_id=job_id, task=task.name, attempt=attempts,
+                                ts_ns=failed),
+                schema.terminal(self.base, job_id=job_id, task=task.name, state="failure", attempts=attempts,
+                                ts_ns=failed, exc_type=record["exc_type"], exc_message=record["exc_message"]))
         if self.alerts is not None:
             self.alerts.notify(record)  # queued, never sent from here: a slow webhook cannot hold the job
         if task.on_failure is not None:

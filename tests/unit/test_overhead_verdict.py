@@ -25,8 +25,7 @@ def test_history_on_and_off_gives_the_share_of_throughput_recording_costs_and_no
 
 
 def overhead_of(on: list[float], off: list[float], *, order: list[int] | None = None,
-                cpu: tuple[list[float], list[float]] | None = None, window: bool = False,
-                held_ms: list[float] | None = None) -> dict[str, Any]:
+                cpu: tuple[list[float], list[float]] | None = None, window: bool = False) -> dict[str, Any]:
     """The overhead entry of one backend whose repetition r measured ``on[r]`` and ``off[r]`` jobs/s (and
     ``cpu[0][r]``, ``cpu[1][r]`` ms of worker CPU per job, the driver's being 1 ms on both sides; with
     ``window``, inside the measured window, where the whole cell's figures say 50 ms and Redis used 0.5 ms)."""
@@ -35,8 +34,6 @@ def overhead_of(on: list[float], off: list[float], *, order: list[int] | None = 
 
     def summary(v: bool, r: int) -> dict[str, float]:
         out = {"wall_throughput_jobs_s": (on if v else off)[r]}
-        if held_ms and v:
-            out.update(held_write_ms=held_ms[r], jobs=1000.0)
         if cpu and window:
             out.update(window_driver_cpu_ms_per_job=1.0, window_worker_cpu_ms_per_job=cpu[0 if v else 1][r],
                        window_redis_cpu_ms_per_job=0.5, driver_cpu_ms_per_job=50.0, worker_cpu_ms_per_job=50.0)
@@ -138,17 +135,3 @@ def test_a_sweep_over_record_history_alone_is_labelled_by_its_backend() -> None:
     assert (o["label"], o["settings"]) == ("rq", {})
 
 
-def test_the_history_an_in_process_run_held_is_also_counted_as_if_written_in_the_window() -> None:
-    # Given a reference-like run: 1,000 jobs, the history costing 2% inside the window, and its held history
-    # written after it in 1% of the window's time
-    off = [1000.0, 1100.0, 900.0, 1050.0]
-    on = [x * 0.98 for x in off]
-    held = [1000 / rate * 1000 * 0.01 for rate in on]  # ms: 1% of each history-on window
-    # When the overhead is worked out
-    o = overhead_of(on, off, held_ms=held)
-    # Then the verdict's figure stays what the queue paid, and the whole cost is shown beside it
-    assert abs(o["overhead_pct"] - 2.0) < 1e-6
-    assert abs(o["held_pct"] - (1 - 0.98 / 1.01) * 100) < 1e-6 and o["held_low_pct"] <= o["held_pct"]
-    assert "counting the history held until after the window as if written in it, 3.0%" in overhead_note(o)
-    # and a run that held nothing (every real queue) says nothing of it
-    assert "held_pct" not in overhead_of(on, off) and "counting" not in overhead_note(overhead_of(on, off))

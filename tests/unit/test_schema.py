@@ -1,6 +1,6 @@
-"""The events a job records, made from compact records by copying per-kind templates: the same keys, in the
-same order, as the history has always had, no value carried over from one job to the next, and records
-that the driver counts and writes as the events they stand for."""
+"""The one event schema: every kind has one constructor, every constructor makes the fields its kind lists, every
+event round-trips through a history file, and the events a job records keep the keys (and order) the history
+has always had."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
+from harness.analysis.history import HistoryError, read_history
 from harness.bench.cell import HistoryWriter, Tally
 from implementations.api.app import RetryApp
+from implementations.recording import schema
 from implementations.recording.events import HOST
 from implementations.recording.jsonline import dumps_lines
-from implementations.recording.shapes import Shape, Shapes, as_event, as_events, terminal_of, wrap
 
 IDENT = ["type", "run_id", "backend", "scenario"]
 ATTEMPT = ["job_id", "task", "attempt", "host", "pid", "started_ns"]
@@ -82,58 +83,86 @@ def test_each_event_holds_its_own_values_and_the_templates_stay_blank() -> None:
     assert (callback["name"], callback["attempt"]) == ("on_retry", 1)
     assert (success["outcome"], success["attempt"], success["native"]) == ("success", 2, {"thread": True})
     assert (terminal["state"], terminal["attempts"], terminal["result"]) == ("success", 2, 42)
-    # The templates a run copies from were never written to: the next job starts from blank fields
-    shapes = app.runtime._shapes
-    for shape in (shapes.enqueue, shapes.start, shapes.success, shapes.failed, shapes.terminal, shapes.on_retry):
-        assert shape.template["job_id"] is None and shape.template["task"] is None
 
 
-def test_the_driver_counts_and_writes_the_in_process_records_as_the_events_they_stand_for(tmp_path: Path) -> None:
-    # Given both jobs recorded in-process, drained as records (as a reference cell's driver drains them)
-    records = run_one().runtime.sink.drain_raw()  # type: ignore[attr-defined]
-    assert all(isinstance(r, tuple) for r in records)
-    events = as_events(records)
+def test_the_driver_counts_and_writes_what_it_drains(tmp_path: Path) -> None:
+    # Given both jobs recorded in-process, drained as a reference cell's driver drains them
+    events = run_one().runtime.sink.drain()
     assert [e["type"] for e in events] == ["enqueue", "attempt_start", "attempt", "callback", "attempt_start",
                                           "attempt", "terminal", "enqueue", "attempt_start", "attempt",
                                           "failure_record", "callback", "terminal"]
-    # When the driver's tally counts the records, and its held history writes them
-    by_record, by_event = Tally(jobs=2), Tally(jobs=2)
-    by_record.count(records)
-    by_event.count(events)
-    history = HistoryWriter(str(tmp_path / "history.jsonl"), hold=100)
-    history.write(records)
+    # When the driver's tally counts them and its history writes them
+    tally = Tally(jobs=2)
+    tally.count(events)
+    history = HistoryWriter(str(tmp_path / "history.jsonl"))
+    history.write(events)
     history.close()
-    # Then both count what the events say (one success, one failure for good, three attempts)
-    assert (by_record.terminal, by_record.failed_ids, by_record.attempts) == (2, {"job-2"}, 3)
-    assert (by_record.terminal_ids, by_record.failed_ids) == (by_event.terminal_ids, by_event.failed_ids)
-    # and the file holds the events, byte for byte as if they had been dicts all along
+    # Then the tally counts what the events say (one success, one failure for good, three attempts)
+    assert (tally.terminal, tally.failed_ids, tally.attempts) == (2, {"job-2"}, 3)
+    # and the file holds the events, byte for byte
     assert (tmp_path / "history.jsonl").read_bytes() == bytes(dumps_lines(events))
 
 
-def test_a_record_made_an_event_gets_its_own_values_and_an_enqueues_extra_fields_last() -> None:
-    shapes = Shapes({"run_id": "r", "backend": "b", "scenario": "s"}, "h")
-    plain = shapes.enqueue.expand(("enqueue", shapes.enqueue, "j", "t", 7, None, None))
-    extra = shapes.enqueue.expand(("enqueue", shapes.enqueue, "k", "t", 8, 1.5, {"expected": {"state": "x"}}))
-    assert plain == {"type": "enqueue", "run_id": "r", "backend": "b", "scenario": "s", "job_id": "j", "task": "t",
-                     "ts_ns": 7, "countdown": None}
-    assert list(extra)[-1] == "expected" and (extra["job_id"], extra["countdown"]) == ("k", 1.5)
-    assert as_event(plain) is plain and as_event(wrap(plain)) is plain
-    assert terminal_of(("terminal", shapes.terminal, "j", "t", 1, 9, None)) == ("j", "success")
-    assert terminal_of(wrap({"type": "terminal", "job_id": "j", "state": "failure"})) == ("j", "failure")
+IDENTITY = {"run_id": "cell-1", "backend": "rq", "scenario": "s"}
+ONE_OF_EACH: dict[str, dict[str, Any]] = {
+    "meta": schema.meta("run-1", environment={"python": "3.11"}, scenarios={"s": {}}, repeat=1, cells=1),
+    "run": schema.run(IDENTITY, ts_ns=1, jobs=2, seed=3),
+    "workers_ready": schema.workers_ready(IDENTITY, ts_ns=2, startup_s=0.5),
+    "enqueue": schema.enqueue(IDENTITY, job_id="j", task="t", ts_ns=3, countdown=None, meta={"expected": {}}),
+    "enqueue_error": schema.enqueue_error(IDENTITY, job_id="j", task="t", ts_ns=3, exc_type="EncodeError"),
+    "attempt_start": schema.attempt_start(IDENTITY, job_id="j", task="t", attempt=1, host="h", pid=9,
+                                          started_ns=4, fault=None, native={"retries_left": 3}),
+    "attempt": schema.attempt(IDENTITY, job_id="j", task="t", attempt=1, host="h", pid=9, started_ns=4,
+                              finished_ns=5, outcome="retry", exc_type="ConnectionError", exc_message="x",
+                              fault="fail_first", native=None, expected_delay=1.0),
+    "callback": schema.callback(IDENTITY, name="on_retry", job_id="j", task="t", attempt=1, ts_ns=6),
+    "terminal": schema.terminal(IDENTITY, job_id="j", task="t", state="success", attempts=2, ts_ns=7, result=4),
+    "failure_record": schema.failure_record({**IDENTITY, "job_id": "k", "task": "t", "exc_type": "ValueError",
+                                             "exc_message": "no", "attempts": 1, "failed_ns": 8}),
+    "schedule": schema.schedule(IDENTITY, job_id="j", attempt=1, due_ns=9, delay_s=1.0, source="rq:scheduled",
+                                observed_ns=8, schedule="native", pid=9),
+    "deferral": schema.deferral(IDENTITY, job_id="j", task="t", attempt=1, host="h", pid=9, started_ns=4,
+                                delay=0.5),
+    "requeue": schema.requeue(IDENTITY, job_id="k", requeued_as="k2", task="t", ts_ns=10),
+    "worker": schema.worker(IDENTITY, event="start", host="h", pid=9, ts_ns=1),
+    "probe": schema.probe(IDENTITY, probe_id="p", index=0, host="h", state="first", ts_ns=2),
+    "broker": schema.broker(IDENTITY, event="restart", ts_ns=11, down_ns=10, up_ns=11),
+    "native": schema.native(IDENTITY, store="FailedJobRegistry", job_ids=["k"]),
+    "whereabouts": schema.whereabouts(IDENTITY, ts_ns=12, jobs={"j": []}, recovery={}),
+    "end": schema.end(IDENTITY, ts_ns=13, complete=True, reason="complete"),
+}
 
 
-def test_a_record_of_the_wrong_length_or_a_field_the_template_lacks_is_refused() -> None:
-    shapes = Shapes({"run_id": "r", "backend": "b", "scenario": "s"}, "h")
-    with pytest.raises(ValueError):
-        shapes.on_retry.expand(("callback", shapes.on_retry, "j", "t", 1, 2, "one too many"))
-    with pytest.raises(ValueError):
-        shapes.enqueue.expand(("enqueue", shapes.enqueue, "j", "t", 7, None))  # no slot for meta
-    with pytest.raises(ValueError):
-        Shape({"type": "x", "a": None}, ("a", "b"))  # "b" would land after the others
+def test_every_kind_has_a_constructor_and_round_trips_through_a_history_file(tmp_path: Path) -> None:
+    # Given one event of every kind the schema lists, each made by its constructor
+    assert set(ONE_OF_EACH) == set(schema.KINDS)
+    for kind, event in ONE_OF_EACH.items():
+        assert event["type"] == kind and schema.check(event) is None, kind
+    # When they are written as a history and read back
+    path = tmp_path / "history.jsonl"
+    path.write_bytes(bytes(dumps_lines(list(ONE_OF_EACH.values()))))
+    # Then every event comes back equal, and the history declares the schema's version
+    assert read_history(path).events == list(ONE_OF_EACH.values())
+    assert ONE_OF_EACH["meta"]["schema_version"] == schema.SCHEMA_VERSION
+
+
+def test_a_constructor_refuses_an_event_without_a_field_its_kind_requires() -> None:
+    with pytest.raises(schema.SchemaError):
+        schema.failure_record({**IDENTITY, "job_id": "k"})  # no task, error, attempts, failed_ns
+    assert schema.check({"type": "attempt", **IDENTITY, "job_id": "j"}) is not None
+    assert schema.check({"type": "a-kind-from-a-newer-writer"}) is None  # a reader skips what it does not know
+
+
+def test_a_history_from_a_newer_schema_is_refused_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "history.jsonl"
+    newer = {**ONE_OF_EACH["meta"], "schema_version": schema.SCHEMA_VERSION + 1}
+    path.write_bytes(bytes(dumps_lines([newer, ONE_OF_EACH["run"]])))
+    with pytest.raises(HistoryError, match="newer than this retrybench reads"):
+        read_history(path)
 
 
 def test_an_enqueue_records_meta_as_it_was_when_the_job_was_enqueued() -> None:
-    # Given a caller that reuses one meta dict for every job (the event is made later, in-process)
+    # Given a caller that reuses one meta dict for every job
     app = RetryApp("reference", run_id="meta", scenario="shapes")
 
     @app.task()
