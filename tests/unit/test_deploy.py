@@ -65,8 +65,21 @@ def test_compose_serves_redis_rabbitmq_and_one_scalable_worker_service_per_backe
         assert svc["build"]["args"]["BACKEND"] == backend
         assert svc["image"] == f"retrybench-{backend}", "the image name deploy/kubernetes/ pulls"
         assert (ROOT / "requirements" / f"{backend}.txt").is_file()
-        assert svc["environment"]["RETRYBENCH_REDIS_URL"] == "redis://redis:6379/0"
+        assert svc["environment"]["RETRYBENCH_REDIS_URL"] == "redis://:${REDIS_PASSWORD:-}@redis:6379/0"
         assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_compose_s_redis_requires_the_password_from_the_environment_and_no_command_line_holds_it() -> None:
+    redis = load("docker-compose.yml")["services"]["redis"]
+    assert redis["environment"] == {"REDIS_PASSWORD": "${REDIS_PASSWORD:-}"}
+    script = redis["command"][-1]
+    # Refuses to start without one, writes it to a file only redis-server's user reads, and passes that file.
+    assert script.startswith('test -n "$$REDIS_PASSWORD" || {')
+    assert "umask 077 && printf 'requirepass %s\\n' \"$$REDIS_PASSWORD\" > /tmp/auth.conf" in script
+    assert script.endswith("exec redis-server /tmp/auth.conf --save '' --appendonly no")
+    assert "--requirepass" not in script and "-a " not in " ".join(redis["healthcheck"]["test"])
+    assert redis["healthcheck"]["test"][1].startswith('REDISCLI_AUTH="$$REDIS_PASSWORD" redis-cli ping')
+    assert redis["user"] == "redis"
 
 
 def test_the_worker_image_runs_the_supervisor_for_its_backend() -> None:
