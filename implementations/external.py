@@ -61,8 +61,9 @@ class ExternalWorkers:
                 raise BackendError(
                     f"{int(self._redis.scard(ready))} of {self.minimum} external {self.config.backend} worker(s) "
                     f"ready after {timeout:.0f}s: start them with `docker compose up -d --scale "
-                    f"{self.config.backend}-worker={self.minimum} {self.config.backend}-worker` "
-                    f"or `python -m implementations.external --backend {self.config.backend} --redis-url …`")
+                    f"{self.config.backend}-worker={self.minimum} {self.config.backend}-worker`, "
+                    f"`kubectl scale deployment/retrybench-{self.config.backend}-worker --replicas={self.minimum}` "
+                    f"or `python -m implementations.external --backend {self.config.backend}` (docs/deploy.md)")
             time.sleep(0.05)
         return time.monotonic() - started
 
