@@ -9,6 +9,8 @@ the package knows. ``kubectl kustomize deploy/kubernetes`` only adds the namespa
 from __future__ import annotations
 
 import copy
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,18 @@ def test_every_manifest_is_valid_kubernetes(version: str) -> None:
     assert resources()
     for resource in resources():
         validate(resource, version)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl renders the kustomization; the files are checked")
+def test_what_kubectl_apply_k_sends_is_valid_kubernetes_too() -> None:
+    rendered = subprocess.run(["kubectl", "kustomize", str(KUBE)], capture_output=True, text=True, timeout=120)
+    assert rendered.returncode == 0, rendered.stderr
+    docs = [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
+    assert len(docs) == len(resources())
+    for doc in docs:
+        validate(doc, kubernetes_validate.latest_version())
+        assert doc["metadata"]["namespace"] == "retrybench"
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "retrybench"
 
 
 @pytest.mark.parametrize("break_it", [
