@@ -104,7 +104,7 @@ def test_the_workflow_runs_the_suite_and_a_gated_smoke_benchmark_against_a_redis
     assert (ROOT / "results/baseline/results.json").is_file(), "the committed baseline the gate compares with"
 
 
-class _OneLook:
+class _LooksThenStops:
     """A Redis with nothing published that asks the supervisor to stop after ``looks`` looks."""
 
     def __init__(self, supervisor: Supervisor, heartbeat: Path, looks: int = 2) -> None:
@@ -122,7 +122,7 @@ def test_the_supervisor_s_heartbeat_is_there_between_its_first_and_last_look(tmp
     heartbeat = tmp_path / "heartbeat"
     heartbeat.touch()  # left by a previous container of the pod: not a sign of life
     supervisor = Supervisor("rq", "redis://127.0.0.1:1/0", heartbeat=heartbeat, poll=0)
-    redis = _OneLook(supervisor, heartbeat)
+    redis = _LooksThenStops(supervisor, heartbeat)
     supervisor._redis = redis  # type: ignore[assignment]
     before = signal.getsignal(signal.SIGTERM)
     try:
