@@ -9,5 +9,8 @@ COPY implementations/ implementations/
 COPY harness/ harness/
 ENV PYTHONPATH=/app PYTHONUNBUFFERED=1 RETRYBENCH_BACKEND=${BACKEND} \
     RETRYBENCH_REDIS_URL=redis://redis:6379/0
+# Not root (deploy/kubernetes runs it with runAsNonRoot and a read-only root filesystem; /tmp is writable there).
+ENV PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
+USER 10001:10001
 # SIGTERM (docker stop) stops the workers warm, then the supervisor exits.
 CMD ["python", "-m", "implementations.processes.external"]

@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run.add_argument("--external-workers", type=int, nargs="?", const=1, default=0, metavar="N",
                      help="start no workers: measure N (default 1) started elsewhere, e.g. by docker compose "
-                     "(needs --redis-url; docs/ci.md: workers started elsewhere)")
+                     "(needs --redis-url; docs/deploy.md)")
     run.add_argument("--junit", type=Path, metavar="FILE", help="also write every check of every cell as JUnit XML")
     run.add_argument("--path", metavar="DIR", help="the directory a scenario's own task, argument and exception "
                      "modules are imported from (default: the scenario file's directory; docs/own-tasks.md)")

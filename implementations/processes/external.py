@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from implementations.backends import QUEUES
@@ -60,8 +61,9 @@ class ExternalWorkers:
                 raise BackendError(
                     f"{int(self._redis.scard(ready))} of {self.minimum} external {self.config.backend} worker(s) "
                     f"ready after {timeout:.0f}s: start them with `docker compose up -d --scale "
-                    f"{self.config.backend}-worker={self.minimum} {self.config.backend}-worker` "
-                    f"or `python -m implementations.processes.external --backend {self.config.backend} --redis-url …`")
+                    f"{self.config.backend}-worker={self.minimum} {self.config.backend}-worker`, "
+                    f"`kubectl scale deployment/retrybench-{self.config.backend}-worker --replicas={self.minimum}` "
+                    f"or `python -m implementations.processes.external --backend {self.config.backend}` (docs/deploy.md)")
             time.sleep(0.05)
         return time.monotonic() - started
 
@@ -92,10 +94,13 @@ class Supervisor:
     """Worker side: start the published cell's workers, stop them when the harness retracts it."""
 
     def __init__(self, backend: str, redis_url: str, *, broker_url: str | None = None,
-                 poll: float = 0.2) -> None:
+                 poll: float = 0.2, heartbeat: Path | None = None) -> None:
         import redis
 
         self.backend, self.redis_url, self.broker_url, self.poll = backend, redis_url, broker_url, poll
+        # Touched after every look at Redis, absent before the first and after the last: a probe's view of
+        # the loop (deploy/kubernetes: ready when it exists, alive while it is fresh).
+        self.heartbeat = heartbeat
         self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=10)
         self._current: bytes | None = None
         self._app: Any = None
@@ -105,9 +110,12 @@ class Supervisor:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
         log.warning("supervising %s workers; waiting for `retrybench run --external-workers` on %s",
                     self.backend, redact_url(self.redis_url))
+        self._forget_heartbeat()
         try:
             while not self._stop:
                 raw: bytes | None = self._redis.get(channel(self.backend))  # type: ignore[assignment]
+                if self.heartbeat is not None:
+                    self.heartbeat.touch()
                 if raw != self._current:
                     self._stop_workers()
                     if raw is not None:
@@ -115,7 +123,12 @@ class Supervisor:
                     self._current = raw
                 time.sleep(self.poll)
         finally:
+            self._forget_heartbeat()
             self._stop_workers()
+
+    def _forget_heartbeat(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.unlink(missing_ok=True)
 
     def _start_workers(self, payload: dict[str, Any]) -> None:
         from implementations.processes.worker import load_app
@@ -146,10 +159,13 @@ def main(argv: list[str] | None = None) -> None:
                         "(every local user sees a command line)")
     parser.add_argument("--broker-url", default=os.environ.get("RETRYBENCH_BROKER_URL"),
                         help="Celery broker as seen from this host, when it is not the Redis")
+    parser.add_argument("--heartbeat", type=Path, default=os.environ.get("RETRYBENCH_HEARTBEAT") or None,
+                        help="a file touched after every look at Redis (default $RETRYBENCH_HEARTBEAT), for "
+                        "liveness and readiness probes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     try:
-        Supervisor(args.backend, args.redis_url, broker_url=args.broker_url).run()
+        Supervisor(args.backend, args.redis_url, broker_url=args.broker_url, heartbeat=args.heartbeat).run()
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
