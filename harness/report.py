@@ -19,6 +19,7 @@ from implementations.backends import is_control
 
 from . import plots
 from .analysis import CellPlot, plot_inputs
+from .between import between_context
 from .metrics import METRICS, format_value
 from .overhead import overhead, overhead_note
 from .sweep import SIZES, SWEEP_COLUMNS, curve, label, sweeps
@@ -250,10 +251,10 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
                 images[file] = png
                 entry["plots"].append({"file": f"{PLOTS_DIR}/{file}", "alt": f"{parent} scaling", "name": file})
         swept.append(entry)
-    env = results.get("environment", {})
+    env, between = results.get("environment", {}), between_context(results.get("between_versions"))
     return {"run_id": results.get("run_id"), "partial": results.get("partial"), "repeat": results.get("repeat", 1),
             "environment": env, "sections": sections, "verdicts": _verdict_context(verdicts), "overall": overall,
-            "problems": results.get("history_problems", [])[:10],
+            "problems": results.get("history_problems", [])[:10], "between": between,
             "incomplete": [c for c in results.get("cells", []) if not c.get("complete")],
             "reliability": _reliability(results), "sweeps": swept, "startup": _startup(results),
             "metrics": [METRICS[n] for n in dict.fromkeys(SUMMARY_COLUMNS + OUTAGE_COLUMNS + RELIABILITY_TABLE

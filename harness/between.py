@@ -1,0 +1,188 @@
+"""The report's "Between versions" section: what changed from one release of a library to the next.
+
+Whenever a run holds two or more releases of one library (``retrybench matrix``, or ``run -b arq==0.25.0
+-b arq==0.26.1``), every metric of the registry that has per-repetition values is tested, release by
+consecutive release, with Welch's t-test over the repetitions (two-sided, p < 0.05: the 95 % level
+``compare`` judges noise at). Only changes beyond noise are listed, with their direction from the
+metric's own sense in the registry. Pure over ``results.json``: ``retrybench report`` recomputes it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from implementations.backends import REGISTRY, base_name, is_control
+
+from .compare import _direction, repetitions
+from .metrics import METRICS, format_value
+from .stats import welch
+
+ALPHA = 0.05
+TEST = "Welch's t-test (two-sided, unequal variances) over each release's repetitions, p < 0.05"
+_SKIP = ("valid", "complete")  # yes/no, judged by the verdicts
+
+
+@dataclass(frozen=True)
+class Change:
+    """One metric that moved beyond noise between two consecutive releases (means over the repetitions)."""
+
+    metric: str
+    old_mean: float
+    new_mean: float
+    delta: float
+    change_pct: float | None  # None when the old mean is 0
+    direction: str  # better / worse / changed (the registry gives the metric no direction)
+    p: float
+    n_old: int
+    n_new: int
+
+
+@dataclass
+class Pair:
+    """Two consecutive releases in one scenario: what was tested, what changed, or why nothing could be."""
+
+    old: str  # backend labels, e.g. arq==0.25.0
+    new: str
+    old_version: str
+    new_version: str
+    tested: int = 0  # metrics with two or more values on both sides
+    untestable: str | None = None  # why the test could not be made at all
+    changes: list[Change] = field(default_factory=list)
+
+
+def release_of(label: str, environment: Mapping[str, Any]) -> str:
+    """The library version a backend label ran: as the environment recorded it, else the label's ``==`` pin."""
+    backend = base_name(label)
+    recorded = REGISTRY[backend].recorded if backend in REGISTRY else ()
+    versions = (environment.get("backends") or {}).get(label) or {}
+    if recorded and versions.get(recorded[0]):
+        return str(versions[recorded[0]])
+    return label.partition("==")[2] or label
+
+
+def _order(version: str) -> tuple[int, Version | str]:
+    try:
+        return (0, Version(version))
+    except InvalidVersion:
+        return (1, version)
+
+
+def releases(results: Mapping[str, Any]) -> dict[tuple[str, str], list[tuple[str, str, int]]]:
+    """Per (scenario, library) with two releases or more: ``(label, version, cells)`` oldest first."""
+    cells: dict[tuple[str, str], int] = defaultdict(int)
+    for cell in results.get("cells", []):
+        cells[(cell["scenario"], cell["backend"])] += 1
+    groups: dict[tuple[str, str], list[tuple[str, str, int]]] = defaultdict(list)
+    environment = results.get("environment") or {}
+    for (scenario, label), n in cells.items():
+        if label and not is_control(label) and base_name(label) in REGISTRY:
+            groups[(scenario, base_name(label))].append((label, release_of(label, environment), n))
+    return {k: sorted(v, key=lambda r: _order(r[1])) for k, v in sorted(groups.items()) if len(v) > 1}
+
+
+def compare_pair(old: Mapping[str, list[float]], new: Mapping[str, list[float]], pair: Pair) -> Pair:
+    """Fill ``pair`` with Welch's test of every registry metric both releases measured in every repetition."""
+    for metric in METRICS:
+        xs, ys = old.get(metric, []), new.get(metric, [])
+        if metric in _SKIP or not xs or not ys:
+            continue
+        result = welch(xs, ys)
+        if result is None:
+            continue
+        pair.tested += 1
+        if result.p >= ALPHA:
+            continue
+        delta = result.mean_b - result.mean_a
+        way = _direction(metric, result.mean_a, result.mean_b)
+        pair.changes.append(Change(metric, result.mean_a, result.mean_b, delta,
+                                   delta / abs(result.mean_a) * 100 if result.mean_a else None,
+                                   way if way in ("better", "worse") else "changed", result.p, len(xs), len(ys)))
+    pair.changes.sort(key=lambda c: (c.direction != "worse", c.p))
+    return pair
+
+
+def between_versions(results: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The section as data for results.json; None when the run holds no two releases of one library."""
+    groups = releases(results)
+    if not groups:
+        return None
+    values = repetitions(results)
+    out = []
+    for (scenario, library), rows in groups.items():
+        pairs = []
+        for (old, old_v, n_old), (new, new_v, n_new) in zip(rows, rows[1:], strict=False):
+            pair = Pair(old, new, old_v, new_v)
+            if min(n_old, n_new) < 2:
+                few = old if n_old < 2 else new
+                pair.untestable = (f"{few} has {min(n_old, n_new)} repetition; Welch's test needs at least 2 per "
+                                   "release (--repetitions 3 or more): no change can be told from noise")
+            else:
+                compare_pair(values.get((scenario, old), {}), values.get((scenario, new), {}), pair)
+            pairs.append(asdict(pair))
+        out.append({"scenario": scenario, "library": library,
+                    "releases": [{"label": label, "version": v, "n": n} for label, v, n in rows], "pairs": pairs})
+    return {"test": TEST, "alpha": ALPHA, "groups": out}
+
+
+def regressions(section: Mapping[str, Any] | None) -> list[str]:
+    """One line per significant change for the worse: what ``matrix --fail-on-regression`` fails on."""
+    lines = []
+    for group in (section or {}).get("groups", []):
+        for pair in group["pairs"]:
+            for c in pair["changes"]:
+                if c["direction"] == "worse":
+                    lines.append(f"{group['library']} {pair['old_version']} → {pair['new_version']} · "
+                                 f"{group['scenario']} · {c['metric']}: {_fmt(c['metric'], c['old_mean'])} → "
+                                 f"{_fmt(c['metric'], c['new_mean'])} ({_size(c)}, p = {c['p']:.3g})")
+    return lines
+
+
+def _fmt(metric: str, value: float) -> str:
+    return format_value(metric, value, with_unit=True)
+
+
+def _size(c: Mapping[str, Any]) -> str:
+    sign = "+" if c["delta"] > 0 else "-" if c["delta"] < 0 else "±"
+    absolute = sign + _fmt(c["metric"], abs(c["delta"]))
+    return absolute + ("" if c["change_pct"] is None else f", {c['change_pct']:+.1f}%")
+
+
+def between_context(section: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """What the report templates show: per scenario and library, per pair, its rows as text."""
+    out = []
+    for group in (section or {}).get("groups", []):
+        pairs = []
+        for pair in group["pairs"]:
+            rows = [{"metric": c["metric"], "old": _fmt(c["metric"], c["old_mean"]),
+                     "new": _fmt(c["metric"], c["new_mean"]), "size": _size(c), "direction": c["direction"],
+                     "bad": c["direction"] == "worse", "p": f"{c['p']:.2g}", "n": f"{c['n_old']} / {c['n_new']}"}
+                    for c in pair["changes"]]
+            if pair["untestable"]:
+                note = f"the test cannot be made: {pair['untestable']}"
+            elif not rows:
+                note = f"no change beyond noise in {pair['tested']} metric(s) tested"
+            else:
+                worse = sum(r["bad"] for r in rows)
+                note = f"{len(rows)} of {pair['tested']} metric(s) changed beyond noise, {worse} for the worse"
+            pairs.append({"title": f"{pair['old_version']} → {pair['new_version']}", "old": pair["old"],
+                          "new": pair["new"], "note": note, "rows": rows})
+        text = ", ".join(f"{r['version']} ({r['n']} run{'s' if r['n'] != 1 else ''})" for r in group["releases"])
+        out.append({"scenario": group["scenario"], "library": group["library"], "releases": text,
+                    "pairs": pairs})
+    return out
+
+
+def between_lines(section: Mapping[str, Any] | None) -> list[str]:
+    """The section as plain lines for the terminal."""
+    lines = []
+    for g in between_context(section):
+        for p in g["pairs"]:
+            lines.append(f"{g['library']} {p['title']} · {g['scenario']}: {p['note']}")
+            lines.extend(f"  {r['metric']}: {r['old']} → {r['new']} ({r['size']}) {r['direction']}, p = {r['p']}"
+                         for r in p["rows"])
+    return lines
