@@ -4,7 +4,10 @@ Whenever a run holds two or more releases of one library (``retrybench matrix``,
 -b arq==0.26.1``), every metric of the registry that has per-repetition values is tested, release by
 consecutive release, with Welch's t-test over the repetitions (two-sided, p < 0.05: the 95 % level
 ``compare`` judges noise at). Only changes beyond noise are listed, with their direction from the
-metric's own sense in the registry. Pure over ``results.json``: ``retrybench report`` recomputes it.
+metric's own sense in the registry. Tested at 5 % each, forty metrics would show two changes by chance
+alone: each change also carries its Holm-adjusted p over every test of the section, and only a change
+for the worse that holds after it is a *regression* (what ``matrix --fail-on-regression`` fails on).
+Pure over ``results.json``: ``retrybench report`` recomputes it.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from implementations.backends import REGISTRY, base_name, is_control
 
 from .compare import _direction, repetitions
 from .metrics import METRICS, format_value
-from .stats import welch
+from .stats import Welch, holm, welch
 
 ALPHA = 0.05
-TEST = "Welch's t-test (two-sided, unequal variances) over each release's repetitions, p < 0.05"
+TEST = ("Welch's t-test (two-sided, unequal variances) over each release's repetitions, p < 0.05; a regression "
+        "also holds after Holm's correction over every test of the section")
 _SKIP = ("valid", "complete")  # yes/no, judged by the verdicts
 
 
@@ -38,8 +42,13 @@ class Change:
     change_pct: float | None  # None when the old mean is 0
     direction: str  # better / worse / changed (the registry gives the metric no direction)
     p: float
+    p_holm: float  # adjusted over every test of the section: below ALPHA, the change is not chance
     n_old: int
     n_new: int
+
+    @property
+    def regression(self) -> bool:
+        return self.direction == "worse" and self.p_holm < ALPHA
 
 
 @dataclass
@@ -85,25 +94,22 @@ def releases(results: Mapping[str, Any]) -> dict[tuple[str, str], list[tuple[str
     return {k: sorted(v, key=lambda r: _order(r[1])) for k, v in sorted(groups.items()) if len(v) > 1}
 
 
-def compare_pair(old: Mapping[str, list[float]], new: Mapping[str, list[float]], pair: Pair) -> Pair:
-    """Fill ``pair`` with Welch's test of every registry metric both releases measured in every repetition."""
+def welch_per_metric(old: Mapping[str, list[float]], new: Mapping[str, list[float]]) -> dict[str, Welch]:
+    """Welch's test of every registry metric that both releases measured in at least two repetitions."""
+    out = {}
     for metric in METRICS:
         xs, ys = old.get(metric, []), new.get(metric, [])
-        if metric in _SKIP or not xs or not ys:
-            continue
-        result = welch(xs, ys)
-        if result is None:
-            continue
-        pair.tested += 1
-        if result.p >= ALPHA:
-            continue
-        delta = result.mean_b - result.mean_a
-        way = _direction(metric, result.mean_a, result.mean_b)
-        pair.changes.append(Change(metric, result.mean_a, result.mean_b, delta,
-                                   delta / abs(result.mean_a) * 100 if result.mean_a else None,
-                                   way if way in ("better", "worse") else "changed", result.p, len(xs), len(ys)))
-    pair.changes.sort(key=lambda c: (c.direction != "worse", c.p))
-    return pair
+        result = welch(xs, ys) if metric not in _SKIP else None
+        if result is not None:
+            out[metric] = result
+    return out
+
+
+def _change(metric: str, r: Welch, p_holm: float) -> Change:
+    delta = r.mean_b - r.mean_a
+    way = _direction(metric, r.mean_a, r.mean_b)
+    return Change(metric, r.mean_a, r.mean_b, delta, delta / abs(r.mean_a) * 100 if r.mean_a else None,
+                  way if way in ("better", "worse") else "changed", r.p, p_holm, r.n_a, r.n_b)
 
 
 def between_versions(results: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -112,34 +118,52 @@ def between_versions(results: Mapping[str, Any]) -> dict[str, Any] | None:
     if not groups:
         return None
     values = repetitions(results)
-    out = []
+    built: list[tuple[str, str, list[tuple[str, str, int]], list[tuple[Pair, dict[str, Welch]]]]] = []
     for (scenario, library), rows in groups.items():
         pairs = []
         for (old, old_v, n_old), (new, new_v, n_new) in zip(rows, rows[1:], strict=False):
-            pair = Pair(old, new, old_v, new_v)
+            pair, tests = Pair(old, new, old_v, new_v), {}
             if min(n_old, n_new) < 2:
                 few = old if n_old < 2 else new
                 pair.untestable = (f"{few} has {min(n_old, n_new)} repetition; Welch's test needs at least 2 per "
                                    "release (--repetitions 3 or more): no change can be told from noise")
             else:
-                compare_pair(values.get((scenario, old), {}), values.get((scenario, new), {}), pair)
-            pairs.append(asdict(pair))
+                tests = welch_per_metric(values.get((scenario, old), {}), values.get((scenario, new), {}))
+                pair.tested = len(tests)
+            pairs.append((pair, tests))
+        built.append((scenario, library, rows, pairs))
+    every = [(pair, metric, r) for *_, pairs in built for pair, tests in pairs for metric, r in tests.items()]
+    for (pair, metric, r), p_holm in zip(every, holm([r.p for _, _, r in every]), strict=True):
+        if r.p < ALPHA:
+            pair.changes.append(_change(metric, r, p_holm))
+    out = []
+    for scenario, library, rows, pairs in built:
+        for pair, _ in pairs:
+            pair.changes.sort(key=lambda c: (not c.regression, c.direction != "worse", c.p))
         out.append({"scenario": scenario, "library": library,
-                    "releases": [{"label": label, "version": v, "n": n} for label, v, n in rows], "pairs": pairs})
-    return {"test": TEST, "alpha": ALPHA, "groups": out}
+                    "releases": [{"label": label, "version": v, "n": n} for label, v, n in rows],
+                    "pairs": [asdict(pair) | {"regressions": sum(c.regression for c in pair.changes)}
+                              for pair, _ in pairs]})
+    return {"test": TEST, "alpha": ALPHA, "tests": len(every), "groups": out}
 
 
 def regressions(section: Mapping[str, Any] | None) -> list[str]:
-    """One line per significant change for the worse: what ``matrix --fail-on-regression`` fails on."""
+    """One line per change for the worse that holds after Holm's correction: what ``matrix --fail-on-regression``
+    fails on."""
     lines = []
     for group in (section or {}).get("groups", []):
         for pair in group["pairs"]:
             for c in pair["changes"]:
-                if c["direction"] == "worse":
+                if _regression(c):
                     lines.append(f"{group['library']} {pair['old_version']} → {pair['new_version']} · "
                                  f"{group['scenario']} · {c['metric']}: {_fmt(c['metric'], c['old_mean'])} → "
-                                 f"{_fmt(c['metric'], c['new_mean'])} ({_size(c)}, p = {c['p']:.3g})")
+                                 f"{_fmt(c['metric'], c['new_mean'])} ({_size(c)}, p = {c['p']:.2g}, "
+                                 f"Holm {c['p_holm']:.2g})")
     return lines
+
+
+def _regression(c: Mapping[str, Any]) -> bool:
+    return bool(c["direction"] == "worse" and c["p_holm"] < ALPHA)
 
 
 def _fmt(metric: str, value: float) -> str:
@@ -155,20 +179,23 @@ def _size(c: Mapping[str, Any]) -> str:
 def between_context(section: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     """What the report templates show: per scenario and library, per pair, its rows as text."""
     out = []
+    tests = (section or {}).get("tests", 0)
     for group in (section or {}).get("groups", []):
         pairs = []
         for pair in group["pairs"]:
             rows = [{"metric": c["metric"], "old": _fmt(c["metric"], c["old_mean"]),
                      "new": _fmt(c["metric"], c["new_mean"]), "size": _size(c), "direction": c["direction"],
-                     "bad": c["direction"] == "worse", "p": f"{c['p']:.2g}", "n": f"{c['n_old']} / {c['n_new']}"}
-                    for c in pair["changes"]]
+                     "bad": _regression(c), "p": f"{c['p']:.2g}", "p_holm": f"{c['p_holm']:.2g}",
+                     "n": f"{c['n_old']} / {c['n_new']}"} for c in pair["changes"]]
             if pair["untestable"]:
                 note = f"the test cannot be made: {pair['untestable']}"
             elif not rows:
                 note = f"no change beyond noise in {pair['tested']} metric(s) tested"
             else:
-                worse = sum(r["bad"] for r in rows)
-                note = f"{len(rows)} of {pair['tested']} metric(s) changed beyond noise, {worse} for the worse"
+                worse = sum(r["direction"] == "worse" for r in rows)
+                bad = sum(r["bad"] for r in rows)
+                note = (f"{len(rows)} of {pair['tested']} metric(s) changed beyond noise, {worse} for the worse; "
+                        f"{bad} regression(s) after Holm's correction over the section's {tests} tests")
             pairs.append({"title": f"{pair['old_version']} → {pair['new_version']}", "old": pair["old"],
                           "new": pair["new"], "note": note, "rows": rows})
         text = ", ".join(f"{r['version']} ({r['n']} run{'s' if r['n'] != 1 else ''})" for r in group["releases"])
@@ -183,6 +210,6 @@ def between_lines(section: Mapping[str, Any] | None) -> list[str]:
     for g in between_context(section):
         for p in g["pairs"]:
             lines.append(f"{g['library']} {p['title']} · {g['scenario']}: {p['note']}")
-            lines.extend(f"  {r['metric']}: {r['old']} → {r['new']} ({r['size']}) {r['direction']}, p = {r['p']}"
-                         for r in p["rows"])
+            lines.extend(f"  {r['metric']}: {r['old']} → {r['new']} ({r['size']}) {r['direction']}, p = {r['p']} "
+                         f"(Holm {r['p_holm']}){' REGRESSION' if r['bad'] else ''}" for r in p["rows"])
     return lines

@@ -59,6 +59,8 @@ class Welch:
     t: float  # (mean_b - mean_a) / standard error; ±inf when both samples are constant and differ
     df: float  # Welch–Satterthwaite degrees of freedom
     p: float  # two-sided
+    n_a: int
+    n_b: int
 
 
 def welch(a: Sequence[float], b: Sequence[float]) -> Welch | None:
@@ -73,10 +75,11 @@ def welch(a: Sequence[float], b: Sequence[float]) -> Welch | None:
     se2 = qa + qb
     if se2 == 0:
         same = ma == mb
-        return Welch(ma, mb, 0.0 if same else math.copysign(math.inf, mb - ma), na + nb - 2, 1.0 if same else 0.0)
+        t = 0.0 if same else math.copysign(math.inf, mb - ma)
+        return Welch(ma, mb, t, na + nb - 2, 1.0 if same else 0.0, na, nb)
     t = (mb - ma) / math.sqrt(se2)
     df = se2**2 / sum(q**2 / (n - 1) for q, n in ((qa, na), (qb, nb)) if q)
-    return Welch(ma, mb, t, df, t_two_sided_p(t, df))
+    return Welch(ma, mb, t, df, t_two_sided_p(t, df), na, nb)
 
 
 def t_two_sided_p(t: float, df: float) -> float:
@@ -116,3 +119,15 @@ def _betacf(a: float, b: float, x: float) -> float:
         if abs(d * c - 1) < 1e-15:
             break
     return h
+
+
+def holm(ps: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values, in the order given: rejecting those below α keeps the chance of any
+    false rejection among all of them at α (family-wise), whatever their dependence."""
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    out = [1.0] * len(ps)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        out[i] = running
+    return out

@@ -12,7 +12,7 @@ from harness.between import between_context, between_versions, regressions
 from harness.cli import main
 from harness.matrix import MatrixError, newest_finals, parse_versions, plan_matrix, pypi_releases
 from harness.report import _jinja
-from harness.stats import t_two_sided_p, welch
+from harness.stats import holm, t_two_sided_p, welch
 
 # -- Welch's test: the values scipy.stats.ttest_ind(b, a, equal_var=False) gives ------------------------------
 WIKIPEDIA_A1 = [27.5, 21.0, 19.0, 23.6, 17.0, 17.9, 16.9, 20.1, 21.9, 22.6, 23.1, 19.6, 19.0, 21.7, 21.4]
@@ -45,6 +45,12 @@ def test_welch_cannot_be_made_with_one_value_and_is_certain_on_two_constant_samp
     same, apart = welch([3.0, 3.0], [3.0, 3.0]), welch([3.0, 3.0], [4.0, 4.0, 4.0])
     assert same is not None and same.p == 1.0
     assert apart is not None and apart.p == 0.0 and math.isinf(apart.t) and apart.t > 0
+
+
+def test_holm_adjusts_as_r_p_adjust_does() -> None:
+    # p.adjust(c(0.01, 0.04, 0.03, 0.005), "holm") in R: 0.03 0.06 0.06 0.02
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == [1.0, 1.0] and holm([]) == []
 
 
 # -- which releases ---------------------------------------------------------------------------------------------
@@ -157,8 +163,28 @@ def test_between_versions_lists_only_changes_beyond_noise_with_direction_size_an
     assert changes["throughput_jobs_s"]["direction"] == "better"
     assert changes["attempts"]["direction"] == "changed" and changes["attempts"]["p"] == 0.0  # no sense of better
     assert pair["changes"][0]["metric"] == "lateness_p99"  # regressions first
+    assert section["tests"] == 5 and late["p"] < late["p_holm"] < 0.05
     (line,) = regressions(section)
     assert line.startswith("arq 0.9.0 → 0.10.2 · seed-lesson · lateness_p99: 11.0 ms → 510.0 ms (+499.0 ms, +4536.4%")
+
+
+def test_a_change_for_the_worse_that_does_not_hold_after_holm_is_listed_but_is_no_regression() -> None:
+    results = _results()
+    for cell, p95 in zip(results["cells"][:6], [1.3, 1.4, 1.5, 1.0, 1.1, 1.2], strict=True):
+        cell["summary"]["latency_p95"] = p95  # new releases first: 0.3 s slower, p = 0.021 on its own
+    section = between_versions(results)
+    assert section is not None and section["tests"] == 6
+    (pair,) = section["groups"][0]["pairs"]
+    slower = next(c for c in pair["changes"] if c["metric"] == "latency_p95")
+    assert slower["direction"] == "worse" and slower["p"] == pytest.approx(0.0213, abs=5e-4)
+    assert slower["p_holm"] == pytest.approx(3 * slower["p"]) and slower["p_holm"] > 0.05
+    assert pair["regressions"] == 1 and len(regressions(section)) == 1  # lateness_p99 only
+    (group,) = between_context(section)
+    rows = {r["metric"]: r for r in group["pairs"][0]["rows"]}
+    assert rows["latency_p95"]["direction"] == "worse" and not rows["latency_p95"]["bad"]
+    assert rows["lateness_p99"]["bad"]
+    assert "2 for the worse; 1 regression(s) after Holm's correction over the section's 6 tests" in \
+        group["pairs"][0]["note"]
 
 
 def test_with_one_repetition_the_section_says_the_test_cannot_be_made() -> None:
