@@ -59,7 +59,8 @@ class Pair:
     new: str
     old_version: str
     new_version: str
-    tested: int = 0  # metrics with two or more values on both sides
+    tested: int = 0  # metrics with two or more values on both sides, not all one value
+    identical: int = 0  # metrics with one value in every run of both releases: nothing to test
     untestable: str | None = None  # why the test could not be made at all
     changes: list[Change] = field(default_factory=list)
 
@@ -94,15 +95,18 @@ def releases(results: Mapping[str, Any]) -> dict[tuple[str, str], list[tuple[str
     return {k: sorted(v, key=lambda r: _order(r[1])) for k, v in sorted(groups.items()) if len(v) > 1}
 
 
-def welch_per_metric(old: Mapping[str, list[float]], new: Mapping[str, list[float]]) -> dict[str, Welch]:
-    """Welch's test of every registry metric that both releases measured in at least two repetitions."""
-    out = {}
+def welch_per_metric(old: Mapping[str, list[float]], new: Mapping[str, list[float]]) -> tuple[dict[str, Welch], int]:
+    """Welch's test of every registry metric that both releases measured in at least two repetitions, and how
+    many of those had one value in every run of both (nothing moved: no test, and no place in Holm's family)."""
+    out, identical = {}, 0
     for metric in METRICS:
         xs, ys = old.get(metric, []), new.get(metric, [])
         result = welch(xs, ys) if metric not in _SKIP else None
-        if result is not None:
+        if result is not None and len(set(xs) | set(ys)) == 1:
+            identical += 1
+        elif result is not None:
             out[metric] = result
-    return out
+    return out, identical
 
 
 def _change(metric: str, r: Welch, p_holm: float) -> Change:
@@ -122,13 +126,14 @@ def between_versions(results: Mapping[str, Any]) -> dict[str, Any] | None:
     for (scenario, library), rows in groups.items():
         pairs = []
         for (old, old_v, n_old), (new, new_v, n_new) in zip(rows, rows[1:], strict=False):
-            pair, tests = Pair(old, new, old_v, new_v), {}
+            pair, tests = Pair(old, new, old_v, new_v), dict[str, Welch]()
             if min(n_old, n_new) < 2:
                 few = old if n_old < 2 else new
                 pair.untestable = (f"{few} has {min(n_old, n_new)} repetition; Welch's test needs at least 2 per "
                                    "release (--repetitions 3 or more): no change can be told from noise")
             else:
-                tests = welch_per_metric(values.get((scenario, old), {}), values.get((scenario, new), {}))
+                tests, pair.identical = welch_per_metric(values.get((scenario, old), {}),
+                                                         values.get((scenario, new), {}))
                 pair.tested = len(tests)
             pairs.append((pair, tests))
         built.append((scenario, library, rows, pairs))
@@ -187,6 +192,7 @@ def between_context(section: Mapping[str, Any] | None) -> list[dict[str, Any]]:
                      "new": _fmt(c["metric"], c["new_mean"]), "size": _size(c), "direction": c["direction"],
                      "bad": _regression(c), "p": f"{c['p']:.2g}", "p_holm": f"{c['p_holm']:.2g}",
                      "n": f"{c['n_old']} / {c['n_new']}"} for c in pair["changes"]]
+            same = f"; {pair['identical']} more had one value in every run of both" if pair.get("identical") else ""
             if pair["untestable"]:
                 note = f"the test cannot be made: {pair['untestable']}"
             elif not rows:
@@ -196,6 +202,7 @@ def between_context(section: Mapping[str, Any] | None) -> list[dict[str, Any]]:
                 bad = sum(r["bad"] for r in rows)
                 note = (f"{len(rows)} of {pair['tested']} metric(s) changed beyond noise, {worse} for the worse; "
                         f"{bad} regression(s) after Holm's correction over the section's {tests} tests")
+            note += "" if pair["untestable"] else same
             pairs.append({"title": f"{pair['old_version']} → {pair['new_version']}", "old": pair["old"],
                           "new": pair["new"], "note": note, "rows": rows})
         text = ", ".join(f"{r['version']} ({r['n']} run{'s' if r['n'] != 1 else ''})" for r in group["releases"])

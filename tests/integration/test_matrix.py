@@ -43,7 +43,8 @@ def test_a_matrix_of_two_arq_releases_reports_what_changed_between_them(tmp_path
     (group,) = section["groups"]
     assert [(r["version"], r["n"]) for r in group["releases"]] == [(v, 2) for v in RELEASES]  # oldest first
     (pair,) = group["pairs"]
-    assert pair["untestable"] is None and pair["tested"] >= 10
+    # Timing, CPU and latency vary from run to run; most counts are fixed by the seeded plan.
+    assert pair["untestable"] is None and pair["tested"] >= 5 and pair["tested"] + pair["identical"] >= 30
     found = regressions(section)
     assert done.returncode == (1 if found else 0), done.stdout[-3000:] + done.stderr[-2000:]
     assert "Between versions" in done.stdout
