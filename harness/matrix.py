@@ -26,7 +26,7 @@ from implementations.backends import QUEUES, REGISTRY
 
 from .between import between_lines, regressions
 
-PYPI_JSON = os.environ.get("RETRYBENCH_PYPI_JSON", "https://pypi.org/pypi")  # a mirror's JSON API, if any
+PYPI_JSON = "https://pypi.org/pypi"  # $RETRYBENCH_PYPI_JSON: a mirror's JSON API instead
 DEFAULT_REPETITIONS = 3
 TIMEOUT_S = 20.0
 
@@ -62,8 +62,9 @@ def distribution(backend: str) -> str:
     return found.distribution.split("[")[0]
 
 
-def pypi_releases(project: str, *, base: str = PYPI_JSON, timeout: float = TIMEOUT_S) -> Releases:
+def pypi_releases(project: str, *, base: str | None = None, timeout: float = TIMEOUT_S) -> Releases:
     """``{version: [file, ...]}`` from PyPI's JSON API; MatrixError (one line) when offline or unknown."""
+    base = base or os.environ.get("RETRYBENCH_PYPI_JSON") or PYPI_JSON
     url = f"{base.rstrip('/')}/{project}/json"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - a fixed https URL

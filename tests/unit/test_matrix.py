@@ -3,7 +3,13 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
+import json
 import math
+import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -108,6 +114,43 @@ def test_bad_matrix_input_is_one_clear_error(kwargs: dict[str, Any], needle: str
 def test_an_unreachable_index_is_one_clear_error() -> None:
     with pytest.raises(MatrixError, match="cannot list the releases of arq .*--versions"):
         pypi_releases("arq", base="http://127.0.0.1:9/pypi", timeout=2)
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Iterator[str]:
+    """A JSON API on loopback, PyPI's shape, that knows one project: arq."""
+    (tmp_path / "arq").mkdir()
+    (tmp_path / "arq" / "json").write_text(json.dumps({"info": {"name": "arq"}, "releases": RELEASES}))
+    handler = functools.partial(QuietHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_the_release_list_is_read_from_the_json_api_and_an_unknown_project_is_one_clear_error(index: str) -> None:
+    assert newest_finals(pypi_releases("arq", base=index), 2, python="3.11.7") == ["0.10.1", "0.10.1.post1"]
+    with pytest.raises(MatrixError, match="no project 'rq' there"):
+        pypi_releases("rq", base=index)
+
+
+def test_matrix_last_offline_says_so_in_one_line_and_exits_2(monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("RETRYBENCH_PYPI_JSON", "http://127.0.0.1:9/pypi")
+    with pytest.raises(SystemExit) as exit_:
+        main(["matrix", "-b", "arq", "--last", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith("retrybench: error: matrix: cannot list the releases of arq") and "offline?" in err[0]
 
 
 @pytest.mark.parametrize(("argv", "needle"), [
