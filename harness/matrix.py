@@ -165,7 +165,8 @@ def add_matrix_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repetitions", type=int, default=DEFAULT_REPETITIONS, metavar="R",
                    help=f"run every cell R times (default {DEFAULT_REPETITIONS}; Welch's test needs >= 2)")
     p.add_argument("--fail-on-regression", action="store_true",
-                   help="exit 1 when a metric is significantly worse in a newer release than in the one before")
+                   help="exit 1 when a metric is worse in a release than in the one before, beyond noise and chance "
+                        "(Welch's test, Holm's correction over all the tests)")
 
 
 def run_matrix(args: argparse.Namespace, console: Console, *, run: Run) -> int:
