@@ -24,11 +24,15 @@ from implementations.backends import REGISTRY, base_name, is_control
 from .compare import _direction, repetitions
 from .metrics import METRICS, format_value
 from .stats import Welch, holm, welch
+from .verdicts import FAIL, PASS, TITLES
 
 ALPHA = 0.05
 TEST = ("Welch's t-test (two-sided, unequal variances) over each release's repetitions, p < 0.05; a regression "
         "also holds after Holm's correction over every test of the section")
 _SKIP = ("valid", "complete")  # yes/no, judged by the verdicts
+# A contract the newer release breaks is a regression when it is about correctness (a lost, duplicated or
+# unrecorded job is not noise); timing's verdict moves with the machine's load, so its metrics decide instead.
+GATED_CONTRACTS = ("delivery", "failure_log")
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,9 @@ class Pair:
     identical: int = 0  # metrics with one value in every run of both releases: nothing to test
     untestable: str | None = None  # why the test could not be made at all
     changes: list[Change] = field(default_factory=list)
+    old_verdict: str | None = None  # the rows' verdicts (pass, fails timing, ...): shown when they differ
+    new_verdict: str | None = None
+    broken: list[str] = field(default_factory=list)  # contracts the newer release fails and the older did not
 
 
 def release_of(label: str, environment: Mapping[str, Any]) -> str:
@@ -93,6 +100,17 @@ def releases(results: Mapping[str, Any]) -> dict[tuple[str, str], list[tuple[str
         if label and not is_control(label) and base_name(label) in REGISTRY:
             groups[(scenario, base_name(label))].append((label, release_of(label, environment), n))
     return {k: sorted(v, key=lambda r: _order(r[1])) for k, v in sorted(groups.items()) if len(v) > 1}
+
+
+def verdict_of(results: Mapping[str, Any], scenario: str, label: str) -> tuple[str | None, set[str] | None]:
+    """A row's verdict as text, and the contracts it fails (None unless judged: pass or fail)."""
+    row = (((results.get("verdicts") or {}).get(scenario) or {}).get("rows") or {}).get(label)
+    if not row:
+        return None, None
+    if row.get("status") == FAIL:
+        failed = list(row.get("failed", ()))
+        return "fails " + ", ".join(TITLES.get(c, c) for c in failed), set(failed)
+    return str(row.get("status")), set() if row.get("status") == PASS else None
 
 
 def welch_per_metric(old: Mapping[str, list[float]], new: Mapping[str, list[float]]) -> tuple[dict[str, Welch], int]:
@@ -127,6 +145,9 @@ def between_versions(results: Mapping[str, Any]) -> dict[str, Any] | None:
         pairs = []
         for (old, old_v, n_old), (new, new_v, n_new) in zip(rows, rows[1:], strict=False):
             pair, tests = Pair(old, new, old_v, new_v), dict[str, Welch]()
+            (pair.old_verdict, was), (pair.new_verdict, now) = (verdict_of(results, scenario, old),
+                                                                verdict_of(results, scenario, new))
+            pair.broken = sorted(now - was) if was is not None and now is not None else []
             if min(n_old, n_new) < 2:
                 few = old if n_old < 2 else new
                 pair.untestable = (f"{few} has {min(n_old, n_new)} repetition; Welch's test needs at least 2 per "
@@ -147,14 +168,14 @@ def between_versions(results: Mapping[str, Any]) -> dict[str, Any] | None:
             pair.changes.sort(key=lambda c: (not c.regression, c.direction != "worse", c.p))
         out.append({"scenario": scenario, "library": library,
                     "releases": [{"label": label, "version": v, "n": n} for label, v, n in rows],
-                    "pairs": [asdict(pair) | {"regressions": sum(c.regression for c in pair.changes)}
-                              for pair, _ in pairs]})
+                    "pairs": [asdict(pair) | {"regressions": sum(c.regression for c in pair.changes)
+                                              + sum(c in GATED_CONTRACTS for c in pair.broken)} for pair, _ in pairs]})
     return {"test": TEST, "alpha": ALPHA, "tests": len(every), "groups": out}
 
 
 def regressions(section: Mapping[str, Any] | None) -> list[str]:
-    """One line per change for the worse that holds after Holm's correction: what ``matrix --fail-on-regression``
-    fails on."""
+    """One line per change for the worse that holds after Holm's correction, and per delivery or failure-log
+    contract a newer release breaks: what ``matrix --fail-on-regression`` fails on."""
     lines = []
     for group in (section or {}).get("groups", []):
         for pair in group["pairs"]:
@@ -164,6 +185,10 @@ def regressions(section: Mapping[str, Any] | None) -> list[str]:
                                  f"{group['scenario']} · {c['metric']}: {_fmt(c['metric'], c['old_mean'])} → "
                                  f"{_fmt(c['metric'], c['new_mean'])} ({_size(c)}, p = {c['p']:.2g}, "
                                  f"Holm {c['p_holm']:.2g})")
+            if hard := [c for c in pair.get("broken", ()) if c in GATED_CONTRACTS]:
+                lines.append(f"{group['library']} {pair['old_version']} → {pair['new_version']} · {group['scenario']}: "
+                             f"breaks the {', '.join(TITLES.get(c, c) for c in hard)} contract "
+                             f"({pair['old_verdict']} → {pair['new_verdict']})")
     return lines
 
 
@@ -203,6 +228,10 @@ def between_context(section: Mapping[str, Any] | None) -> list[dict[str, Any]]:
                 note = (f"{len(rows)} of {pair['tested']} metric(s) changed beyond noise, {worse} for the worse; "
                         f"{bad} regression(s) after Holm's correction over the section's {tests} tests")
             note += "" if pair["untestable"] else same
+            if pair.get("old_verdict") != pair.get("new_verdict"):
+                note += f"; verdict: {pair.get('old_verdict')} → {pair.get('new_verdict')}"
+                if pair.get("broken"):
+                    note += " ⚠ (newly broken: " + ", ".join(TITLES.get(c, c) for c in pair["broken"]) + ")"
             pairs.append({"title": f"{pair['old_version']} → {pair['new_version']}", "old": pair["old"],
                           "new": pair["new"], "note": note, "rows": rows})
         text = ", ".join(f"{r['version']} ({r['n']} run{'s' if r['n'] != 1 else ''})" for r in group["releases"])

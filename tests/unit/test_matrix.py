@@ -230,6 +230,24 @@ def test_a_change_for_the_worse_that_does_not_hold_after_holm_is_listed_but_is_n
         group["pairs"][0]["note"]
 
 
+@pytest.mark.parametrize(("new_fails", "gated"), [(["timing", "delivery"], True), (["timing"], False)])
+def test_a_contract_the_newer_release_breaks_is_shown_and_gates_unless_it_is_timing(new_fails: list[str],
+                                                                                  gated: bool) -> None:
+    results = _results()
+    results["verdicts"] = {"seed-lesson": {"rows": {"arq==0.9.0": {"status": "pass", "failed": []},
+                                                    "arq==0.10.*": {"status": "fail", "failed": new_fails}}}}
+    section = between_versions(results)
+    (pair,) = section["groups"][0]["pairs"]  # type: ignore[index]
+    assert pair["broken"] == sorted(new_fails) and pair["regressions"] == 1 + gated
+    (group,) = between_context(section)
+    assert f"; verdict: pass → fails {', '.join(new_fails)} ⚠ (newly broken: " in group["pairs"][0]["note"]
+    lines = regressions(section)
+    assert len(lines) == 1 + gated
+    if gated:
+        assert lines[1] == ("arq 0.9.0 → 0.10.2 · seed-lesson: breaks the delivery contract "
+                            "(pass → fails timing, delivery)")
+
+
 def test_with_one_repetition_the_section_says_the_test_cannot_be_made() -> None:
     section = between_versions(_results(reps_new=1))
     assert section is not None
