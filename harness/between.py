@@ -6,8 +6,9 @@ consecutive release, with Welch's t-test over the repetitions (two-sided, p < 0.
 ``compare`` judges noise at). Only changes beyond noise are listed, with their direction from the
 metric's own sense in the registry. Tested at 5 % each, forty metrics would show two changes by chance
 alone: each change also carries its Holm-adjusted p over every test of the section, and only a change
-for the worse that holds after it is a *regression* (what ``matrix --fail-on-regression`` fails on).
-Pure over ``results.json``: ``retrybench report`` recomputes it.
+for the worse that holds after it is a *regression* (what ``matrix --fail-on-regression`` fails on), as is
+a delivery or failure-log contract the newer release breaks. Pure over ``results.json``: ``retrybench
+report`` recomputes it.
 """
 
 from __future__ import annotations
