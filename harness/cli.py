@@ -18,6 +18,7 @@ from harness.analysis.results import analyze
 from harness.analysis.storage import ResultsError, read_results
 from harness.ops.commands import Command, OpsUsageError, add_commands
 from harness.orchestrate.envs import EnvError, parse_backend_spec
+from harness.orchestrate.matrix import MatrixError, add_matrix_options, print_between, run_matrix
 from harness.orchestrate.redis_server import RedisUnavailable
 from harness.orchestrate.runner import Cell, CellSetupFailed, Interrupted, RunAborted, RunPlan, execute, restart_spec
 from harness.plan.presets import PRESETS, resolve
@@ -72,37 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run scenarios on backends and write results/<run-id>/")
     run.add_argument("--backend", "-b", action="append", metavar="NAME[==VERSION]",
                      help="reference, rq, arq, celery (repeatable; pin e.g. celery==5.6.*). Default: all four")
-    run.add_argument("--scenario", "-s", action="append", metavar="PRESET|FILE.toml",
-                     help=f"a preset ({', '.join(PRESETS)}) or a scenario file; repeatable. Default: seed-lesson")
-    run.add_argument("--jobs", type=int, help="override the scenario's number of jobs")
-    run.add_argument("--workers", type=int, help="worker processes per backend")
-    run.add_argument("--concurrency", type=int, help="concurrency per worker (RQ: processes, ARQ: max_jobs, "
-                     "Celery: pool size)")
-    run.add_argument("--seed", type=int, help="seed of the fault plan and jitter")
     run.add_argument("--repeat", type=int, default=1, help="run every cell N times; tables show medians")
-    run.add_argument("--time-scale", type=float, help="multiply every delay (0.1 = ten times faster)")
-    run.add_argument("--schedule", choices=SCHEDULES, default=None,
-                     help="who decides each retry's delay: planned (retrybench's seeded plan, the default) or "
-                          "native (each library's own formula; see docs/schedules.md); overrides the scenario's")
-    run.add_argument("--redis-url", default=os.environ.get("RETRYBENCH_REDIS_URL") or None,
-                     help="use this Redis (keys under retrybench:<run>) instead of a private one (default "
-                     "$RETRYBENCH_REDIS_URL: keeps a password off the command line)")
-    run.add_argument("--broker-url", default=os.environ.get("RETRYBENCH_BROKER_URL") or None,
-                     help="Celery broker (default: $RETRYBENCH_BROKER_URL, else the Redis URL), "
-                     "e.g. amqp://guest@127.0.0.1//")
-    run.add_argument("--out", type=Path, default=Path("results"), help="results root (default: results/)")
-    run.add_argument("--option", "-o", action="append", type=_option, default=[], metavar="KEY=VALUE",
-                     help="backend tuning, e.g. rq_worker_class=SimpleWorker, arq_poll_delay=0.1, celery_pool=threads")
-
-    run.add_argument("--external-workers", type=int, nargs="?", const=1, default=0, metavar="N",
-                     help="start no workers: measure N (default 1) started elsewhere, e.g. by docker compose "
-                     "(needs --redis-url; docs/deploy.md)")
-    run.add_argument("--junit", type=Path, metavar="FILE", help="also write every check of every cell as JUnit XML")
-    run.add_argument("--path", metavar="DIR", help="the directory a scenario's own task, argument and exception "
-                     "modules are imported from (default: the scenario file's directory; docs/own-tasks.md)")
-    run.add_argument("--allow-large", action="store_true",
-                     help=f"allow more than {LIMITS['jobs']:,} jobs, {LIMITS['workers']} workers or "
-                     f"{LIMITS['concurrency']} concurrency (a big machine)")
+    _run_options(run)
+    matrix = sub.add_parser("matrix", help="run scenarios on several releases of one library, each in its own "
+                            "environment, and report what changed beyond noise between consecutive releases")
+    add_matrix_options(matrix)
+    _run_options(matrix)
 
     report = sub.add_parser("report", help="recompute every metric of a results directory from its history and "
                             "write report.md and report.html")
@@ -133,6 +109,40 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
     OPS_COMMANDS.update(add_commands(sub))
     return parser
+
+
+def _run_options(run: argparse.ArgumentParser) -> None:
+    """The options ``run`` and ``matrix`` share: scenarios, sizes, servers, output."""
+    run.add_argument("--scenario", "-s", action="append", metavar="PRESET|FILE.toml",
+                     help=f"a preset ({', '.join(PRESETS)}) or a scenario file; repeatable. Default: seed-lesson")
+    run.add_argument("--jobs", type=int, help="override the scenario's number of jobs")
+    run.add_argument("--workers", type=int, help="worker processes per backend")
+    run.add_argument("--concurrency", type=int, help="concurrency per worker (RQ: processes, ARQ: max_jobs, "
+                     "Celery: pool size)")
+    run.add_argument("--seed", type=int, help="seed of the fault plan and jitter")
+    run.add_argument("--time-scale", type=float, help="multiply every delay (0.1 = ten times faster)")
+    run.add_argument("--schedule", choices=SCHEDULES, default=None,
+                     help="who decides each retry's delay: planned (retrybench's seeded plan, the default) or "
+                          "native (each library's own formula; see docs/schedules.md); overrides the scenario's")
+    run.add_argument("--redis-url", default=os.environ.get("RETRYBENCH_REDIS_URL") or None,
+                     help="use this Redis (keys under retrybench:<run>) instead of a private one (default "
+                     "$RETRYBENCH_REDIS_URL: keeps a password off the command line)")
+    run.add_argument("--broker-url", default=os.environ.get("RETRYBENCH_BROKER_URL") or None,
+                     help="Celery broker (default: $RETRYBENCH_BROKER_URL, else the Redis URL), "
+                     "e.g. amqp://guest@127.0.0.1//")
+    run.add_argument("--out", type=Path, default=Path("results"), help="results root (default: results/)")
+    run.add_argument("--option", "-o", action="append", type=_option, default=[], metavar="KEY=VALUE",
+                     help="backend tuning, e.g. rq_worker_class=SimpleWorker, arq_poll_delay=0.1, celery_pool=threads")
+
+    run.add_argument("--external-workers", type=int, nargs="?", const=1, default=0, metavar="N",
+                     help="start no workers: measure N (default 1) started elsewhere, e.g. by docker compose "
+                     "(needs --redis-url; docs/ci.md: workers started elsewhere)")
+    run.add_argument("--junit", type=Path, metavar="FILE", help="also write every check of every cell as JUnit XML")
+    run.add_argument("--path", metavar="DIR", help="the directory a scenario's own task, argument and exception "
+                     "modules are imported from (default: the scenario file's directory; docs/own-tasks.md)")
+    run.add_argument("--allow-large", action="store_true",
+                     help=f"allow more than {LIMITS['jobs']:,} jobs, {LIMITS['workers']} workers or "
+                     f"{LIMITS['concurrency']} concurrency (a big machine)")
 
 
 def _plan(args: argparse.Namespace) -> RunPlan:
@@ -200,6 +210,11 @@ def _check_out(out: Path) -> None:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    return _run(args, console)[0]
+
+
+def _run(args: argparse.Namespace, console: Console) -> tuple[int, dict[str, Any] | None]:
+    """Run, analyse, report: the exit code, and the results (None when nothing could be analysed)."""
     plan = _plan(args)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -246,8 +261,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         results = analyze(run_dir)
     except (ResultsError, HistoryError) as exc:
         console.print(f"[yellow]nothing to report: {exc}[/]")
-        return EXIT_INTERRUPTED if interrupted else EXIT_ABORTED if aborted else EXIT_USAGE
+        return (EXIT_INTERRUPTED if interrupted else EXIT_ABORTED if aborted else EXIT_USAGE), None
     print_results(results, console)
+    print_between(results, console)
     for failure in failures:
         console.print(f"[red]{failure}[/]")
     console.print(f"results: {run_dir / 'results.json'}  history: {run_dir / 'history.jsonl'}")
@@ -255,7 +271,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if broken and not interrupted:
         console.print(f"[bold red]{len(broken)} cell(s) broke off (driver died or failed): "
                       f"{escape(', '.join(broken))}; their rows are partial[/]")
-    return EXIT_INTERRUPTED if interrupted else EXIT_ABORTED if aborted or broken else 0
+    return (EXIT_INTERRUPTED if interrupted else EXIT_ABORTED if aborted or broken else 0), results
+
+
+def cmd_matrix(args: argparse.Namespace, console: Console) -> int:
+    return run_matrix(args, console, run=_run)
 
 
 def _write_reports(run_dir: Path, results: dict[str, Any], console: Console, junit: Path | None = None) -> int:
@@ -295,6 +315,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     except (ResultsError, HistoryError) as exc:
         raise UsageError(str(exc)) from None
     print_results(results, console)
+    print_between(results, console)
     console.print(f"results: {args.dir / 'results.json'}")
     failing = _write_reports(args.dir, results, console, args.junit)
     return 1 if args.junit and failing else 0
@@ -340,11 +361,12 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     # Piped output (CI logs) would otherwise wrap tables at 80 columns.
     console = Console() if sys.stdout.isatty() else Console(width=120)
-    commands = {"run": cmd_run, "report": cmd_report, "scenarios": cmd_scenarios, "compare": cmd_compare,
+    commands = {"run": cmd_run, "matrix": cmd_matrix, "report": cmd_report, "scenarios": cmd_scenarios,
+                "compare": cmd_compare,
                 "shell": cmd_env, "exec": cmd_env, **OPS_COMMANDS}
     try:
         sys.exit(commands[args.command](args, console))
-    except (UsageError, OpsUsageError) as exc:
+    except (UsageError, OpsUsageError, MatrixError) as exc:
         _die(str(exc))
     except (ResultsError, HistoryError) as exc:  # a results file read where no command expected it
         _die(str(exc))

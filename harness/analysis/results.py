@@ -20,6 +20,7 @@ from heapq import nsmallest
 from pathlib import Path
 from typing import Any
 
+from harness.analysis.between import between_versions
 from harness.analysis.checks import summarize
 from harness.analysis.history import iter_history, no_events
 from harness.analysis.metrics import METRICS
@@ -197,5 +198,7 @@ def analyze(run_dir: Path) -> dict[str, Any]:
     # A row with fewer repetitions than asked is partial too (its median is over fewer runs than it says).
     results["partial"] = results["partial"] or any(
         r["status"] == "partial" for v in results["verdicts"].values() for r in v["rows"].values())
+    if (between := between_versions(results)) is not None:
+        results["between_versions"] = between  # two releases of one library: what changed beyond noise
     write_json_atomic(run_dir / RESULTS, results)
     return results

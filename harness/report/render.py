@@ -16,6 +16,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 import harness.report.plots as plots
+from harness.analysis.between import between_context
 from harness.analysis.metrics import METRICS, format_value, median_of
 from harness.analysis.overhead import overhead, overhead_note
 from harness.analysis.results import CellPlot, plot_inputs
@@ -250,10 +251,10 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
                 images[file] = png
                 entry["plots"].append({"file": f"{PLOTS_DIR}/{file}", "alt": f"{parent} scaling", "name": file})
         swept.append(entry)
-    env = results.get("environment", {})
+    env, between = results.get("environment", {}), between_context(results.get("between_versions"))
     return {"run_id": results.get("run_id"), "partial": results.get("partial"), "repeat": results.get("repeat", 1),
             "environment": env, "sections": sections, "verdicts": _verdict_context(verdicts), "overall": overall,
-            "problems": results.get("history_problems", [])[:10],
+            "problems": results.get("history_problems", [])[:10], "between": between,
             "incomplete": [c for c in results.get("cells", []) if not c.get("complete")],
             "reliability": _reliability(results), "sweeps": swept, "startup": _startup(results),
             "metrics": [METRICS[n] for n in dict.fromkeys(SUMMARY_COLUMNS + OUTAGE_COLUMNS + RELIABILITY_TABLE

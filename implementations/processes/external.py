@@ -63,7 +63,8 @@ class ExternalWorkers:
                     f"ready after {timeout:.0f}s: start them with `docker compose up -d --scale "
                     f"{self.config.backend}-worker={self.minimum} {self.config.backend}-worker`, "
                     f"`kubectl scale deployment/retrybench-{self.config.backend}-worker --replicas={self.minimum}` "
-                    f"or `python -m implementations.processes.external --backend {self.config.backend}` (docs/deploy.md)")
+                    f"or `python -m implementations.processes.external --backend {self.config.backend}` "
+                    "(docs/deploy.md)")
             time.sleep(0.05)
         return time.monotonic() - started
 
