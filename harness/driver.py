@@ -42,6 +42,7 @@ from .cell import (
     settle,
 )
 from .expect import expectations, job_id_for
+from .hostclock import DriverClock
 from .scenarios import Scenario, confined
 from .startup import PROBE_TIMEOUT_S, StartupProbe
 
@@ -53,6 +54,7 @@ EXIT_SETUP = 2
 
 def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
     scenario = Scenario(**{**spec["scenario"], "faults": tuple(spec["scenario"]["faults"]),
+                           "network": tuple(spec["scenario"].get("network") or ()),
                            "messages": tuple(spec["scenario"]["messages"])})
     config = AppConfig(
         # The URLs (with any password) come through the environment; the spec file holds redacted copies.
@@ -101,6 +103,10 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                             "external_workers": spec.get("external_workers", 0), "schedule": config.schedule,
                             # A user task has no seeded plan of its outcome: "expected" is "not planned".
                             **({"task": scenario.task, "planned": False} if scenario.user_task else {})}])
+    # Workers on other hosts: this host's clock against the broker's, at start and end (implementations/clock.py).
+    clock = DriverClock(config.redis_url, base) if spec.get("external_workers") and config.redis_url else None
+    if clock is not None:
+        history.write_through(clock.events("start"))
     app = build_app(config)
     external = (ExternalWorkers(config, minimum=spec["external_workers"], concurrency=scenario.concurrency)
                 if spec.get("external_workers") else None)
@@ -292,6 +298,9 @@ def run_cell(spec: dict[str, Any], out: IO[str]) -> int:
                 reason = f"{reason}; could not read the final events: {exc}"
             # The harness's own footprint: a real queue's history is streamed, not held (reference: held
             # up to cell.IN_PROCESS_HOLD events).
+            if clock is not None:
+                history.write(clock.events("end"))
+                clock.close()
             usage = resource.getrusage(resource.RUSAGE_SELF)
             peak_mb = usage.ru_maxrss / 1024
             history.write([{"type": "end", **base, "ts_ns": now_ns(), "complete": reason == "complete",

@@ -123,14 +123,24 @@ class Supervisor:
         # The harness reached Redis by its own address; this host may need another (redis://redis:6379).
         config = AppConfig(**payload["config"]).portable().reached_at(self.redis_url, self.broker_url)
         self._app = load_app(config)
+        self._clock("start")  # before any worker runs: the analysis corrects this host's times from here on
         try:
             self._app.start_workers(1, int(payload.get("concurrency", 1)))
             log.warning("started %s worker(s) for %s", self.backend, config.run_id)
         except BackendError as exc:
             log.error("could not start %s workers for %s: %s", self.backend, config.run_id, exc)
 
+    def _clock(self, phase: str) -> None:
+        """This host's clock offset against the broker's TIME, into the cell's history (implementations/clock.py)."""
+        from .clock import clock_event
+
+        event = clock_event(self._redis, {}, role="worker", phase=phase)
+        if event is not None:
+            self._app.runtime.emit(event.pop("type"), **event)
+
     def _stop_workers(self) -> None:
         if self._app is not None:
+            self._clock("end")
             self._app.stop_workers()
             self._app.close()
             self._app = None
