@@ -75,3 +75,27 @@ def clock_table(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if "start" in row and "end" in row:
             row["drift_ms"] = row["end"]["offset_ms"] - row["start"]["offset_ms"]
     return sorted(rows.values(), key=lambda r: (r.get("role") != "driver", r["host"]))
+
+
+def _ms(phase: Any) -> str:
+    if not isinstance(phase, dict):
+        return "-"
+    return f"{phase['offset_ms']:+.3f} ± {phase['uncertainty_ms']:.3f}"
+
+
+def clock_rows(cells: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The report's "Hosts and clocks" table: one row per host of every cell that measured clocks, with the
+    network faults each worker host had (from results.json's ``clocks`` and ``network``)."""
+    rows = []
+    for cell in cells:
+        faults: dict[str, list[str]] = {}
+        for n in cell.get("network") or ():
+            what = f"{n.get('event')}{' ' + format(n['ms'], 'g') + ' ms' if n.get('ms') else ''} at {n.get('at_s')} s"
+            faults.setdefault(str(n.get("host")), []).append(what)
+        for r in cell.get("clocks") or ():
+            drift = r.get("drift_ms")
+            rows.append({"cell": f"{cell.get('backend')} · {cell.get('scenario')}", "host": str(r.get("host")),
+                         "role": str(r.get("role")), "start": _ms(r.get("start")), "end": _ms(r.get("end")),
+                         "drift": f"{drift:+.3f}" if isinstance(drift, (int, float)) else "-",
+                         "network": "; ".join(faults.get(str(r.get("host")), [])) or "-"})
+    return rows

@@ -167,3 +167,38 @@ def append_event(history: Path, event: dict[str, Any]) -> None:
         os.write(fd, (json.dumps({k: v for k, v in event.items() if v is not None}) + "\n").encode())
     finally:
         os.close(fd)
+
+
+def windows(events: Sequence[Mapping[str, Any]], t0_ns: int) -> list[tuple[str, float, float]]:
+    """``(label, start_s, end_s)`` of every network fault in a cell's ``network`` events, seconds after
+    ``t0_ns``: a partition until its heal, a latency until it is lifted, a drop for its refusal window (at
+    least an instant). A window never closed (a run broken off) ends where it began."""
+    out: list[tuple[str, float, float]] = []
+    open_: dict[tuple[str, str], tuple[float, Any]] = {}
+    for e in sorted(events, key=lambda e: e.get("ts_ns") or 0):
+        ts = e.get("ts_ns")
+        if not isinstance(ts, int) or e.get("error"):
+            continue
+        at, host, what = (ts - t0_ns) / 1e9, str(e.get("host")), e.get("event")
+        if what == "partition":
+            open_[("partition", host)] = (at, None)
+        elif what == "heal" and ("partition", host) in open_:
+            out.append((f"partition {host}", open_.pop(("partition", host))[0], at))
+        elif what == "latency" and e.get("ms"):
+            open_[("latency", host)] = (at, e.get("ms"))
+        elif what == "latency" and ("latency", host) in open_:
+            start, ms = open_.pop(("latency", host))
+            out.append((f"+{float(ms):g} ms {host}", start, at))
+        elif what == "drop":
+            until = e.get("until_ns")
+            out.append((f"drop {host}", at, (until - t0_ns) / 1e9 if isinstance(until, int) else at))
+    out.extend((f"{kind} {host}", start, start) for (kind, host), (start, _) in open_.items())
+    return out
+
+
+def summary(events: Sequence[Mapping[str, Any]], t0_ns: int | None) -> list[dict[str, Any]]:
+    """What results.json keeps of each ``network`` event: what, which host, and when (s after the first enqueue)."""
+    keep = ("event", "host", "ms", "refuse_s", "dropped", "link", "error")
+    return [{k: e[k] for k in keep if e.get(k) is not None}
+            | {"at_s": round((e["ts_ns"] - t0_ns) / 1e9, 3) if t0_ns and isinstance(e.get("ts_ns"), int) else None}
+            for e in events]

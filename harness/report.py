@@ -19,6 +19,7 @@ from implementations.backends import is_control
 
 from . import plots
 from .analysis import CellPlot, plot_inputs
+from .hostclock import clock_rows
 from .metrics import METRICS, format_value
 from .overhead import overhead, overhead_note
 from .sweep import SIZES, SWEEP_COLUMNS, curve, label, sweeps
@@ -256,6 +257,7 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
             "problems": results.get("history_problems", [])[:10],
             "incomplete": [c for c in results.get("cells", []) if not c.get("complete")],
             "reliability": _reliability(results), "sweeps": swept, "startup": _startup(results),
+            "clocks": clock_rows(results.get("cells", [])),
             "metrics": [METRICS[n] for n in dict.fromkeys(SUMMARY_COLUMNS + OUTAGE_COLUMNS + RELIABILITY_TABLE
                                                             + SWEEP_COLUMNS)],
             "images": images}

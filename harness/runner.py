@@ -285,7 +285,7 @@ def execute(plan: RunPlan, *, log: Callable[[str], None], progress_factory: Call
         meta = {"type": "meta", "run_id": run_id, "backend": "", "scenario": "", "schema_version": 1,
                 "environment": environment(root=Path(SOURCE_ROOT), command=redact_argv(plan.command),
                                            redis={k: v for k, v in redis_info.items()
-                                                  if k not in ("url", "server_obj")},
+                                                  if k not in ("url", "server_obj", "hosts_obj")},
                                            backends=versions)
                 | ({"user_code": user_code} if user_code else {}),
                 "scenarios": {v.name: v.to_dict() for s in plan.scenarios for b in plan.backends
