@@ -102,12 +102,21 @@ class Supervisor:
         self._stop = False
 
     def run(self) -> None:
+        import redis
+
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
         log.warning("supervising %s workers; waiting for `retrybench run --external-workers` on %s",
                     self.backend, redact_url(self.redis_url))
         try:
             while not self._stop:
-                raw: bytes | None = self._redis.get(channel(self.backend))  # type: ignore[assignment]
+                try:
+                    raw: bytes | None = self._redis.get(channel(self.backend))  # type: ignore[assignment]
+                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+                    # The broker is away (restarting, or this host is cut off from it): its workers keep
+                    # running on their own; the supervisor looks again rather than take them down with it.
+                    log.warning("cannot reach Redis (%s); trying again", redact_text(str(exc)))
+                    time.sleep(max(self.poll, 1.0))
+                    continue
                 if raw != self._current:
                     self._stop_workers()
                     if raw is not None:
