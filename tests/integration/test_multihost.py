@@ -5,7 +5,6 @@ Each test is one quick run on rq (a few jobs). They need root and ``ip netns``; 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
