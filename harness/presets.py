@@ -103,12 +103,13 @@ PRESETS: dict[str, Scenario] = {s.name: s for s in [
              options={**_RECOVERY, "deadline_s": 90},
              network=({"kind": "partition", "host": 1, "at": 2, "duration": 15},)),
     Scenario("broker-latency", "Every byte between worker host 1 and the broker is delayed 150 ms each way (a proxy "
-             "on the path) from 1 s for 6 s; at 8 s its connections are reset and new ones refused for 1 s; "
-             "documented recovery settings.", policy={**_BACKOFF, "max_retries": 3, "retry_backoff": 1},
-             faults=({"kind": "fail_first", "k": 1, "fraction": 0.3},), jobs=40, work_ms=100, enqueue_rate=STAGGER,
+             "on the path) from 0.5 s for 3 s; at 4 s, while jobs still arrive, its connections are reset and new "
+             "ones refused for 1 s; documented recovery settings.",
+             policy={**_BACKOFF, "max_retries": 3, "retry_backoff": 1},
+             faults=({"kind": "fail_first", "k": 1, "fraction": 0.3},), jobs=50, work_ms=100, enqueue_rate=STAGGER,
              options={**_RECOVERY, "deadline_s": 90},
-             network=({"kind": "latency", "host": 1, "at": 1, "duration": 6, "ms": 150},
-                      {"kind": "drop", "host": 1, "at": 8, "duration": 1})),
+             network=({"kind": "latency", "host": 1, "at": 0.5, "duration": 3, "ms": 150},
+                      {"kind": "drop", "host": 1, "at": 4, "duration": 1})),
     Scenario("load-10k", "10,000 jobs, a fifth of the attempts fail transiently and are retried at once, 4 workers: "
              "the harness streams the history, so its memory stays flat (ARQ polls every 50 ms, or 10,000 jobs "
              "would take it ten minutes).",
