@@ -5,16 +5,17 @@ Each test is one quick run on rq (a few jobs). They need root and ``ip netns``; 
 
 from __future__ import annotations
 
-import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness.checks import check_retry_timing
-from harness.history import read_history
+from harness.history import iter_history
 from harness.netns import unavailable
 
 pytestmark = pytest.mark.integration
@@ -56,7 +57,7 @@ def run(tmp_path: Path, scenario: str, *extra: str) -> tuple[Path, list[dict[str
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert namespaces() <= before, "namespaces left behind"
     run_dir = (tmp_path / "out" / "latest").resolve()
-    return run_dir, list(read_history(run_dir / "history.jsonl"))
+    return run_dir, [e for e in iter_history(run_dir / "history.jsonl") if e["type"] != "meta"]
 
 
 def test_a_network_preset_without_hosts_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -65,14 +66,16 @@ def test_a_network_preset_without_hosts_is_one_line_and_exit_2(tmp_path: Path) -
     assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "--hosts" in done.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the CLI as another user")
-def test_hosts_without_root_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    tmp_path.chmod(0o777)
-    done = retrybench("--hosts", "2", "-b", "rq", "--out", str(tmp_path), user=65534, group=65534,
-                      env={**os.environ, "HOME": str(tmp_path)})
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.strip() == "retrybench: error: --hosts needs root (it creates network namespaces and veth " \
-                                  "links with `ip netns`)"
+def test_hosts_without_root_is_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    monkeypatch.setattr("os.geteuid", lambda: 1000)  # the interpreter here is root's: pretend it is not
+    with pytest.raises(SystemExit) as done:
+        main(["run", "--hosts", "2", "-b", "rq", "--out", str(tmp_path)])
+    assert done.value.code == 2
+    assert capsys.readouterr().err.strip() == ("retrybench: error: --hosts needs root (it creates network namespaces "
+                                               "and veth links with `ip netns`)")
 
 
 @needs_netns
@@ -120,3 +123,53 @@ def test_a_skewed_clock_leaves_lateness_unchanged(tmp_path: Path) -> None:
     assert corrected and max(abs(v) for v in corrected) < 1.5  # as on one clock: RQ's whole-second scheduler
     raw = check_retry_timing([e for e in events if e["type"] != "clock"])["lateness"]
     assert sum(abs(v) > 3.5 for v in raw) >= moved  # read without the offsets, each moved retry is 5 s off
+
+
+def _start_and_wait_for_namespaces(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
+    path = tmp_path / "net.toml"
+    network = '[[network]]\nkind = "partition"\nat = 0.5\nduration = 30\n'
+    path.write_text(BASE.replace("jobs = 8", "jobs = 200") + network)
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--hosts", "2", "-b", "rq", "-s", str(path),
+                             "--out", str(tmp_path / "out")], cwd=ROOT, text=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    tag = f"rb{proc.pid}-"
+    deadline = time.monotonic() + 120
+    # Running: the namespaces exist and the partition has been applied (a run in the middle of a fault).
+    while time.monotonic() < deadline and not any((tmp_path / "out").glob("*/history.jsonl")):
+        time.sleep(0.2)
+    while time.monotonic() < deadline:
+        histories = list((tmp_path / "out").glob("*/history.jsonl"))
+        if histories and '"event": "partition"' in histories[0].read_text():
+            break
+        time.sleep(0.2)
+    assert any(n.startswith(tag) for n in namespaces()), "the run never started its hosts"
+    return proc, tag
+
+
+def _ns_pids(tag: str) -> list[str]:
+    pids = []
+    for ns in [n for n in namespaces() if n.startswith(tag)]:
+        pids += subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False).stdout.split()
+    return pids
+
+
+@needs_netns
+def test_ctrl_c_in_the_middle_of_a_partition_leaves_no_namespace_and_no_process(tmp_path: Path) -> None:
+    proc, tag = _start_and_wait_for_namespaces(tmp_path)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(90) == 130
+    assert not [n for n in namespaces() if n.startswith(tag)]
+
+
+@needs_netns
+def test_a_killed_run_s_hosts_die_with_it_and_the_next_run_removes_its_namespaces(tmp_path: Path) -> None:
+    from harness.netns import clean_stale
+
+    proc, tag = _start_and_wait_for_namespaces(tmp_path)
+    proc.kill()
+    proc.wait(10)
+    deadline = time.monotonic() + 20
+    while _ns_pids(tag) and time.monotonic() < deadline:  # parent-death signal: every process in them is gone
+        time.sleep(0.2)
+    assert not _ns_pids(tag)
+    assert {n for n in clean_stale() if n.startswith(tag)} and not [n for n in namespaces() if n.startswith(tag)]
