@@ -18,6 +18,7 @@ from harness.analysis.results import analyze
 from harness.analysis.storage import ResultsError, read_results
 from harness.ops.commands import Command, OpsUsageError, add_commands
 from harness.orchestrate.envs import EnvError, parse_backend_spec
+from harness.orchestrate.hosts import HostsError, add_host_arguments, plan_hosts
 from harness.orchestrate.matrix import MatrixError, add_matrix_options, print_between, run_matrix
 from harness.orchestrate.redis_server import RedisUnavailable
 from harness.orchestrate.runner import Cell, CellSetupFailed, Interrupted, RunAborted, RunPlan, execute, restart_spec
@@ -136,7 +137,8 @@ def _run_options(run: argparse.ArgumentParser) -> None:
 
     run.add_argument("--external-workers", type=int, nargs="?", const=1, default=0, metavar="N",
                      help="start no workers: measure N (default 1) started elsewhere, e.g. by docker compose "
-                     "(needs --redis-url; docs/ci.md: workers started elsewhere)")
+                     "(needs --redis-url; docs/deploy.md)")
+    add_host_arguments(run)
     run.add_argument("--junit", type=Path, metavar="FILE", help="also write every check of every cell as JUnit XML")
     run.add_argument("--path", metavar="DIR", help="the directory a scenario's own task, argument and exception "
                      "modules are imported from (default: the scenario file's directory; docs/own-tasks.md)")
@@ -181,9 +183,13 @@ def _plan(args: argparse.Namespace) -> RunPlan:
         if in_process := [b.backend for b in backends if is_in_process(b.backend)]:
             raise UsageError(f"--external-workers: {', '.join(in_process)} runs in-process; choose "
                              f"{', '.join(QUEUES)} with --backend")
+    try:
+        hosts, skews = plan_hosts(args, [b.backend for b in backends], scenarios)
+    except HostsError as exc:
+        raise UsageError(str(exc)) from None
     return RunPlan(backends=backends, scenarios=scenarios, repeat=args.repeat, redis_url=args.redis_url,
                    broker_url=args.broker_url, out=args.out, options=dict(args.option), command=sys.argv,
-                   external_workers=args.external_workers)
+                   external_workers=args.external_workers, hosts=hosts, clock_skew=skews)
 
 
 def _check_limits(scenarios: list[Any]) -> None:

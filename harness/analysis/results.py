@@ -27,7 +27,9 @@ from harness.analysis.metrics import METRICS
 from harness.analysis.runindex import Event, RunBuilder, RunIndex, paused_gc
 from harness.analysis.storage import HISTORY, RESULTS, SCHEMA_VERSION, ResultsError, history_file, write_json_atomic
 from harness.analysis.verdicts import cell_verdict, scenario_verdicts
+from harness.bench.hostclock import clock_table
 from harness.bench.startup import startup_summary
+from harness.plan.netfaults import summary as net_summary
 
 TIMELINE_JOBS = 6  # jobs per cell drawn in the report's timeline (the busiest)
 
@@ -63,6 +65,9 @@ def _cell_info(run_id: str, idx: RunIndex, first: Event) -> dict[str, Any]:
         "reason": end.get("reason") if end else "interrupted: no end event",
         "startup_s": ready.get("startup_s"),
         "startup": startup_summary(ready),  # per worker, one definition on every backend (harness/bench/startup.py)
+        # Simulated hosts (docs/multi-host.md): each host's clock offset, and the network faults applied.
+        **({"clocks": clock_table(idx.clocks.events)} if idx.clocks.events else {}),
+        **({"network": net_summary(idx.network, idx.first_enqueue_ns)} if idx.network else {}),
     }
 
 
@@ -71,7 +76,8 @@ def _busiest(idx: RunIndex) -> RunIndex:
     jobs = idx.jobs
     keep = nsmallest(TIMELINE_JOBS, jobs, key=lambda j: (-len(jobs[j].attempts_seen()), j))
     return RunIndex(run_id=idx.run_id, backend=idx.backend, scenario=idx.scenario, header=idx.header,
-                    end=idx.end, jobs={j: jobs[j] for j in keep}, first_enqueue_ns=idx.first_enqueue_ns)
+                    end=idx.end, jobs={j: jobs[j] for j in keep}, first_enqueue_ns=idx.first_enqueue_ns,
+                    clocks=idx.clocks, network=idx.network)
 
 
 def _finish(run_id: str, builder: RunBuilder, first: Event) -> tuple[dict[str, Any], CellPlot]:

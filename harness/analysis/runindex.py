@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.bench.hostclock import Clocks, shift
+
 Event = dict[str, Any]
 # What a failure record must hold (failure-log completeness counts these); the index keeps only these.
 RECORD_FIELDS = ("run_id", "backend", "task", "job_id", "args", "exc_type", "exc_message", "traceback",
@@ -157,6 +159,10 @@ class RunIndex:
     # job id -> store names (empty: in none). None: the stores were never searched.
     whereabouts: dict[str, list[str]] | None = None
     recovery_hints: dict[str, str] = field(default_factory=dict)  # store -> when the library would bring it back
+    # Multi-host runs (docs/multi-host.md): each host's clock offset, by which its times were corrected as they
+    # were indexed, and the network faults the harness applied (their times corrected onto the same clock).
+    clocks: Clocks = field(default_factory=Clocks)
+    network: list[Event] = field(default_factory=list)
 
     @property
     def policy(self) -> Mapping[str, Any]:
@@ -180,17 +186,21 @@ def index_run(events: Iterable[Event]) -> RunIndex:
 
 _JOB_EVENTS = frozenset({"attempt_start", "attempt", "callback", "terminal", "failure_record", "enqueue",
                          "schedule"})
+# The times a host's clock offset corrects, per event kind (the rest of an event is left as recorded).
+_CORRECTED = {"attempt_start": ("started_ns",), "attempt": ("started_ns", "finished_ns"), "terminal": ("ts_ns",),
+              "enqueue": ("ts_ns",), "network": ("ts_ns",)}
 
 
 class RunBuilder:
     """Adds the events of one run to a ``RunIndex``, in file order."""
 
-    __slots__ = ("idx", "_words", "_plans")
+    __slots__ = ("idx", "_words", "_plans", "_hosts")
 
     def __init__(self) -> None:
         self.idx = RunIndex()
         self._words: dict[str, str] = {}
         self._plans: dict[bytes, Any] = {}
+        self._hosts: dict[str, str] = {}  # job id -> the host of its latest attempt (multi-host runs only)
 
     def add(self, e: Event) -> None:
         idx = self.idx
@@ -201,6 +211,14 @@ class RunBuilder:
             idx.run_id, idx.backend, idx.scenario = rid, e.get("backend"), e.get("scenario")
         kind = e.get("type")
         jid = e.get("job_id")
+        if kind == "clock":
+            idx.clocks.add(e)
+            return
+        if idx.clocks.offsets and kind in _CORRECTED:
+            e = self._corrected(kind, jid, e)
+        if kind == "network":
+            idx.network.append(e)
+            return
         if jid is not None and kind in _JOB_EVENTS:
             self._job_event(idx, kind, jid, e)
         elif kind == "run":
@@ -227,6 +245,24 @@ class RunBuilder:
             if isinstance(hints, dict):
                 idx.recovery_hints.update({str(k): str(v) for k, v in hints.items()})
         # Anything else (worker lifecycle, event types added later) is not evidence for these checks.
+
+    def _corrected(self, kind: str, jid: Any, e: Event) -> Event:
+        """``e`` with its times on the broker's clock: a worker's by its host's offset, a terminal's by the host
+        of the job's latest attempt (the worker that wrote it), the harness's own (enqueue, network) by the
+        driver's."""
+        clocks = self.idx.clocks
+        if kind in ("attempt_start", "attempt"):
+            host = e.get("host")
+            if isinstance(host, str) and jid is not None:
+                self._hosts[jid] = host
+            offset = clocks.of(host)
+        elif kind == "terminal":
+            offset = clocks.of(self._hosts.get(jid))
+        else:
+            offset = clocks.harness()
+        if not offset:
+            return e
+        return {**e, **{k: shift(e.get(k), offset) for k in _CORRECTED[kind] if k in e}}
 
     def _word(self, value: Any) -> Any:
         # Outcomes, states, exception names and messages repeat on every attempt: one string object each.

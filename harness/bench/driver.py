@@ -30,6 +30,7 @@ from harness.bench.cell import (
     retry_schedule_s,
     settle,
 )
+from harness.bench.hostclock import DriverClock
 from harness.bench.startup import PROBE_TIMEOUT_S, StartupProbe
 from harness.plan.expect import expectations, job_id_for
 from harness.plan.scenarios import Scenario, confined
@@ -50,6 +51,7 @@ EXIT_SETUP = 2
 
 def drive_cell(spec: dict[str, Any], out: IO[str]) -> int:
     scenario = Scenario(**{**spec["scenario"], "faults": tuple(spec["scenario"]["faults"]),
+                           "network": tuple(spec["scenario"].get("network") or ()),
                            "messages": tuple(spec["scenario"]["messages"])})
     config = AppConfig(
         # The URLs (with any password) come through the environment; the spec file holds redacted copies.
@@ -97,6 +99,10 @@ def drive_cell(spec: dict[str, Any], out: IO[str]) -> int:
                               external_workers=spec.get("external_workers", 0), schedule=config.schedule,
                               # A user task has no seeded plan of its outcome: "expected" is "not planned".
                               **({"task": scenario.task, "planned": False} if scenario.user_task else {}))])
+    # Workers on other hosts: this host's clock against the broker's, at start and end (implementations/clock.py).
+    clock = DriverClock(config.redis_url, base) if spec.get("external_workers") and config.redis_url else None
+    if clock is not None:
+        history.write(clock.events("start"))
     app = build_app(config)
     external = (ExternalWorkers(config, minimum=spec["external_workers"], concurrency=scenario.concurrency)
                 if spec.get("external_workers") else None)
@@ -282,6 +288,8 @@ def drive_cell(spec: dict[str, Any], out: IO[str]) -> int:
             except Exception as exc:  # noqa: BLE001 - Redis may be gone; what was recorded stays recorded
                 reason = f"{reason}; could not read the final events: {exc}"
             # The harness's own footprint (the history is streamed, never held).
+            if clock is not None:
+                history.write(clock.events("end"))
             usage = resource.getrusage(resource.RUSAGE_SELF)
             peak_mb = usage.ru_maxrss / 1024
             history.write([schema.end(base, ts_ns=now_ns(), complete=reason == "complete", reason=reason,

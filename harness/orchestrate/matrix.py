@@ -22,7 +22,7 @@ from packaging.version import InvalidVersion, Version
 from rich.console import Console
 from rich.markup import escape
 
-from harness.orchestrate.between import between_lines, regressions
+from harness.analysis.between import between_lines, regressions
 from implementations.backends import QUEUES, REGISTRY
 
 PYPI_JSON = "https://pypi.org/pypi"  # $RETRYBENCH_PYPI_JSON: a mirror's JSON API instead

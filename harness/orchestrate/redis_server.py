@@ -152,6 +152,7 @@ class RedisServer:
     appendonly: bool = False
     dir: str | None = None
     log_path: str | None = None
+    wrap: tuple[str, ...] = ()  # a command the server runs under: `ip netns exec NS` on a simulated host
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _owns_dir: bool = field(default=False, init=False, repr=False)
     _version: dict[str, str] | None = field(default=None, init=False, repr=False)
@@ -228,7 +229,7 @@ class RedisServer:
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(f"requirepass {self.password}\n" if self.password else "")
-        cmd = [self.binary, conf, "--port", str(port), "--bind", *self.bind.split(), "--dir", self.dir,
+        cmd = [*self.wrap, self.binary, conf, "--port", str(port), "--bind", *self.bind.split(), "--dir", self.dir,
                "--save", "", "--appendonly", "yes" if self.appendonly else "no",
                "--daemonize", "no", "--logfile", ""]
         self._proc = proc = spawn(cmd, log_path=self.log_path, cwd=self.dir)

@@ -15,6 +15,7 @@ from typing import Any
 
 from harness.analysis.storage import HISTORY, environment, new_run_id, point_latest
 from harness.orchestrate.envs import BackendEnv, EnvError, EnvSpec, ensure_envs, ensure_user_requirements
+from harness.orchestrate.hosts import chained, hosts_for, redis_on_hosts
 from harness.orchestrate.redis_server import RedisServer, RedisUnavailable, check_redis_url
 from harness.plan.scenarios import Scenario
 from harness.plan.sweep import variants
@@ -59,6 +60,8 @@ class RunPlan:
     command: list[str] = field(default_factory=list)
     env_root: Path | None = None
     external_workers: int = 0  # > 0: start no workers, wait for this many started elsewhere
+    hosts: int = 0  # > 0: simulated hosts (harness/hosts.py): Redis on one, a worker on each of this many others
+    clock_skew: dict[str, float] = field(default_factory=dict)  # worker host -> seconds its clock is off (tests)
 
 
 @dataclass
@@ -108,7 +111,13 @@ def restart_broker(server: RedisServer, *, down_s: float, history: Path, base: d
 
 @contextlib.contextmanager
 def redis_for(plan: RunPlan, log: Callable[[str], None]) -> Iterator[dict[str, Any]]:
-    """The user's Redis (checked) or a private one on a free port, stopped however we leave."""
+    """The user's Redis (checked) or a private one on a free port (on a simulated host of its own with
+    ``--hosts``), stopped however we leave."""
+    if plan.hosts:
+        with redis_on_hosts(plan.hosts, plan.clock_skew, log,
+                            appendonly=any(restart_spec(s) for s in plan.scenarios)) as info:
+            yield info
+        return
     if plan.redis_url:
         info = check_redis_url(plan.redis_url)
         log(f"using Redis at {redact_url(plan.redis_url)}")
@@ -201,7 +210,7 @@ def launch_cell(cell: Cell, *, python: str, run_dir: Path, redis_url: str, plan:
         "repeat": cell.repeat, "redis_url": redact_url(redis_url), "broker_url": redact_url(plan.broker_url),
         "history_path": str(run_dir / HISTORY), "failure_log": str(run_dir / "failed_jobs.log"),
         "events_file": str(logs / f"{cell.run_id}-events.jsonl"),
-        "log_dir": str(logs), "options": plan.options, "external_workers": plan.external_workers,
+        "log_dir": str(logs), "options": plan.options, "external_workers": plan.hosts or plan.external_workers,
     }
     spec_path = logs / f"{cell.run_id}.json"
     spec_path.write_text(json.dumps(spec, indent=1))
@@ -276,7 +285,7 @@ def execute(plan: RunPlan, *, log: Callable[[str], None], progress_factory: Call
         meta = schema.meta(
             run_id, environment=environment(root=Path(SOURCE_ROOT), command=redact_argv(plan.command),
                                             redis={k: v for k, v in redis_info.items()
-                                                   if k not in ("url", "server_obj")},
+                                                   if k not in ("url", "server_obj", "hosts_obj")},
                                             backends=versions) | ({"user_code": user_code} if user_code else {}),
             scenarios={v.name: v.to_dict() for s in plan.scenarios for b in plan.backends
                        for v in variants(s, b.backend)}, repeat=plan.repeat,
@@ -291,10 +300,13 @@ def execute(plan: RunPlan, *, log: Callable[[str], None], progress_factory: Call
         died: list[str] = []
         try:
             for cell in cells:
-                last = launch_cell(cell, python=pythons[str(cell.backend)], run_dir=run_dir,
-                                redis_url=redis_info["url"], plan=plan, progress=progress_factory(cell),
-                                server=redis_info.get("server_obj"),
-                                site=sites.get((str(cell.backend), cell.scenario.sweep_of or cell.scenario.name), ""))
+                site = sites.get((str(cell.backend), cell.scenario.sweep_of or cell.scenario.name), "")
+                with hosts_for(redis_info.get("hosts_obj"), cell, python=pythons[str(cell.backend)],
+                               run_dir=run_dir, site=site) as hook:
+                    progress = progress_factory(cell)
+                    last = launch_cell(cell, python=pythons[str(cell.backend)], run_dir=run_dir,
+                                    redis_url=redis_info["url"], plan=plan, server=redis_info.get("server_obj"),
+                                    progress=progress if hook is None else chained(progress, hook), site=site)
                 if on_cell_done:
                     on_cell_done(cell, last)
                 if last.get("error") or str(last.get("reason", "")).startswith("error"):

@@ -95,6 +95,22 @@ PRESETS: dict[str, Scenario] = {s.name: s for s in [
              faults=({"kind": "fail_first", "k": 1, "fraction": 0.2},), jobs=60, enqueue_rate=10,
              options={**_RECOVERY, "broker_restart_at": 2, "broker_down_s": 1, "deadline_s": 60,
                       "redis_appendfsync": "always"}),
+    # Simulated hosts (docs/multi-host.md): run with --hosts N (Linux, root); worker host 1 is the one faulted.
+    Scenario("partition-worker", "Worker host 1 is cut off from the broker (its link down) 2 s into the run for "
+             "15 s while it runs half-second jobs, then healed; documented recovery settings, so Celery's "
+             "visibility timeout (10 s) and ARQ's in-progress keys (13 s) run out while it is away.",
+             policy={**_BACKOFF, "max_retries": 3, "retry_backoff": 1},
+             faults=({"kind": "fail_first", "k": 1, "fraction": 0.3},), jobs=30, work_ms=500, enqueue_rate=STAGGER,
+             options={**_RECOVERY, "deadline_s": 90},
+             network=({"kind": "partition", "host": 1, "at": 2, "duration": 15},)),
+    Scenario("broker-latency", "Every byte between worker host 1 and the broker is delayed 150 ms each way (a proxy "
+             "on the path) from 0.5 s for 3 s; at 4 s, while jobs still arrive, its connections are reset and new "
+             "ones refused for 1 s; documented recovery settings.",
+             policy={**_BACKOFF, "max_retries": 3, "retry_backoff": 1},
+             faults=({"kind": "fail_first", "k": 1, "fraction": 0.3},), jobs=50, work_ms=100, enqueue_rate=STAGGER,
+             options={**_RECOVERY, "deadline_s": 90},
+             network=({"kind": "latency", "host": 1, "at": 0.5, "duration": 3, "ms": 150},
+                      {"kind": "drop", "host": 1, "at": 4, "duration": 1})),
     Scenario("load-10k", "10,000 jobs, a fifth of the attempts fail transiently and are retried at once, 4 workers: "
              "the harness streams the history, so its memory stays flat (ARQ polls every 50 ms, or 10,000 jobs "
              "would take it ten minutes).",

@@ -64,6 +64,9 @@ class Scenario:
     args: Any = None
     requirements: str = ""
     path: str = ""
+    # The fault plan's network component (harness/netfaults.py): partitions, latency, dropped connections
+    # between a worker host and the broker; needs simulated hosts (``--hosts N``, docs/multi-host.md).
+    network: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def user_task(self) -> bool:
@@ -104,6 +107,9 @@ class Scenario:
         if not self.user_task:  # results of built-in scenarios keep their shape
             for key in ("args", "requirements", "path"):
                 data.pop(key)
+        data["network"] = [dict(f) for f in self.network]
+        if not self.network:
+            data.pop("network")
         return data
 
 
@@ -116,7 +122,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "tolerance_s": (int, float), "late_budget_s": (int, float), "messages": (list,), "work_ms": (int, float),
     "policy": (dict,),
     "faults": (list,), "task_options": (dict,), "options": (dict,), "poison": (int, float), "sweep": (dict,),
-    "schedule": (str,), "args": (list, str), "requirements": (str,),
+    "schedule": (str,), "args": (list, str), "requirements": (str,), "network": (list,),
 }
 
 
@@ -244,6 +250,13 @@ def validate(s: Scenario, where: str) -> Scenario:
         plan = s.fault_plan()
     except FaultPlanError as exc:
         raise ScenarioError(f"{where}: {exc}") from None
+    if s.network:
+        from harness.plan.netfaults import NetFaultError, parse_network
+
+        try:
+            parse_network(list(s.network))
+        except NetFaultError as exc:
+            raise ScenarioError(f"{where}: {exc}") from None
     for i, rule in enumerate(plan.rules):
         # A user task's dotted names are its modules' or its requirements': resolved where its code is imported
         # (harness.bench.usercheck, in each backend's environment), never imported here.
@@ -307,6 +320,7 @@ def from_mapping(data: Mapping[str, Any], where: str, *, base: Path | None = Non
     values.setdefault("name", Path(where).stem)
     values["faults"] = tuple(values.get("faults", ()))
     values["messages"] = tuple(values.get("messages", ()))
+    values["network"] = tuple(values.get("network", ()))
     values.setdefault("policy", dict(DEFAULT_POLICY))
     if base is not None:  # a scenario file: user code and its requirements live beside it (or in --path)
         values["path"] = str(Path(path or base).resolve())

@@ -24,6 +24,7 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from harness.analysis.metrics import METRICS  # noqa: E402
 from harness.analysis.runindex import RunIndex  # noqa: E402
+from harness.plan.netfaults import windows as net_windows  # noqa: E402
 
 COLORS = {name: r.color for name, r in REGISTRY.items()}
 OUTCOME_COLORS = {"success": "#2ca02c", "retry": "#ff7f0e", "failure": "#d62728", None: "#9467bd"}
@@ -66,14 +67,19 @@ def lateness_plot(scenario: str, lateness: Mapping[str, Sequence[float]], *, tol
     return _png(fig)
 
 
+NETWORK_COLORS = {"partition": "#1f3f7f", "drop": "#111111"}  # latency windows: grey
+
+
 def timeline_plot(scenario: str, runs: Mapping[str, RunIndex], *, sample: int = 6) -> bytes | None:
     """Attempts of the first ``sample`` jobs per backend on one time axis, outage windows shaded."""
     rows: list[tuple[str, list[tuple[float, float, str | None]]]] = []
     windows: list[tuple[float, float]] = []
+    network: set[tuple[str, float, float]] = set()  # simulated hosts: partitions, latency, drops (netfaults.py)
     for backend, idx in runs.items():
         t0 = idx.first_enqueue_ns
         if t0 is None:
             continue
+        network.update((label, round(a, 1), round(b, 1)) for label, a, b in net_windows(idx.network, t0))
         for rule in (idx.header or {}).get("faults") or ():
             if rule.get("kind") == "outage":
                 windows.append((float(rule["start"]), float(rule["start"]) + float(rule["duration"])))
@@ -101,10 +107,15 @@ def timeline_plot(scenario: str, runs: Mapping[str, RunIndex], *, sample: int = 
             ax.plot([bars[0][0], bars[-1][0]], [y, y], color="#cccccc", linewidth=0.8, zorder=0)
     for w_start, w_end in set(windows):
         ax.axvspan(w_start, w_end, color="#d62728", alpha=0.12)
+    for label, n_start, n_end in sorted(network, key=lambda w: w[1]):
+        color = NETWORK_COLORS.get(label.split()[0], "#7f7f7f")
+        ax.axvspan(n_start, max(n_end, n_start + span / 300), color=color, alpha=0.18, hatch="//")
+        ax.annotate(label, (n_start, -0.6), fontsize=6, color=color, annotation_clip=False, va="bottom")
     ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("seconds since the first enqueue")
-    ax.set_title(f"{scenario}: attempts of sampled jobs" + (" (shaded: injected outage)" if windows else ""))
+    ax.set_title(f"{scenario}: attempts of sampled jobs" + (" (shaded: injected outage)" if windows else "")
+                 + (" (hatched: network faults)" if network else ""))
     ax.legend(handles=[Patch(color=c, label=o) for o, c in OUTCOME_COLORS.items() if o],
               loc="lower right", fontsize=7)
     return _png(fig)

@@ -22,6 +22,7 @@ from harness.analysis.overhead import overhead, overhead_note
 from harness.analysis.results import CellPlot, plot_inputs
 from harness.analysis.sweeps import SWEEP_COLUMNS, curve, sweeps
 from harness.analysis.verdicts import TITLES
+from harness.bench.hostclock import clock_rows
 from harness.plan.scenarios import SIZES
 from harness.plan.sweep import label
 from harness.report.tables import (
@@ -257,6 +258,7 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
             "problems": results.get("history_problems", [])[:10], "between": between,
             "incomplete": [c for c in results.get("cells", []) if not c.get("complete")],
             "reliability": _reliability(results), "sweeps": swept, "startup": _startup(results),
+            "clocks": clock_rows(results.get("cells", [])),
             "metrics": [METRICS[n] for n in dict.fromkeys(SUMMARY_COLUMNS + OUTAGE_COLUMNS + RELIABILITY_TABLE
                                                             + SWEEP_COLUMNS)],
             "images": images}

@@ -108,13 +108,22 @@ class Supervisor:
         self._stop = False
 
     def run(self) -> None:
+        import redis
+
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
         log.warning("supervising %s workers; waiting for `retrybench run --external-workers` on %s",
                     self.backend, redact_url(self.redis_url))
         self._forget_heartbeat()
         try:
             while not self._stop:
-                raw: bytes | None = self._redis.get(channel(self.backend))  # type: ignore[assignment]
+                try:
+                    raw: bytes | None = self._redis.get(channel(self.backend))  # type: ignore[assignment]
+                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+                    # The broker is away (restarting, or this host is cut off from it): its workers keep
+                    # running on their own; the supervisor looks again rather than take them down with it.
+                    log.warning("cannot reach Redis (%s); trying again", redact_text(str(exc)))
+                    time.sleep(max(self.poll, 1.0))
+                    continue
                 if self.heartbeat is not None:
                     self.heartbeat.touch()
                 if raw != self._current:
@@ -137,14 +146,25 @@ class Supervisor:
         # The harness reached Redis by its own address; this host may need another (redis://redis:6379).
         config = AppConfig(**payload["config"]).portable().reached_at(self.redis_url, self.broker_url)
         self._app = load_app(config)
+        self._clock("start")  # before any worker runs: the analysis corrects this host's times from here on
         try:
             self._app.start_workers(1, int(payload.get("concurrency", 1)))
             log.warning("started %s worker(s) for %s", self.backend, config.run_id)
         except BackendError as exc:
             log.error("could not start %s workers for %s: %s", self.backend, config.run_id, exc)
 
+    def _clock(self, phase: str) -> None:
+        """This host's clock offset against the broker's TIME, into the cell's history
+        (implementations/recording/clock.py)."""
+        from implementations.recording.clock import clock_event
+
+        event = clock_event(self._redis, self._app.runtime.base, role="worker", phase=phase)
+        if event is not None:
+            self._app.runtime.emit(event)
+
     def _stop_workers(self) -> None:
         if self._app is not None:
+            self._clock("end")
             self._app.stop_workers()
             self._app.close()
             self._app = None

@@ -22,11 +22,18 @@ from typing import Any, Protocol
 from implementations.recording import schema
 from implementations.recording.marks import MarkWriter, wait_for
 
-HOST = socket.gethostname()
+# A simulated host (``retrybench run --hosts N``: network namespaces share the kernel's hostname and clock) is
+# named by RETRYBENCH_HOST, and may be given a wrong clock, RETRYBENCH_CLOCK_SKEW_NS added to every time it
+# records (docs/multi-host.md): the harness measures each host's offset and corrects it (implementations/clock.py).
+HOST = os.environ.get("RETRYBENCH_HOST") or socket.gethostname()
+CLOCK_SKEW_NS = int(os.environ.get("RETRYBENCH_CLOCK_SKEW_NS") or 0)
 
-
-def now_ns() -> int:
-    return time.time_ns()
+if CLOCK_SKEW_NS:
+    def now_ns() -> int:
+        return time.time_ns() + CLOCK_SKEW_NS
+else:
+    def now_ns() -> int:
+        return time.time_ns()
 
 
 MARK_WAIT_S = 2.0  # how long a failing job waits for its enqueue time (written behind, normally in ms)

@@ -40,6 +40,8 @@ KINDS: dict[str, tuple[str, ...]] = {
     "native": (),
     "whereabouts": ("ts_ns",),
     "end": ("ts_ns", "complete", "reason"),
+    "clock": ("host", "pid", "role", "phase", "reference", "ts_ns"),
+    "network": ("host", "fault", "event", "ts_ns"),
 }
 
 
@@ -196,3 +198,16 @@ def whereabouts(ident: Ident, *, ts_ns: int, **where: Any) -> Event:
 def end(ident: Ident, *, ts_ns: int, complete: bool, reason: str, **figures: Any) -> Event:
     """The cell's end: whether it completed, why it stopped, and the harness's own figures."""
     return make("end", ident, ts_ns=ts_ns, complete=complete, reason=reason, **figures)
+
+
+def clock(ident: Ident, *, host: str, pid: int, role: str, phase: str, reference: str, ts_ns: int,
+          **offset: Any) -> Event:
+    """A host's clock against the one reference (the broker's ``TIME``) at a cell's ``start`` or ``end``:
+    ``offset`` holds the measured offset and its uncertainty (docs/multi-host.md)."""
+    return make("clock", ident, host=host, pid=pid, role=role, phase=phase, reference=reference, **offset,
+                ts_ns=ts_ns)
+
+
+def network(ident: Ident, *, host: str, fault: str, event: str, ts_ns: int, **detail: Any) -> Event:
+    """A network fault applied to a simulated host: ``partition`` / ``heal``, ``latency``, ``drop``."""
+    return make("network", ident, host=host, fault=fault, event=event, ts_ns=ts_ns, **detail)

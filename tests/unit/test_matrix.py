@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness.between import between_context, between_versions, regressions
-from harness.matrix import MatrixError, newest_finals, parse_versions, plan_matrix, pypi_releases
 
+from harness.analysis.between import between_context, between_versions, regressions
 from harness.analysis.stats import holm, t_two_sided_p, welch
 from harness.cli import main
+from harness.orchestrate.matrix import MatrixError, newest_finals, parse_versions, plan_matrix, pypi_releases
 from harness.report.render import _jinja
 
 # -- Welch's test: the values scipy.stats.ttest_ind(b, a, equal_var=False) gives ------------------------------
@@ -269,7 +269,7 @@ def test_a_run_without_two_releases_of_one_library_has_no_section() -> None:
 def test_the_report_templates_render_the_section() -> None:
     ctx = {"run_id": "r1", "partial": False, "repeat": 3, "environment": {}, "sections": [], "verdicts": [],
            "overall": [], "problems": [], "incomplete": [], "reliability": None, "sweeps": [], "startup": None,
-           "metrics": [], "between": between_context(between_versions(_results()))}
+           "metrics": [], "clocks": [], "between": between_context(between_versions(_results()))}
     md = _jinja().get_template("report.md.j2").render(**ctx)
     assert "## Between versions" in md and "**arq · seed-lesson** (releases: 0.9.0 (3 runs), 0.10.2 (3 runs))" in md
     assert "| `lateness_p99` | 11.0 ms | 510.0 ms | +499.0 ms, +4536.4% | ⚠ **worse** |" in md

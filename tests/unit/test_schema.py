@@ -130,6 +130,9 @@ ONE_OF_EACH: dict[str, dict[str, Any]] = {
     "native": schema.native(IDENTITY, store="FailedJobRegistry", job_ids=["k"]),
     "whereabouts": schema.whereabouts(IDENTITY, ts_ns=12, jobs={"j": []}, recovery={}),
     "end": schema.end(IDENTITY, ts_ns=13, complete=True, reason="complete"),
+    "clock": schema.clock(IDENTITY, host="w1", pid=9, role="worker", phase="start", reference="broker TIME",
+                          ts_ns=14, offset_ns=-5_000_000_000, uncertainty_ns=200_000),
+    "network": schema.network(IDENTITY, host="w1", fault="partition", event="partition", ts_ns=15, link="down"),
 }
 
 

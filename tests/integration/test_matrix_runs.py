@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness.between import regressions
+
+from harness.analysis.between import regressions
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent.parent
