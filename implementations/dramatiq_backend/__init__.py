@@ -1,1 +1,1 @@
-"""Dramatiq: actors with ``max_retries = max_retries``; retries raise ``dramatiq.Retry(delay=ms)``, a middleware records."""
+"""Dramatiq: actors with ``max_retries = max_retries``; retries raise ``dramatiq.Retry(delay=ms)``."""

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from ..app import RetryApp, Task
 
 
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
 def _client_body(task: Task) -> Any:
     def body(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("Dramatiq actors run in retrybench's workers only")
@@ -78,7 +82,7 @@ class DramatiqBackend(Backend):
         out = {}
         for rid, data in self.redis.hscan_iter(hash_key, count=1000):
             try:
-                out[rid.decode()] = Message.decode(data).message_id
+                out[_text(rid)] = Message.decode(data).message_id
             except Exception:  # noqa: BLE001 - an undecodable message is no job of this run
                 continue
         return out
@@ -106,14 +110,14 @@ class DramatiqBackend(Backend):
         chance = int(opts.get("dramatiq_maintenance_chance", 1000))
         queue, delayed = self.key(self.queue), self.key(dq_name(self.queue))
         held = {**self._message_ids(queue + ".msgs"), **self._message_ids(delayed + ".msgs")}
-        listed = {r.decode() for r in self.redis.lrange(queue, 0, -1)}
-        listed_delayed = {r.decode() for r in self.redis.lrange(delayed, 0, -1)}
+        listed = {_text(r) for r in self.redis.lrange(queue, 0, -1)}
+        listed_delayed = {_text(r) for r in self.redis.lrange(delayed, 0, -1)}
         unacked: dict[str, str] = {}
         acks_prefix = f"{namespace(self.config)}:__acks__."
         for key in self.redis.scan_iter(match=acks_prefix + "*", count=1000):
-            worker = key.decode()[len(acks_prefix):].rsplit(".", 1)[0]
+            worker = _text(key)[len(acks_prefix):].rsplit(".", 1)[0]
             for rid in self.redis.smembers(key):
-                unacked[rid.decode()] = worker
+                unacked[_text(rid)] = worker
         failed = self._message_ids(self.key(xq_name(self.queue)) + ".msgs")
         where_of: dict[str, list[str]] = {}
         for rid, job_id in held.items():
