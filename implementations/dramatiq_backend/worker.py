@@ -6,8 +6,8 @@ Facts from Dramatiq 2.2 this depends on:
   ``after_process_message`` in order; ``Retries`` (last of the defaults) either calls ``message.fail()`` or
   ``broker.enqueue(message, delay=…)`` (which calls ``after_enqueue`` with the new message, ``eta`` in its
   options, in the same thread); then the consumer acks, or nacks a failed message onto the dead-letter queue.
-  ``Recording`` is added after ``Retries``: it sees ``message.failed`` and fires the Celery-style
-  ``on_failure`` then, once per job.
+  ``Broker.emit_after`` calls the middleware in *reverse* order, so ``Recording``, added just before ``Retries``,
+  runs after it: it sees ``message.failed`` and fires the Celery-style ``on_failure`` then, once per job.
 - ``Callbacks``' ``on_failure`` actor option sends a message after *every* failed run, and ``Retries``'
   ``on_retry_exhausted`` only when the count runs out (not for ``throws``): neither is Celery's final
   ``on_failure``, so neither is used.
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 from dramatiq import Middleware, Retry, Worker
-from dramatiq.middleware import CurrentMessage, TimeLimit
+from dramatiq.middleware import CurrentMessage, Retries, TimeLimit
 
 from ..events import HOST, now_ns
 from .broker import declare_actors, make_broker
@@ -151,7 +151,7 @@ def run(app: RetryApp, concurrency: int, index: int) -> None:
     cfg = app.config
     broker = make_broker(cfg)
     broker.add_middleware(CurrentMessage())
-    broker.add_middleware(Recording(app))  # appended: after Retries
+    broker.add_middleware(Recording(app), before=Retries)  # its after_* hooks run after Retries' (reverse order)
     meta = redis.Redis.from_url(cfg.redis_url) if cfg.redis_url else None
     declare_actors(app, broker, make_body(app, broker, meta))
     stop = threading.Event()
