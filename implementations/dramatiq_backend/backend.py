@@ -143,5 +143,12 @@ class DramatiqBackend(Backend):
         }}
 
     def close(self) -> None:
+        if not self.on_redis:
+            # RabbitMQ queues are durable and this run's alone (its id in the name): not left on a shared server.
+            try:
+                for name in (self.queue, dq_name(self.queue), xq_name(self.queue)):
+                    self.broker.channel.queue_delete(name)
+            except Exception:  # noqa: BLE001 - best effort: the server may be gone
+                pass
         self.broker.close()
         self.redis.close()

@@ -24,7 +24,8 @@ POLICY = '[policy]\nautoretry_for = ["ConnectionError", "TimeoutError"]\nmax_ret
 # worker-crash-recovery's settings, with ARQ's in-progress key expiring after 1 + 10 s instead of 13.
 RECOVERY = ("celery_acks_late=true", "celery_reject_on_worker_lost=true", "celery_retry_on_worker_lost=true",
             "celery_visibility_timeout=10", "celery_unacked_restore_interval=1", "celery_unacked_restore_throttle=1",
-            "rq_maintenance_interval=5", "arq_job_timeout=1")
+            "rq_maintenance_interval=5", "arq_job_timeout=1", "dramatiq_heartbeat_timeout=5000",
+            "dramatiq_maintenance_chance=100000")
 
 
 def scenario(tmp_path: Path, name: str, body: str) -> str:
