@@ -89,9 +89,32 @@ class DramatiqBackend(Backend):
 
     def native_failures(self) -> dict[str, Any]:
         if not self.on_redis:
-            return {}  # RabbitMQ's dead-letter queue can only be read by consuming it
+            return {"store": "dramatiq dead-letter queue (RabbitMQ XQ)", "job_ids": self._rabbitmq_dead_letters()}
         failed = self._message_ids(self.key(xq_name(self.queue)) + ".msgs")
         return {"store": "dramatiq dead-letter queue (XQ)", "job_ids": sorted(set(failed.values()))}
+
+    def _rabbitmq_dead_letters(self) -> list[str]:
+        """The ids in RabbitMQ's ``<queue>.XQ``, read without taking them: every message is fetched unacked on a
+        channel of its own, and closing that channel gives them all back to the queue."""
+        import pika
+
+        from .broker import rabbitmq_url
+
+        ids: set[str] = set()
+        connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url(self.config)))
+        try:
+            channel = connection.channel()
+            while True:
+                method, _props, body = channel.basic_get(xq_name(self.queue), auto_ack=False)
+                if method is None:
+                    break
+                try:
+                    ids.add(Message.decode(body).message_id)
+                except Exception:  # noqa: BLE001 - an undecodable message is no job of this run
+                    continue
+        finally:
+            connection.close()
+        return sorted(ids)
 
     def native_terminal_count(self) -> int | None:
         if not self.on_redis:

@@ -50,6 +50,12 @@ def namespace(config: AppConfig) -> str:
     return f"{config.prefix}:dramatiq"
 
 
+def rabbitmq_url(config: AppConfig) -> str:
+    """``--broker-url`` when it is an AMQP URL (else it is the run's Redis), or the local RabbitMQ."""
+    url = config.broker_url or ""
+    return url if url.startswith("amqp") else RABBITMQ_URL
+
+
 def make_broker(config: AppConfig) -> Broker:
     """The run's broker with Dramatiq's default middleware (AgeLimit, TimeLimit, ShutdownNotifications,
     Callbacks, Pipelines, Retries)."""
@@ -57,10 +63,7 @@ def make_broker(config: AppConfig) -> Broker:
     if broker_kind(config) == "rabbitmq":
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-        url = str(opts.get("dramatiq_rabbitmq_url") or config.broker_url or RABBITMQ_URL)
-        if not url.startswith("amqp"):
-            url = RABBITMQ_URL
-        return RabbitmqBroker(url=url)
+        return RabbitmqBroker(url=rabbitmq_url(config))
     from dramatiq.brokers.redis import RedisBroker
 
     return RedisBroker(url=config.redis_url, namespace=namespace(config),
