@@ -105,8 +105,9 @@ CAUSES: tuple[Cause, ...] = (
                     f"still there at the end{_hint(c, 'rq StartedJobRegistry')}"),
     Cause("dramatiq-unacked", "dramatiq", "delivery", "unrecovered jobs unacked by a dead Dramatiq worker",
           lambda c: _held(c, "dramatiq unacked (fetched by a worker)") > 0,
-          lambda c: f"Dramatiq's Redis broker requeues a dead worker's unacked messages only once its heartbeat is "
-                    f"heartbeat_timeout (60 s) old and a maintenance of that queue runs (0.1 % of broker commands): "
+          lambda c: f"Dramatiq's Redis broker puts a worker's unacked messages back only once that worker's heartbeat "
+                    f"is heartbeat_timeout (60 s) old and a maintenance of the queue runs (0.1 % of broker commands); "
+                    f"a consumer that lost its connection forgets what it had fetched, unacked under its live worker: "
                     f"{_held(c, 'dramatiq unacked (fetched by a worker)')} job(s) still unacked at the end"
                     f"{_hint(c, 'dramatiq unacked (fetched by a worker)')}"),
     Cause("celery-unacked", "celery", "delivery", "unrecovered jobs in kombu's unacked hash",
