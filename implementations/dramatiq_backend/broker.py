@@ -35,7 +35,9 @@ RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 
 def broker_kind(config: AppConfig) -> str:
-    kind = str(config.options.get("dramatiq_broker", "redis"))
+    """``-o dramatiq_broker=…``; by default RabbitMQ when ``--broker-url`` is an AMQP URL (as for Celery), else Redis."""
+    default = "rabbitmq" if (config.broker_url or "").startswith("amqp") else "redis"
+    kind = str(config.options.get("dramatiq_broker", default))
     if kind not in ("redis", "rabbitmq"):
         raise ValueError(f"dramatiq_broker must be redis or rabbitmq, got {kind!r}")
     return kind
