@@ -35,7 +35,7 @@ RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 
 def broker_kind(config: AppConfig) -> str:
-    """``-o dramatiq_broker=…``; by default RabbitMQ when ``--broker-url`` is an AMQP URL (as for Celery), else Redis."""
+    """``-o dramatiq_broker=…``; by default RabbitMQ when ``--broker-url`` is an AMQP URL (as Celery), else Redis."""
     default = "rabbitmq" if (config.broker_url or "").startswith("amqp") else "redis"
     kind = str(config.options.get("dramatiq_broker", default))
     if kind not in ("redis", "rabbitmq"):
