@@ -53,9 +53,12 @@ def namespace(config: AppConfig) -> str:
 
 
 def rabbitmq_url(config: AppConfig) -> str:
-    """``--broker-url`` when it is an AMQP URL (else it is the run's Redis), or the local RabbitMQ."""
+    """``--broker-url`` when it is an AMQP URL (else it is the run's Redis), or the local RabbitMQ. Kombu's
+    spelling of the default vhost, a trailing ``//``, is pika's empty vhost: it becomes ``/%2F``."""
     url = config.broker_url or ""
-    return url if url.startswith("amqp") else RABBITMQ_URL
+    if not url.startswith("amqp"):
+        return RABBITMQ_URL
+    return url[:-2] + "/%2F" if url.endswith("//") and url.count("/") == 4 else url
 
 
 def make_broker(config: AppConfig) -> Broker:
