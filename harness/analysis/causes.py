@@ -83,6 +83,10 @@ CAUSES: tuple[Cause, ...] = (
     Cause("arq-poll-delay", "arq", "timing", "late_retries > 0 on ARQ",
           lambda c: bool(_timing(c).get("late_retries")),
           lambda c: f"ARQ workers look for due jobs only every poll_delay (0.5 s by default): {_late(c)}"),
+    Cause("dramatiq-delay-poll", "dramatiq", "timing", "late_retries > 0 on Dramatiq",
+          lambda c: bool(_timing(c).get("late_retries")),
+          lambda c: f"Dramatiq's delay-queue consumer checks etas only between polls, which back off to worker_timeout "
+                    f"(1 s by default) when idle: {_late(c)}"),
     Cause("celery-native-backoff", "celery", "timing", "native schedule on Celery with 0 s or off-formula delays",
           lambda c: bool(_timing(c).get("zero_delays") or _timing(c).get("off_schedule")),
           lambda c: f"Celery computes its own backoff in whole seconds with unseeded full jitter: "
@@ -99,6 +103,13 @@ CAUSES: tuple[Cause, ...] = (
           lambda c: f"RQ moves a dead worker's job out of StartedJobRegistry only when its heartbeat entry "
                     f"expires and a live worker runs maintenance: {_held(c, 'rq StartedJobRegistry')} job(s) "
                     f"still there at the end{_hint(c, 'rq StartedJobRegistry')}"),
+    Cause("dramatiq-unacked", "dramatiq", "delivery", "unrecovered jobs unacked by a dead Dramatiq worker",
+          lambda c: _held(c, "dramatiq unacked (fetched by a worker)") > 0,
+          lambda c: f"Dramatiq's Redis broker puts a worker's unacked messages back only once that worker's heartbeat "
+                    f"is heartbeat_timeout (60 s) old and a maintenance of the queue runs (0.1 % of broker commands); "
+                    f"a consumer that lost its connection forgets what it had fetched, unacked under its live worker: "
+                    f"{_held(c, 'dramatiq unacked (fetched by a worker)')} job(s) still unacked at the end"
+                    f"{_hint(c, 'dramatiq unacked (fetched by a worker)')}"),
     Cause("celery-unacked", "celery", "delivery", "unrecovered jobs in kombu's unacked hash",
           lambda c: _held(c, "kombu unacked") > 0,
           lambda c: f"Celery's Redis transport restores a dead worker's messages only after visibility_timeout: "

@@ -20,6 +20,9 @@ _RECOVERY = {
     "rq_maintenance_interval": 5, "rq_worker_ttl": 20, "rq_job_timeout": 5,
     "arq_job_timeout": 3,  # a dead worker's job runs again when its in-progress key expires: timeout + 10 s
     "arq_conn_retries": 20,  # reconnect across a broker restart instead of exiting
+    # Dramatiq's RedisBroker puts a dead worker's unacked messages back once its heartbeat is heartbeat_timeout ms
+    # old, at a maintenance of that queue, which runs on maintenance_chance in 10^6 broker commands (default 1000).
+    "dramatiq_heartbeat_timeout": 5000, "dramatiq_maintenance_chance": 100_000,
 }
 
 # Arrivals of the timing presets, in jobs per second: not a divisor of one second, so the failures (and the

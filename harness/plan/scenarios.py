@@ -134,6 +134,7 @@ KNOWN_OPTIONS = frozenset({
     "celery_pool", "celery_prefetch", "celery_acks_late", "celery_reject_on_worker_lost",
     "celery_retry_on_worker_lost", "celery_visibility_timeout", "celery_unacked_restore_interval",
     "celery_unacked_restore_throttle",
+    "dramatiq_broker", "dramatiq_heartbeat_timeout", "dramatiq_maintenance_chance", "dramatiq_worker_timeout",
     "restart_workers", "record_history", "deadline_s", "broker_restart_at", "broker_down_s", "broker_wait_s",
     "redis_appendfsync", "alert_webhook", "alert_window_s", "log_json", "log_dir", "late_budget_s",
     "probe_timeout_s",
@@ -143,11 +144,11 @@ KNOWN_OPTIONS = frozenset({
 POSITIVE_OPTIONS = frozenset({
     "rq_maintenance_interval", "rq_worker_ttl", "rq_job_timeout", "arq_poll_delay", "arq_job_timeout",
     "celery_visibility_timeout", "deadline_s", "broker_wait_s", "alert_window_s", "late_budget_s",
-    "probe_timeout_s",
+    "probe_timeout_s", "dramatiq_heartbeat_timeout", "dramatiq_worker_timeout",
 })
 NON_NEGATIVE_OPTIONS = frozenset({
     "arq_conn_retries", "celery_prefetch", "celery_unacked_restore_interval", "celery_unacked_restore_throttle",
-    "broker_restart_at", "broker_down_s",
+    "broker_restart_at", "broker_down_s", "dramatiq_maintenance_chance",
 })
 
 
@@ -156,6 +157,7 @@ CHOICE_OPTIONS: dict[str, tuple[Any, ...]] = {
     "celery_pool": ("prefork", "processes", "threads", "solo"),
     "rq_worker_class": ("Worker", "SimpleWorker"),
     "redis_appendfsync": ("always", "everysec", "no"),
+    "dramatiq_broker": ("redis", "rabbitmq"),
 }
 BOOLEAN_OPTIONS = frozenset({"rq_with_scheduler", "celery_acks_late", "celery_reject_on_worker_lost",
                              "celery_retry_on_worker_lost", "restart_workers", "record_history"})

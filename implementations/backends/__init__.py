@@ -44,6 +44,10 @@ REGISTRY: dict[str, Registered] = {r.name: r for r in (
     Registered("celery", "implementations.backends.celery_backend.backend:CeleryBackend", "celery[redis]",
                ("celery", "kombu", "redis"), "#2ca02c",
                counting="max_retries=N counts retries: N + 1 runs; given max_retries=max_retries"),
+    Registered("dramatiq", "implementations.dramatiq_backend.backend:DramatiqBackend", "dramatiq[redis,rabbitmq]",
+               ("dramatiq", "redis", "pika"), "#9467bd",
+               counting="max_retries=N counts retries (default 20; fails once retries >= N): N + 1 runs; "
+                        "given max_retries=max_retries"),
 )}
 BACKENDS = {name: r.target for name, r in REGISTRY.items()}
 QUEUES = tuple(name for name, r in REGISTRY.items() if not r.in_process)  # the libraries, each in its own env

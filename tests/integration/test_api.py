@@ -91,14 +91,15 @@ def test_the_native_failure_store_agrees_with_the_failure_handler(outcome: dict)
 
 
 @pytest.mark.skipif(os.environ.get("RETRYBENCH_NO_RABBITMQ") == "1", reason="RabbitMQ tests disabled")
-def test_celery_runs_the_same_api_over_rabbitmq(backend_envs: dict[str, BackendEnv], redis_url: str) -> None:
+@pytest.mark.parametrize("backend", ["celery", "dramatiq"])  # the libraries with a RabbitMQ broker of their own
+def test_the_same_api_runs_over_rabbitmq(backend: str, backend_envs: dict[str, BackendEnv], redis_url: str) -> None:
     import socket
 
     try:
         socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
     except OSError:
         pytest.skip("no RabbitMQ on 127.0.0.1:5672 (.ci/run starts one where it can)")
-    data = probe(backend_envs["celery"], "celery", redis_url, "amqp://guest:guest@127.0.0.1:5672//")
+    data = probe(backend_envs[backend], backend, redis_url, "amqp://guest:guest@127.0.0.1:5672//")
     assert data["flaky"]["ok"] and data["retry"]["error"].startswith("ConnectionError")
     assert len(data["on_failure"]) == 2
 

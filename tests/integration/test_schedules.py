@@ -21,6 +21,7 @@ from implementations.backends import QUEUES
 
 pytestmark = pytest.mark.integration
 
+SOURCE = {"celery": "celery:eta", "arq": "arq:queue_score", "dramatiq": "dramatiq:eta"}  # where each reads its due time
 EPS_S = 0.002  # the libraries' own rounding (ARQ: ms) and clock reads, nothing about speed
 SCHEMA = {"type", "run_id", "backend", "scenario", "job_id", "attempt", "due_ns", "delay_s", "source", "observed_ns",
           "schedule", "pid"}
@@ -124,6 +125,12 @@ def test_native_backoff_follows_each_librarys_own_formula(run: dict[str, Any]) -
             lo, hi = window(attempt, schedule)
             # interval=[1, 2] (RQ has no jitter); the score is now + interval truncated to the second.
             assert lo <= base < hi + 1, (lo, base, hi)
+        elif run["backend"] == "dramatiq":
+            assert schedule["source"] == "dramatiq:eta"
+            assert schedule["due_ns"] % 1_000_000 == 0  # the eta is in milliseconds
+            lo, hi = window(attempt, schedule)
+            # compute_backoff: min_backoff (1 s) * 2**retries * uniform(1, 2), well under max_backoff (600 s).
+            assert hi >= base and lo <= 2 * base, (lo, base, hi)
         else:
             assert schedule["source"] == "arq:queue_score"
             assert schedule["due_ns"] % 1_000_000 == 0  # the queue scores milliseconds
@@ -139,9 +146,14 @@ def test_native_single_interval(run: dict[str, Any]) -> None:
         if run["backend"] == "rq":
             assert schedule["source"] == "rq:scheduled_registry"
             assert lo <= 1 < hi + 1, (lo, hi)  # Retry(interval=1), truncated to the second
+        elif run["backend"] == "dramatiq":
+            # min_backoff = max_backoff = 1 s: 1 s * uniform(1, 2) always exceeds max_backoff, so Dramatiq draws
+            # max_backoff * uniform(0.5, 1) instead (common.compute_backoff).
+            assert schedule["source"] == "dramatiq:eta"
+            assert lo <= 1 and hi >= 0.5, (lo, hi)
         else:
             # ARQ: Retry(defer=1); Celery: no backoff, so default_retry_delay (1 s) is the countdown.
-            assert schedule["source"] == ("celery:eta" if run["backend"] == "celery" else "arq:queue_score")
+            assert schedule["source"] == SOURCE[run["backend"]]
             assert lo <= 1 <= hi, (lo, hi)
     if run["backend"] == "rq":
         starts = of(run["scenarios"]["native-interval"], "attempt_start")
@@ -189,7 +201,7 @@ def test_planned_schedule_matches_the_plan(run: dict[str, Any]) -> None:
             assert schedule["source"] == "rq:scheduled_registry"
             assert lo <= planned < hi + 1, (lo, planned, hi)  # the planned float, then whole-second scores
         else:
-            assert schedule["source"] == ("celery:eta" if run["backend"] == "celery" else "arq:queue_score")
+            assert schedule["source"] == SOURCE[run["backend"]]
             assert lo <= planned <= hi, (lo, planned, hi)
 
 
