@@ -64,7 +64,7 @@ class Scenario:
     args: Any = None
     requirements: str = ""
     path: str = ""
-    # The fault plan's network component (harness/netfaults.py): partitions, latency, dropped connections
+    # The fault plan's network component (harness/plan/netfaults.py): partitions, latency, dropped connections
     # between a worker host and the broker; needs simulated hosts (``--hosts N``, docs/multi-host.md).
     network: tuple[Mapping[str, Any], ...] = ()
 

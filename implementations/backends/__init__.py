@@ -44,7 +44,8 @@ REGISTRY: dict[str, Registered] = {r.name: r for r in (
     Registered("celery", "implementations.backends.celery_backend.backend:CeleryBackend", "celery[redis]",
                ("celery", "kombu", "redis"), "#2ca02c",
                counting="max_retries=N counts retries: N + 1 runs; given max_retries=max_retries"),
-    Registered("dramatiq", "implementations.dramatiq_backend.backend:DramatiqBackend", "dramatiq[redis,rabbitmq]",
+    Registered("dramatiq", "implementations.backends.dramatiq_backend.backend:DramatiqBackend",
+               "dramatiq[redis,rabbitmq]",
                ("dramatiq", "redis", "pika"), "#9467bd",
                counting="max_retries=N counts retries (default 20; fails once retries >= N): N + 1 runs; "
                         "given max_retries=max_retries"),

@@ -33,14 +33,14 @@ import redis
 from dramatiq import Middleware, Retry, Worker
 from dramatiq.middleware import CurrentMessage, Retries, TimeLimit
 
-from ..events import HOST, now_ns
-from .broker import declare_actors, make_broker
+from implementations.backends.dramatiq_backend.broker import declare_actors, make_broker
+from implementations.recording.events import HOST, now_ns
 
 if TYPE_CHECKING:
     from dramatiq.broker import Broker
 
-    from ..app import RetryApp, Task
-    from ..attempt import Outcome
+    from implementations.api.app import RetryApp, Task
+    from implementations.runtime.attempt import Outcome
 
 _local = threading.local()  # per worker thread: the outcome of the message being processed, the retry handed over
 

@@ -16,12 +16,18 @@ from dramatiq.common import dq_name, xq_name
 from dramatiq.message import Message
 from redis import Redis
 
-from ..base import Backend, ProcessWorkers
-from ..startup import is_probe
-from .broker import broker_kind, declare_actors, make_broker, namespace, queue_name
+from implementations.backends.base import Backend, ProcessWorkers
+from implementations.backends.dramatiq_backend.broker import (
+    broker_kind,
+    declare_actors,
+    make_broker,
+    namespace,
+    queue_name,
+)
+from implementations.runtime.startup import is_probe
 
 if TYPE_CHECKING:
-    from ..app import RetryApp, Task
+    from implementations.api.app import RetryApp, Task
 
 
 def _text(raw: bytes | str) -> str:
@@ -73,7 +79,7 @@ class DramatiqBackend(Backend):
 
     @classmethod
     def run_worker(cls, app: RetryApp, concurrency: int, index: int) -> None:
-        from .worker import run
+        from implementations.backends.dramatiq_backend.worker import run
 
         run(app, concurrency, index)
 
@@ -98,7 +104,7 @@ class DramatiqBackend(Backend):
         channel of its own, and closing that channel gives them all back to the queue."""
         import pika
 
-        from .broker import rabbitmq_url
+        from implementations.backends.dramatiq_backend.broker import rabbitmq_url
 
         ids: set[str] = set()
         connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url(self.config)))

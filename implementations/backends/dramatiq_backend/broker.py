@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 from dramatiq.broker import Broker
 
-from ..startup import is_probe
+from implementations.runtime.startup import is_probe
 
 if TYPE_CHECKING:
-    from ..app import RetryApp, Task
-    from ..config import AppConfig
+    from implementations.api.app import RetryApp, Task
+    from implementations.core.config import AppConfig
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
