@@ -44,6 +44,10 @@ REGISTRY: dict[str, Registered] = {r.name: r for r in (
     Registered("celery", "implementations.celery_backend.backend:CeleryBackend", "celery[redis]",
                ("celery", "kombu", "redis"), "#2ca02c",
                counting="max_retries=N counts retries: N + 1 runs; given max_retries=max_retries"),
+    Registered("taskiq", "implementations.taskiq_backend.backend:TaskiqBackend", "taskiq-redis",
+               ("taskiq", "taskiq-redis", "redis"), "#e377c2",
+               counting="the max_retries label counts runs, the first included (re-sent while _retries + 1 < "
+                        "max_retries): given max_retries=max_retries + 1"),
 )}
 BACKENDS = {name: r.target for name, r in REGISTRY.items()}
 QUEUES = tuple(name for name, r in REGISTRY.items() if not r.in_process)  # the libraries, each in its own env
