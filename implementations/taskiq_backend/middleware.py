@@ -63,7 +63,7 @@ class RecordingRetryMiddleware(SmartRetryMiddleware):
         # (task id, attempt) -> the attempt's future and what it ran with; filled by the task wrapper.
         self.attempts: dict[tuple[str, int], tuple[asyncio.Future[Outcome], Task, tuple[Any, ...], dict[str, Any]]] = {}
         self._planned: dict[str, float | None] = {}
-        self._handed: dict[str, int] = {}
+        self._handed: dict[str, tuple[int, int]] = {}  # task id -> (failed attempt, when handed to taskiq)
         self._redis = redis.Redis.from_url(app.config.redis_url or "")
         self._done_key = names(app.config.prefix)["done"]
 
@@ -92,8 +92,8 @@ class RecordingRetryMiddleware(SmartRetryMiddleware):
             if when.tzinfo is None:
                 when = when.replace(tzinfo=datetime.timezone.utc)
             due = int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
-        handed = self._handed.get(message.task_id)
-        attempt = attempt_of(message)
+        # Not attempt_of(message): on_error's kicker shares message.labels and with_labels(_retries=…) updated it.
+        attempt, handed = self._handed[message.task_id]
         await self._in_thread(lambda: self.app.runtime.record_schedule(
             message.task_id, attempt, due_ns=due, source="taskiq:schedule_source" if due else "taskiq:unavailable",
             handed_ns=handed))
@@ -115,7 +115,7 @@ class RecordingRetryMiddleware(SmartRetryMiddleware):
                 await self._in_thread(lambda: runtime.fire_retry(task, message.task_id, outcome.exc, outcome.attempt,
                                                                  args, kwargs))
             self._planned[message.task_id] = outcome.delay
-            self._handed[message.task_id] = now_ns()
+            self._handed[message.task_id] = (outcome.attempt, now_ns())
             try:
                 await super().on_error(message, result, exception)
             finally:

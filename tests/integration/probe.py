@@ -24,9 +24,9 @@ def native_errors(backend: str, app: Any, job_id: str) -> dict[str, Any]:
 
         job = Job.fetch(job_id, connection=app.backend.redis)
         return {"errors": len(job.meta.get("errors", [])), "last": job.meta.get("error", {}).get("exc_type")}
-    if backend == "arq":
+    if backend in ("arq", "taskiq"):  # neither keeps per-attempt metadata: the backend's hash per job
         client = redis.Redis.from_url(app.config.redis_url)
-        key = f"{app.config.prefix}:arq-meta:{job_id}"
+        key = f"{app.config.prefix}:{backend}-meta:{job_id}"
         last = json.loads(client.hget(key, "error") or "{}")
         return {"errors": client.llen(f"{key}:errors"), "last": last.get("exc_type")}
     if backend == "celery":
