@@ -58,6 +58,9 @@ def _hint(c: Checks, store: str) -> str:
     return f"; back {hint}" if hint else ""
 
 
+TASKIQ_PENDING = "taskiq stream, pending (delivered, unacked)"
+
+
 @dataclass(frozen=True)
 class Cause:
     """One known behaviour: ``applies`` reads a cell's checks (and its backend and schedule mode)."""
@@ -83,6 +86,10 @@ CAUSES: tuple[Cause, ...] = (
     Cause("arq-poll-delay", "arq", "timing", "late_retries > 0 on ARQ",
           lambda c: bool(_timing(c).get("late_retries")),
           lambda c: f"ARQ workers look for due jobs only every poll_delay (0.5 s by default): {_late(c)}"),
+    Cause("taskiq-scheduler-loop", "taskiq", "timing", "late_retries > 0 on taskiq",
+          lambda c: bool(_timing(c).get("late_retries")),
+          lambda c: f"taskiq's scheduler loop re-reads its schedule source every update_interval and sends due "
+                    f"retries on whole-second ticks: {_late(c)}"),
     Cause("celery-native-backoff", "celery", "timing", "native schedule on Celery with 0 s or off-formula delays",
           lambda c: bool(_timing(c).get("zero_delays") or _timing(c).get("off_schedule")),
           lambda c: f"Celery computes its own backoff in whole seconds with unseeded full jitter: "
@@ -99,6 +106,11 @@ CAUSES: tuple[Cause, ...] = (
           lambda c: f"RQ moves a dead worker's job out of StartedJobRegistry only when its heartbeat entry "
                     f"expires and a live worker runs maintenance: {_held(c, 'rq StartedJobRegistry')} job(s) "
                     f"still there at the end{_hint(c, 'rq StartedJobRegistry')}"),
+    Cause("taskiq-pending", "taskiq", "delivery", "unrecovered jobs pending in taskiq's Redis stream",
+          lambda c: _held(c, TASKIQ_PENDING) > 0,
+          lambda c: f"taskiq's RedisStreamBroker reclaims a dead worker's unacknowledged messages (XAUTOCLAIM) only "
+                    f"after idle_timeout (10 min by default) and only after a read that returned new messages: "
+                    f"{_held(c, TASKIQ_PENDING)} job(s) still pending at the end{_hint(c, TASKIQ_PENDING)}"),
     Cause("celery-unacked", "celery", "delivery", "unrecovered jobs in kombu's unacked hash",
           lambda c: _held(c, "kombu unacked") > 0,
           lambda c: f"Celery's Redis transport restores a dead worker's messages only after visibility_timeout: "
