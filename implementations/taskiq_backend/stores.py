@@ -17,7 +17,9 @@ BATCH = 1000
 def failed_results(client: redis.Redis, results_prefix: str) -> list[str]:
     """Task ids whose stored TaskiqResult has ``is_err`` (RedisAsyncResultBackend: one pickled dict per task id,
     key ``prefix_str:task_id``), read a thousand at a time."""
-    serializer, failed, batch = PickleSerializer(), [], []
+    serializer = PickleSerializer()
+    failed: list[str] = []
+    batch: list[bytes] = []
     start = len(results_prefix) + 1
 
     def flush() -> None:
@@ -55,7 +57,7 @@ def find_jobs(client: redis.Redis, n: dict[str, str], source: ClaimingScheduleSo
                         else str(entry["message_id"]).encode())
         cursor = "-"
         while True:
-            entries = client.xrange(stream, min=cursor, max="+", count=BATCH)
+            entries: list[Any] = client.xrange(stream, min=cursor, max="+", count=BATCH) or []
             for msg_id, fields in entries:
                 task_id = _task_id(fields.get(b"data"))
                 if task_id not in wanted:
