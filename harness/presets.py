@@ -19,10 +19,10 @@ _RECOVERY = {
     "rq_maintenance_interval": 5, "rq_worker_ttl": 20, "rq_job_timeout": 5,
     "arq_job_timeout": 3,  # a dead worker's job runs again when its in-progress key expires: timeout + 10 s
     "arq_conn_retries": 20,  # reconnect across a broker restart instead of exiting
-    # taskiq's stream broker reclaims a dead consumer's unacked entries (XAUTOCLAIM) once idle this long, only after
-    # a read that returned new entries (a tick task every second gives one), under a lock that must expire; one
-    # entry per read, so a dead worker holds only what it was running.
-    "taskiq_idle_timeout": 5, "taskiq_lock_timeout": 5, "taskiq_reclaim_tick": 1, "taskiq_xread_count": 1,
+    # taskiq's stream broker reclaims a dead consumer's unacked entries (XAUTOCLAIM) once idle this long, and only
+    # after a read that returned new entries (a tick task every second gives one); one entry per read, so a dead
+    # worker holds only what it was running.
+    "taskiq_idle_timeout": 5, "taskiq_reclaim_tick": 1, "taskiq_xread_count": 1,
 }
 
 # Arrivals of the timing presets, in jobs per second: not a divisor of one second, so the failures (and the

@@ -125,7 +125,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
 KNOWN_OPTIONS = frozenset({
     "rq_worker_class", "rq_with_scheduler", "rq_maintenance_interval", "rq_worker_ttl", "rq_job_timeout",
     "arq_poll_delay", "arq_job_timeout", "arq_conn_retries",
-    "taskiq_idle_timeout", "taskiq_lock_timeout", "taskiq_xread_count", "taskiq_update_interval",
+    "taskiq_idle_timeout", "taskiq_xread_count", "taskiq_update_interval",
     "taskiq_reclaim_tick",
     "celery_pool", "celery_prefetch", "celery_acks_late", "celery_reject_on_worker_lost",
     "celery_retry_on_worker_lost", "celery_visibility_timeout", "celery_unacked_restore_interval",
@@ -139,7 +139,7 @@ KNOWN_OPTIONS = frozenset({
 POSITIVE_OPTIONS = frozenset({
     "rq_maintenance_interval", "rq_worker_ttl", "rq_job_timeout", "arq_poll_delay", "arq_job_timeout",
     "celery_visibility_timeout", "deadline_s", "broker_wait_s", "alert_window_s", "late_budget_s",
-    "probe_timeout_s", "taskiq_idle_timeout", "taskiq_lock_timeout", "taskiq_xread_count", "taskiq_update_interval",
+    "probe_timeout_s", "taskiq_idle_timeout", "taskiq_xread_count", "taskiq_update_interval",
 })
 NON_NEGATIVE_OPTIONS = frozenset({
     "arq_conn_retries", "celery_prefetch", "celery_unacked_restore_interval", "celery_unacked_restore_throttle",

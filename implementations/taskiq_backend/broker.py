@@ -5,8 +5,9 @@ Facts from taskiq 0.13 / taskiq-redis 1.2 sources that this module depends on:
 - ``RedisStreamBroker`` (taskiq_redis/redis_broker.py) delivers with ``XREADGROUP`` and acknowledges with ``XACK``
   after the result is saved (``Receiver.callback``, ``AcknowledgeType.WHEN_SAVED``): a message whose worker dies
   stays in the group's pending entries list. ``listen()`` reclaims such entries with ``XAUTOCLAIM`` (``idle_timeout``,
-  600,000 ms by default) only after an ``XREADGROUP`` returned new messages (an empty read ``continue``s first), and
-  guards it with a Redis lock that never expires unless ``unacknowledged_lock_timeout`` is set. ``ListQueueBroker``
+  600,000 ms by default) only after an ``XREADGROUP`` returned new messages (an empty read ``continue``s first). Its
+  "autoclaim" lock is taken on a pipeline, so SET NX, XAUTOCLAIM and the release go out in one MULTI/EXEC: it never
+  blocks and a killed worker cannot leave it set (``unacknowledged_lock_timeout`` changes nothing). ``ListQueueBroker``
   (``BRPOP``) has no acknowledgement at all: a killed worker's message is gone. So the stream broker, the one that
   gives at-least-once delivery.
 - ``RedisStreamBroker`` creates its consumer group with ``consumer_id="$"``: only entries added after the group exists
@@ -15,7 +16,8 @@ Facts from taskiq 0.13 / taskiq-redis 1.2 sources that this module depends on:
   without one it kicks at once with a ``delay`` label that neither taskiq nor taskiq-redis reads (no delay at all
   on Redis). ``ListRedisScheduleSource`` files schedules under one list per minute; a ``TaskiqScheduler`` loop
   (taskiq/cli/scheduler/run.py ``SchedulerLoop``) re-reads them every ``update_interval`` (60 s in the CLI) and sends
-  those due at whole-second ticks.
+  those due at whole-second ticks. Its ``_get_previous_time_schedules`` (run on every read) lists past minutes with
+  a SCAN of the whole keyspace.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ TICK_TASK = "retrybench_taskiq_tick"  # a no-op kicked every taskiq_reclaim_tick
 def names(prefix: str) -> dict[str, str]:
     """Redis names of one run: the stream, its consumer group, the result keys' and the schedules' prefixes."""
     return {"stream": f"{prefix}:taskiq", "group": "taskiq", "results": f"{prefix}:taskiq-result",
-            "schedules": f"{prefix}:taskiq-schedule", "meta": f"{prefix}:taskiq-meta",
+            # No colon: ListRedisScheduleSource._parse_time_key reads the time as key.split(":", 2)[2], so with a
+            # colon in the prefix no past minute's list is ever found again, and a retry not sent within the
+            # minute it was due in is never sent.
+            "schedules": prefix.replace(":", "_") + "_taskiq-schedule", "meta": f"{prefix}:taskiq-meta",
             "done": f"{prefix}:taskiq-done"}
 
 
@@ -49,12 +54,10 @@ def option(cfg: AppConfig, key: str, default: float) -> float:
 def make_broker(cfg: AppConfig) -> tuple[RedisStreamBroker, ListRedisScheduleSource]:
     """The stream broker with its result backend, and the schedule source delayed retries go through."""
     url, n = cfg.redis_url or "", names(cfg.prefix)
-    lock = cfg.options.get("taskiq_lock_timeout")
     broker = RedisStreamBroker(
         url, queue_name=n["stream"], consumer_group_name=n["group"],
         idle_timeout=int(option(cfg, "taskiq_idle_timeout", DEFAULT_IDLE_TIMEOUT_S) * 1000),
         xread_count=int(option(cfg, "taskiq_xread_count", DEFAULT_XREAD_COUNT)),
-        unacknowledged_lock_timeout=float(lock) if lock is not None else None,
     ).with_result_backend(RedisAsyncResultBackend(url, prefix_str=n["results"]))
     from .schedule import ClaimingScheduleSource
 

@@ -24,8 +24,8 @@ POLICY = '[policy]\nautoretry_for = ["ConnectionError", "TimeoutError"]\nmax_ret
 # worker-crash-recovery's settings, with ARQ's in-progress key expiring after 1 + 10 s instead of 13.
 RECOVERY = ("celery_acks_late=true", "celery_reject_on_worker_lost=true", "celery_retry_on_worker_lost=true",
             "celery_visibility_timeout=10", "celery_unacked_restore_interval=1", "celery_unacked_restore_throttle=1",
-            "rq_maintenance_interval=5", "arq_job_timeout=1", "taskiq_idle_timeout=5", "taskiq_lock_timeout=5",
-            "taskiq_reclaim_tick=1", "taskiq_xread_count=1")
+            "rq_maintenance_interval=5", "arq_job_timeout=1", "taskiq_idle_timeout=5", "taskiq_reclaim_tick=1",
+            "taskiq_xread_count=1")
 
 
 def scenario(tmp_path: Path, name: str, body: str) -> str:
