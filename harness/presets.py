@@ -71,7 +71,8 @@ PRESETS: dict[str, Scenario] = {s.name: s for s in [
              concurrency=2, options={"deadline_s": 30}),
     Scenario("worker-crash-recovery", "The same crashes with each library's documented recovery: Celery acks_late, "
              "reject and retry on worker lost, a 10 s visibility timeout swept every second; ARQ job_timeout 3 s; "
-             "RQ maintenance every 5 s.", policy=_CRASH_POLICY, faults=({"kind": "crash", "fraction": 0.2},),
+             "RQ maintenance every 5 s; taskiq reclaims entries idle 5 s, one entry per read, a tick every second.",
+             policy=_CRASH_POLICY, faults=({"kind": "crash", "fraction": 0.2},),
              jobs=20, workers=2, concurrency=2, options={**_RECOVERY, "deadline_s": 30}),
     Scenario("host-crash-recovery", "The whole worker (its main process and every child) is SIGKILLed, as when its "
              "machine goes away; documented recovery settings as in worker-crash-recovery.", policy=_CRASH_POLICY,
