@@ -58,6 +58,9 @@ def _hint(c: Checks, store: str) -> str:
     return f"; back {hint}" if hint else ""
 
 
+TASKIQ_PENDING = "taskiq stream, pending (delivered, unacked)"
+
+
 @dataclass(frozen=True)
 class Cause:
     """One known behaviour: ``applies`` reads a cell's checks (and its backend and schedule mode)."""
@@ -87,6 +90,10 @@ CAUSES: tuple[Cause, ...] = (
           lambda c: bool(_timing(c).get("late_retries")),
           lambda c: f"Dramatiq's delay-queue consumer checks etas only between polls, which back off to worker_timeout "
                     f"(1 s by default) when idle: {_late(c)}"),
+    Cause("taskiq-scheduler-loop", "taskiq", "timing", "late_retries > 0 on taskiq",
+          lambda c: bool(_timing(c).get("late_retries")),
+          lambda c: f"taskiq's scheduler loop re-reads its schedule source every update_interval and sends due "
+                    f"retries on whole-second ticks: {_late(c)}"),
     Cause("celery-native-backoff", "celery", "timing", "native schedule on Celery with 0 s or off-formula delays",
           lambda c: bool(_timing(c).get("zero_delays") or _timing(c).get("off_schedule")),
           lambda c: f"Celery computes its own backoff in whole seconds with unseeded full jitter: "
@@ -110,6 +117,11 @@ CAUSES: tuple[Cause, ...] = (
                     f"a consumer that lost its connection forgets what it had fetched, unacked under its live worker: "
                     f"{_held(c, 'dramatiq unacked (fetched by a worker)')} job(s) still unacked at the end"
                     f"{_hint(c, 'dramatiq unacked (fetched by a worker)')}"),
+    Cause("taskiq-pending", "taskiq", "delivery", "unrecovered jobs pending in taskiq's Redis stream",
+          lambda c: _held(c, TASKIQ_PENDING) > 0,
+          lambda c: f"taskiq's RedisStreamBroker reclaims a dead worker's unacknowledged messages (XAUTOCLAIM) only "
+                    f"after idle_timeout (10 min by default) and only after a read that returned new messages: "
+                    f"{_held(c, TASKIQ_PENDING)} job(s) still pending at the end{_hint(c, TASKIQ_PENDING)}"),
     Cause("celery-unacked", "celery", "delivery", "unrecovered jobs in kombu's unacked hash",
           lambda c: _held(c, "kombu unacked") > 0,
           lambda c: f"Celery's Redis transport restores a dead worker's messages only after visibility_timeout: "

@@ -23,6 +23,10 @@ _RECOVERY = {
     # Dramatiq's RedisBroker puts a dead worker's unacked messages back once its heartbeat is heartbeat_timeout ms
     # old, at a maintenance of that queue, which runs on maintenance_chance in 10^6 broker commands (default 1000).
     "dramatiq_heartbeat_timeout": 5000, "dramatiq_maintenance_chance": 100_000,
+    # taskiq's stream broker reclaims a dead consumer's unacked entries (XAUTOCLAIM) once idle this long, and only
+    # after a read that returned new entries (a tick task every second gives one); one entry per read, so a dead
+    # worker holds only what it was running.
+    "taskiq_idle_timeout": 5, "taskiq_reclaim_tick": 1, "taskiq_xread_count": 1,
 }
 
 # Arrivals of the timing presets, in jobs per second: not a divisor of one second, so the failures (and the
@@ -71,7 +75,8 @@ PRESETS: dict[str, Scenario] = {s.name: s for s in [
              concurrency=2, options={"deadline_s": 30}),
     Scenario("worker-crash-recovery", "The same crashes with each library's documented recovery: Celery acks_late, "
              "reject and retry on worker lost, a 10 s visibility timeout swept every second; ARQ job_timeout 3 s; "
-             "RQ maintenance every 5 s.", policy=_CRASH_POLICY, faults=({"kind": "crash", "fraction": 0.2},),
+             "RQ maintenance every 5 s; taskiq reclaims entries idle 5 s, one entry per read, a tick every second.",
+             policy=_CRASH_POLICY, faults=({"kind": "crash", "fraction": 0.2},),
              jobs=20, workers=2, concurrency=2, options={**_RECOVERY, "deadline_s": 30}),
     Scenario("host-crash-recovery", "The whole worker (its main process and every child) is SIGKILLed, as when its "
              "machine goes away; documented recovery settings as in worker-crash-recovery.", policy=_CRASH_POLICY,

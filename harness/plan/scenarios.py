@@ -131,6 +131,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
 KNOWN_OPTIONS = frozenset({
     "rq_worker_class", "rq_with_scheduler", "rq_maintenance_interval", "rq_worker_ttl", "rq_job_timeout",
     "arq_poll_delay", "arq_job_timeout", "arq_conn_retries",
+    "taskiq_idle_timeout", "taskiq_xread_count", "taskiq_update_interval",
+    "taskiq_reclaim_tick",
     "celery_pool", "celery_prefetch", "celery_acks_late", "celery_reject_on_worker_lost",
     "celery_retry_on_worker_lost", "celery_visibility_timeout", "celery_unacked_restore_interval",
     "celery_unacked_restore_throttle",
@@ -144,11 +146,12 @@ KNOWN_OPTIONS = frozenset({
 POSITIVE_OPTIONS = frozenset({
     "rq_maintenance_interval", "rq_worker_ttl", "rq_job_timeout", "arq_poll_delay", "arq_job_timeout",
     "celery_visibility_timeout", "deadline_s", "broker_wait_s", "alert_window_s", "late_budget_s",
-    "probe_timeout_s", "dramatiq_heartbeat_timeout", "dramatiq_worker_timeout",
+    "probe_timeout_s", "dramatiq_heartbeat_timeout", "dramatiq_worker_timeout", "taskiq_idle_timeout",
+    "taskiq_xread_count", "taskiq_update_interval",
 })
 NON_NEGATIVE_OPTIONS = frozenset({
     "arq_conn_retries", "celery_prefetch", "celery_unacked_restore_interval", "celery_unacked_restore_throttle",
-    "broker_restart_at", "broker_down_s", "dramatiq_maintenance_chance",
+    "broker_restart_at", "broker_down_s", "dramatiq_maintenance_chance", "taskiq_reclaim_tick",
 })
 
 

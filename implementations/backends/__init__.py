@@ -49,6 +49,10 @@ REGISTRY: dict[str, Registered] = {r.name: r for r in (
                ("dramatiq", "redis", "pika"), "#9467bd",
                counting="max_retries=N counts retries (default 20; fails once retries >= N): N + 1 runs; "
                         "given max_retries=max_retries"),
+    Registered("taskiq", "implementations.backends.taskiq_backend.backend:TaskiqBackend", "taskiq-redis",
+               ("taskiq", "taskiq-redis", "redis"), "#e377c2",
+               counting="the max_retries label counts runs, the first included (re-sent while _retries + 1 < "
+                        "max_retries): given max_retries=max_retries + 1"),
 )}
 BACKENDS = {name: r.target for name, r in REGISTRY.items()}
 QUEUES = tuple(name for name, r in REGISTRY.items() if not r.in_process)  # the libraries, each in its own env

@@ -24,7 +24,7 @@ def native_errors(backend: str, app: Any, job_id: str) -> dict[str, Any]:
 
         job = Job.fetch(job_id, connection=app.backend.redis)
         return {"errors": len(job.meta.get("errors", [])), "last": job.meta.get("error", {}).get("exc_type")}
-    if backend in ("arq", "dramatiq"):  # libraries without job metadata: a hash per job, named after the backend
+    if backend in ("arq", "dramatiq", "taskiq"):  # no job metadata: a hash per job, named after the backend
         client = redis.Redis.from_url(app.config.redis_url)
         key = f"{app.config.prefix}:{backend}-meta:{job_id}"
         last = json.loads(client.hget(key, "error") or "{}")

@@ -18,7 +18,7 @@ BACKENDS = ALL_BACKENDS
 # failed, and none on a slow CI run.)
 SHORT_RETRIES = """
 name = "{name}"
-description = "20 jobs at 10/s; a 3 s outage from 0.5 s; 2 retries 0.3 s apart."
+description = "20 jobs at 10/s; a 6 s outage from 0.5 s; 2 retries 0.3 s apart."
 jobs = 20
 enqueue_rate = 10
 [policy]
@@ -29,7 +29,7 @@ intervals = [0.3]
 [[faults]]
 kind = "outage"
 start = 0.5
-duration = 3
+duration = 6
 """
 
 

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.integration
 
 SOURCE = {"celery": "celery:eta", "arq": "arq:queue_score", "dramatiq": "dramatiq:eta"}  # where each reads its due time
 EPS_S = 0.002  # the libraries' own rounding (ARQ: ms) and clock reads, nothing about speed
+SOURCE = {"celery": "celery:eta", "arq": "arq:queue_score", "taskiq": "taskiq:schedule_source"}  # exact due times
 SCHEMA = {"type", "run_id", "backend", "scenario", "job_id", "attempt", "due_ns", "delay_s", "source", "observed_ns",
           "schedule", "pid"}
 _CONN = {"autoretry_for": ["ConnectionError"], "dont_autoretry_for": ["ValueError"]}
@@ -131,6 +132,12 @@ def test_native_backoff_follows_each_librarys_own_formula(run: dict[str, Any]) -
             lo, hi = window(attempt, schedule)
             # compute_backoff: min_backoff (1 s) * 2**retries * uniform(1, 2), well under max_backoff (600 s).
             assert hi >= base and lo <= 2 * base, (lo, base, hi)
+        elif run["backend"] == "taskiq":
+            # SmartRetryMiddleware: use_delay_exponent gives default_delay * retries (linear, not 2**n), capped at
+            # max_delay_exponent; use_jitter adds random() seconds. The due time is the schedule it filed.
+            assert schedule["source"] == "taskiq:schedule_source"
+            lo, hi = window(attempt, schedule)
+            assert lo <= n + 1 and hi >= n, (lo, hi, n)
         else:
             assert schedule["source"] == "arq:queue_score"
             assert schedule["due_ns"] % 1_000_000 == 0  # the queue scores milliseconds
@@ -152,7 +159,8 @@ def test_native_single_interval(run: dict[str, Any]) -> None:
             assert schedule["source"] == "dramatiq:eta"
             assert lo <= 1 and hi >= 0.5, (lo, hi)
         else:
-            # ARQ: Retry(defer=1); Celery: no backoff, so default_retry_delay (1 s) is the countdown.
+            # ARQ: Retry(defer=1); Celery: no backoff, so default_retry_delay (1 s) is the countdown; taskiq: the
+            # first interval as SmartRetryMiddleware's default_delay.
             assert schedule["source"] == SOURCE[run["backend"]]
             assert lo <= 1 <= hi, (lo, hi)
     if run["backend"] == "rq":
@@ -179,7 +187,7 @@ def test_native_exhausted_retries(run: dict[str, Any]) -> None:
             # The last attempt's Retry was scheduled too (ARQ's data), though the policy had no retry left.
             assert [s["attempt"] for s in of(mine, "schedule")] == [1, 2]
         else:
-            # RQ and Celery end it themselves, with the real error and their own on_failure.
+            # RQ, Celery and taskiq end it themselves, with the real error and their own on_failure.
             assert "source" not in terminals[0]
             assert terminals[0]["exc_type"] == "ConnectionError"
             assert len(of(mine, "failure_record")) == 1
