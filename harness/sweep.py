@@ -19,7 +19,7 @@ from .scenarios import KNOWN_OPTIONS, Scenario, ScenarioError
 
 SIZES = ("jobs", "workers", "concurrency")
 NOT_SETTINGS = frozenset({"record_history", "jobs"})  # swept to measure, never recommended
-_PREFIXES = ("rq_", "arq_", "celery_")
+_PREFIXES = ("rq_", "arq_", "celery_", "saq_")
 
 
 def check_sweep(sweep: Mapping[str, Any], where: str) -> None:

@@ -44,6 +44,10 @@ REGISTRY: dict[str, Registered] = {r.name: r for r in (
     Registered("celery", "implementations.celery_backend.backend:CeleryBackend", "celery[redis]",
                ("celery", "kombu", "redis"), "#2ca02c",
                counting="max_retries=N counts retries: N + 1 runs; given max_retries=max_retries"),
+    Registered("saq", "implementations.saq_backend.backend:SAQBackend", "saq[redis,hiredis]",
+               ("saq", "redis", "hiredis"), "#9467bd",
+               counting="Job.retries counts runs, the first included (retryable while retries > attempts): "
+                        "given retries=max_retries + 1"),
 )}
 BACKENDS = {name: r.target for name, r in REGISTRY.items()}
 QUEUES = tuple(name for name, r in REGISTRY.items() if not r.in_process)  # the libraries, each in its own env
