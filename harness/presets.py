@@ -19,6 +19,9 @@ _RECOVERY = {
     "rq_maintenance_interval": 5, "rq_worker_ttl": 20, "rq_job_timeout": 5,
     "arq_job_timeout": 3,  # a dead worker's job runs again when its in-progress key expires: timeout + 10 s
     "arq_conn_retries": 20,  # reconnect across a broker restart instead of exiting
+    # SAQ's sweep (one worker every saq_sweep s) retries an active job untouched for Job.heartbeat s, after 5 s
+    # waiting for an abort no dead worker answers; the live job beats by job.update().
+    "saq_heartbeat": 2, "saq_sweep": 2,
 }
 
 # Arrivals of the timing presets, in jobs per second: not a divisor of one second, so the failures (and the

@@ -125,7 +125,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
 KNOWN_OPTIONS = frozenset({
     "rq_worker_class", "rq_with_scheduler", "rq_maintenance_interval", "rq_worker_ttl", "rq_job_timeout",
     "arq_poll_delay", "arq_job_timeout", "arq_conn_retries",
-    "saq_job_timeout", "saq_sweep", "saq_schedule", "saq_ttl",
+    "saq_job_timeout", "saq_sweep", "saq_schedule", "saq_ttl", "saq_heartbeat",
     "celery_pool", "celery_prefetch", "celery_acks_late", "celery_reject_on_worker_lost",
     "celery_retry_on_worker_lost", "celery_visibility_timeout", "celery_unacked_restore_interval",
     "celery_unacked_restore_throttle",
@@ -137,7 +137,8 @@ KNOWN_OPTIONS = frozenset({
 # and stop it with a traceback, or (a deadline of -5) end every cell at once.
 POSITIVE_OPTIONS = frozenset({
     "rq_maintenance_interval", "rq_worker_ttl", "rq_job_timeout", "arq_poll_delay", "arq_job_timeout",
-    "celery_visibility_timeout", "saq_job_timeout", "saq_sweep", "saq_schedule", "saq_ttl", "deadline_s",
+    "celery_visibility_timeout", "saq_job_timeout", "saq_sweep", "saq_schedule", "saq_ttl", "saq_heartbeat",
+    "deadline_s",
     "broker_wait_s", "alert_window_s", "late_budget_s", "probe_timeout_s",
 })
 NON_NEGATIVE_OPTIONS = frozenset({

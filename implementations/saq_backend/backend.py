@@ -47,9 +47,11 @@ class SAQBackend(Backend):
         timeout = job_timeout(task, self.config)
         if timeout is not None:
             fields["timeout"] = timeout
+        if self.config.options.get("saq_heartbeat"):
+            fields["heartbeat"] = max(1, int(self.config.options["saq_heartbeat"]))
         if is_probe(task):
             # The start-up probe: one run, no time limit (a held probe waits for its release), not kept.
-            fields.update(retries=1, timeout=0, ttl=-1)
+            fields.update(retries=1, timeout=0, heartbeat=0, ttl=-1)
         else:
             fields.update(retries=task.policy.native_max_retries + 1, ttl=job_ttl(self.config.options))
         return Job(function=task.name, kwargs={PACKED[0]: list(args), PACKED[1]: kwargs}, key=job_id,

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from ..app import Task
     from ..config import AppConfig
 
-ERRORS = "rb_errors"  # Job.meta key: the error of every failed attempt, in order (SAQ keeps only the last)
+# Job.meta keys, as the RQ backend names them in RQ's job.meta: the error of every failed attempt in order, and the
+# last one (SAQ's own ``Job.error`` keeps only the last attempt's traceback).
+ERRORS, ERROR = "errors", "error"
 PACKED = ("rb_args", "rb_kwargs")  # Job.kwargs keys: SAQ calls a function with keyword arguments only
 
 

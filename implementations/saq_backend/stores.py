@@ -66,10 +66,12 @@ async def whereabouts(queue: RedisQueue, keys: list[str], options: dict[str, Any
         jobs[key] = where
     timeout = options.get("saq_job_timeout", 10)
     sweep = options.get("saq_sweep", 60)
+    beat = f"past its heartbeat ({options['saq_heartbeat']} s untouched)" if options.get("saq_heartbeat") else \
+        "(no heartbeat: SAQ's default)"
     recovery = {
         QUEUED: "when a worker's process loop is free (BLMOVE)",
         ACTIVE: f"when a worker's sweep (every {sweep} s, one worker at a time) finds it stuck: running longer "
-                f"than its timeout (Job.timeout, {timeout} s unless the task's time limit) or past its heartbeat, "
+                f"than its timeout (Job.timeout, {timeout} s unless the task's time limit) or {beat}, "
                 "then waits 5 s for an abort no dead worker answers, and retries it if attempts remain "
                 "(else status aborted)",
         SCHEDULED: "when its score comes due and a worker's schedule timer (every 1 s) moves it to the queued list",

@@ -22,7 +22,7 @@ from saq import Worker
 from ..attempt import Outcome, jsonable
 from ..events import HOST, now_ns
 from .backend import make_queue
-from .native import ERRORS, PACKED, native_retry_fields
+from .native import ERROR, ERRORS, PACKED, native_retry_fields
 
 if TYPE_CHECKING:
     from saq import Job
@@ -70,13 +70,18 @@ def make_function(app: RetryApp, task: Task, executor: ThreadPoolExecutor) -> An
         if native_fields is not None:  # undo a deferral's or countdown's delay: SAQ's own backoff again
             job.retry_delay, job.retry_backoff = native_fields["retry_delay"], native_fields["retry_backoff"]
         errors: list[dict[str, Any]] = job.meta.setdefault(ERRORS, [])  # saved with the job on retry and finish
+
+        def store_error(error: dict[str, Any]) -> None:
+            errors.append(error)
+            job.meta[ERROR] = error
         native = {"attempts": attempt, "retries": job.retries}
         loop = asyncio.get_running_loop()
         cancel = threading.Event()
         # Task bodies are synchronous: run them off the event loop so `concurrency` jobs really run at once.
         attempt_done = loop.run_in_executor(
             executor, lambda: runtime.run_attempt(task, job.key, attempt, args, kwargs, native=native,
-                                                  store_error=errors.append, cancel=cancel))
+                                                  store_error=store_error, cancel=cancel))
+        pulse = asyncio.create_task(heartbeat(job)) if job.heartbeat else None
         try:
             outcome = await asyncio.shield(attempt_done)
         except asyncio.CancelledError:
@@ -89,10 +94,15 @@ def make_function(app: RetryApp, task: Task, executor: ThreadPoolExecutor) -> An
                 outcome = await asyncio.wait_for(asyncio.shield(attempt_done), CANCEL_GRACE_S)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 raise asyncio.CancelledError() from None
+            finally:
+                if pulse is not None:
+                    pulse.cancel()
             if not outcome.ok:
                 tell_saq(task, job, outcome)
                 await settle(ctx, job, outcome, args, kwargs)
             raise
+        if pulse is not None:
+            pulse.cancel()
         if outcome.ok:
             return jsonable(outcome.value)  # SAQ stores the result as JSON
         tell_saq(task, job, outcome)
@@ -102,6 +112,17 @@ def make_function(app: RetryApp, task: Task, executor: ThreadPoolExecutor) -> An
 
     function.__qualname__ = task.name
     return function
+
+
+async def heartbeat(job: Job) -> None:
+    """SAQ's heartbeat is the job's own: ``Job.heartbeat`` makes the sweep call an active job stuck once it has not
+    been touched for that long, and a job beats by calling ``job.update()`` (saq/job.py). Twice per period."""
+    while True:
+        await asyncio.sleep(job.heartbeat / 2)
+        try:
+            await job.update()
+        except Exception:  # noqa: BLE001 - a missed beat (broker restarting) is what the sweep is there to judge
+            pass
 
 
 async def after_process(app: RetryApp, ctx: dict[str, Any]) -> None:
@@ -145,7 +166,9 @@ async def serve(app: RetryApp, concurrency: int, index: int) -> None:
         await after_process(app, ctx)
 
     # SAQ's timers: ``sweep`` (60 s) finds stuck active jobs, ``schedule`` (1 s) moves due retries to the queue.
-    timers = {key: int(cfg.options[f"saq_{key}"]) for key in ("sweep", "schedule") if f"saq_{key}" in cfg.options}
+    # Each is also the seconds of a Redis lock (SETEX) that lets one worker at a time run it: whole seconds >= 1.
+    timers = {key: max(1, int(cfg.options[f"saq_{key}"])) for key in ("sweep", "schedule")
+              if f"saq_{key}" in cfg.options}
     worker = Worker(queue, functions, id=name, concurrency=max(1, concurrency), startup=startup,
                     after_process=processed, timers=timers)  # type: ignore[arg-type]
     await queue.connect()

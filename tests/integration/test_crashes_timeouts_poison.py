@@ -24,7 +24,7 @@ POLICY = '[policy]\nautoretry_for = ["ConnectionError", "TimeoutError"]\nmax_ret
 # worker-crash-recovery's settings, with ARQ's in-progress key expiring after 1 + 10 s instead of 13.
 RECOVERY = ("celery_acks_late=true", "celery_reject_on_worker_lost=true", "celery_retry_on_worker_lost=true",
             "celery_visibility_timeout=10", "celery_unacked_restore_interval=1", "celery_unacked_restore_throttle=1",
-            "rq_maintenance_interval=5", "arq_job_timeout=1")
+            "rq_maintenance_interval=5", "arq_job_timeout=1", "saq_heartbeat=1", "saq_sweep=1")
 
 
 def scenario(tmp_path: Path, name: str, body: str) -> str:
@@ -83,7 +83,7 @@ def test_celery_on_its_defaults_marks_a_crashed_task_failed_without_calling_on_f
 
 
 # On its defaults, where each library keeps a job whose whole worker died, as read from its own stores.
-HELD = {"rq": "rq StartedJobRegistry", "arq": "arq in-progress key"}
+HELD = {"rq": "rq StartedJobRegistry", "arq": "arq in-progress key", "saq": "saq active list"}
 
 
 @pytest.mark.parametrize("backend", list(QUEUES))
@@ -99,7 +99,7 @@ def test_on_the_defaults_a_crashed_job_is_where_the_library_stores_say_never_los
     s, delivery = cell["summary"], cell["checks"]["delivery"]
     assert s["crash_hit_jobs"] > 0 and delivery["stores_searched"] is True
     if backend in HELD:
-        # Then RQ and ARQ still hold each crashed job, in a store they name with when it would come back:
+        # Then RQ, ARQ and SAQ still hold each crashed job, in a store they name with when it would come back:
         # unrecovered at the deadline, not lost
         assert s["unrecovered_jobs"] == s["crash_hit_jobs"] and s["lost_jobs"] == 0
         assert HELD[backend] in delivery["unrecovered_in"] and delivery["recovery_hints"][HELD[backend]]
@@ -120,7 +120,7 @@ def test_poison_payloads_end_where_each_library_puts_them_and_the_rest_of_the_ru
     # Then every poison job is accounted for, where the library put it
     assert s["poison_jobs"] > 0 and s["poison_unaccounted"] == 0
     where = {"reference": "poison_recorded", "rq": "poison_failed_natively", "arq": "poison_failed_natively",
-             "celery": "poison_refused"}[backend]
+             "celery": "poison_refused", "saq": "poison_refused"}[backend]
     assert s[where] == s["poison_jobs"]
     # And every other job ran to success, retries included
     assert s["succeeded"] == 12 - s["poison_jobs"]

@@ -44,6 +44,8 @@ EXHAUSTED = Scenario("native-exhausted", task="work", jobs=2, workers=1, concurr
 PLANNED = Scenario("planned-jitter", task="work", jobs=3, workers=1, concurrency=3,
                    policy={**_CONN, "max_retries": 2, "retry_backoff": 1, "retry_jitter": True},
                    faults=({"kind": "fail_first", "k": 2},))
+# Where each library's scheduled retry is read back from (rq's registry scores are checked on their own).
+SOURCE = {"celery": "celery:eta", "arq": "arq:queue_score", "saq": "saq:incomplete_score"}
 
 
 @pytest.fixture(scope="module", params=list(QUEUES))
@@ -124,6 +126,11 @@ def test_native_backoff_follows_each_librarys_own_formula(run: dict[str, Any]) -
             lo, hi = window(attempt, schedule)
             # interval=[1, 2] (RQ has no jitter); the score is now + interval truncated to the second.
             assert lo <= base < hi + 1, (lo, base, hi)
+        elif run["backend"] == "saq":
+            # Job.next_retry_delay: min(cap, retry_delay * 2 ** (attempts - 1)) * random(), scored in float seconds.
+            assert schedule["source"] == "saq:incomplete_score"
+            lo, hi = window(attempt, schedule)
+            assert hi >= 0 and lo <= base, (lo, hi)
         else:
             assert schedule["source"] == "arq:queue_score"
             assert schedule["due_ns"] % 1_000_000 == 0  # the queue scores milliseconds
@@ -140,8 +147,8 @@ def test_native_single_interval(run: dict[str, Any]) -> None:
             assert schedule["source"] == "rq:scheduled_registry"
             assert lo <= 1 < hi + 1, (lo, hi)  # Retry(interval=1), truncated to the second
         else:
-            # ARQ: Retry(defer=1); Celery: no backoff, so default_retry_delay (1 s) is the countdown.
-            assert schedule["source"] == ("celery:eta" if run["backend"] == "celery" else "arq:queue_score")
+            # ARQ: Retry(defer=1); SAQ: retry_delay=1; Celery: no backoff, so default_retry_delay (1 s) is the countdown.
+            assert schedule["source"] == SOURCE[run["backend"]]
             assert lo <= 1 <= hi, (lo, hi)
     if run["backend"] == "rq":
         starts = of(run["scenarios"]["native-interval"], "attempt_start")
@@ -167,7 +174,7 @@ def test_native_exhausted_retries(run: dict[str, Any]) -> None:
             # The last attempt's Retry was scheduled too (ARQ's data), though the policy had no retry left.
             assert [s["attempt"] for s in of(mine, "schedule")] == [1, 2]
         else:
-            # RQ and Celery end it themselves, with the real error and their own on_failure.
+            # RQ, Celery and SAQ end it themselves, with the real error and their own on_failure.
             assert "source" not in terminals[0]
             assert terminals[0]["exc_type"] == "ConnectionError"
             assert len(of(mine, "failure_record")) == 1
@@ -189,7 +196,7 @@ def test_planned_schedule_matches_the_plan(run: dict[str, Any]) -> None:
             assert schedule["source"] == "rq:scheduled_registry"
             assert lo <= planned < hi + 1, (lo, planned, hi)  # the planned float, then whole-second scores
         else:
-            assert schedule["source"] == ("celery:eta" if run["backend"] == "celery" else "arq:queue_score")
+            assert schedule["source"] == SOURCE[run["backend"]]
             assert lo <= planned <= hi, (lo, planned, hi)
 
 
