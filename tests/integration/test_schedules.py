@@ -147,7 +147,7 @@ def test_native_single_interval(run: dict[str, Any]) -> None:
             assert schedule["source"] == "rq:scheduled_registry"
             assert lo <= 1 < hi + 1, (lo, hi)  # Retry(interval=1), truncated to the second
         else:
-            # ARQ: Retry(defer=1); SAQ: retry_delay=1; Celery: no backoff, so default_retry_delay (1 s) is the countdown.
+            # ARQ: Retry(defer=1); SAQ: retry_delay=1; Celery: no backoff, so default_retry_delay (1 s) counts.
             assert schedule["source"] == SOURCE[run["backend"]]
             assert lo <= 1 <= hi, (lo, hi)
     if run["backend"] == "rq":
