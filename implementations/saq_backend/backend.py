@@ -79,7 +79,7 @@ class SAQBackend(Backend):
 
     def native_failures(self) -> dict[str, Any]:
         failed = self._loop.run_until_complete(failed_keys(self.queue))
-        return {"store": "saq job hashes (status failed)", "job_ids": sorted(failed)}
+        return {"store": "saq job strings (status failed or aborted)", "job_ids": sorted(failed)}
 
     def native_terminal_count(self) -> int | None:
         # SAQ keeps a job in its queue's ``incomplete`` sorted set while it waits, runs or waits for a retry, and

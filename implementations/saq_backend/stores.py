@@ -23,9 +23,12 @@ INCOMPLETE = "saq incomplete set (score 0, in no list)"
 
 
 async def failed_keys(queue: RedisQueue) -> list[str]:
-    """Keys of this queue's jobs SAQ holds with status ``failed`` (``Queue.finish(…, Status.FAILED)``): a SCAN of
-    the queue's job strings, a thousand at a time (``iter_jobs`` does the same with batches of 100)."""
-    return [job.key async for job in queue.iter_jobs([Status.FAILED], batch_size=BATCH)]
+    """Keys of this queue's jobs SAQ holds as failed for good: status ``failed`` (the worker's
+    ``finish(Status.FAILED)`` once not retryable) or ``aborted`` (the sweep's end for a stuck job with no attempts
+    left, error "swept"; ``UNSUCCESSFUL_TERMINAL_STATUSES``). A SCAN of the queue's job strings, a thousand at a
+    time."""
+    statuses = [Status.FAILED, Status.ABORTED]
+    return [job.key async for job in queue.iter_jobs(statuses, batch_size=BATCH)]
 
 
 def _status(raw: bytes | None) -> str | None:
