@@ -94,6 +94,10 @@ CAUSES: tuple[Cause, ...] = (
           lambda c: bool(_timing(c).get("late_retries")),
           lambda c: f"taskiq's scheduler loop re-reads its schedule source every update_interval and sends due "
                     f"retries on whole-second ticks: {_late(c)}"),
+    Cause("saq-schedule-timer", "saq", "timing", "late_retries > 0 on SAQ",
+          lambda c: bool(_timing(c).get("late_retries")),
+          lambda c: f"SAQ workers move due retries to the queue only on their schedule timer (every 1 s by "
+                    f"default, one worker per tick): {_late(c)}"),
     Cause("celery-native-backoff", "celery", "timing", "native schedule on Celery with 0 s or off-formula delays",
           lambda c: bool(_timing(c).get("zero_delays") or _timing(c).get("off_schedule")),
           lambda c: f"Celery computes its own backoff in whole seconds with unseeded full jitter: "
@@ -126,6 +130,16 @@ CAUSES: tuple[Cause, ...] = (
           lambda c: _held(c, "kombu unacked") > 0,
           lambda c: f"Celery's Redis transport restores a dead worker's messages only after visibility_timeout: "
                     f"{_held(c, 'kombu unacked')} job(s) still unacked at the end{_hint(c, 'kombu unacked')}"),
+    Cause("saq-active", "saq", "delivery", "unrecovered jobs in SAQ's active list",
+          lambda c: _held(c, "saq active list") > 0,
+          lambda c: f"SAQ runs a dead worker's job again only when a worker's sweep (every 60 s by default) finds it "
+                    f"stuck, past its timeout or heartbeat: {_held(c, 'saq active list')} job(s) still in the active "
+                    f"list at the end{_hint(c, 'saq active list')}"),
+    Cause("saq-swept-aborted", "saq", "failure_log", "failed_natively > 0 on SAQ",
+          lambda c: bool(_delivery(c).get("failed_natively")),
+          lambda c: f"SAQ's sweep ends a stuck job with no attempts left as aborted (error 'swept') without "
+                    f"running on_failure: {_delivery(c).get('failed_natively')} job(s) failed natively, outside "
+                    f"the failure log"),
     Cause("celery-worker-lost", "celery", "failure_log", "failed_natively > 0 on Celery",
           lambda c: bool(_delivery(c).get("failed_natively")),
           lambda c: f"Celery marks a task whose worker process died FAILURE (WorkerLostError) without running "

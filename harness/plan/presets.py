@@ -27,6 +27,13 @@ _RECOVERY = {
     # after a read that returned new entries (a tick task every second gives one); one entry per read, so a dead
     # worker holds only what it was running.
     "taskiq_idle_timeout": 5, "taskiq_reclaim_tick": 1, "taskiq_xread_count": 1,
+    # SAQ's sweep (one worker every saq_sweep s) retries an active job untouched for Job.heartbeat s, after 5 s
+    # waiting for an abort no dead worker answers; the live job beats by job.update(). The sweep's lock lasts
+    # saq_sweep s: a sweep that outlasts it (5 s per stuck job) overlaps the next worker's, from a stale list, and
+    # both retry the same job (measured: 2 s gave duplicate executions), so it stays well above 5 s. The sweep also
+    # judges each job from the list it read before its 5 s waits: a live job behind a stuck one looks untouched for
+    # longer than a short heartbeat and is retried while it runs (measured with 2 s): 10 s keeps that rare.
+    "saq_heartbeat": 10, "saq_sweep": 10,
 }
 
 # Arrivals of the timing presets, in jobs per second: not a divisor of one second, so the failures (and the

@@ -133,6 +133,7 @@ KNOWN_OPTIONS = frozenset({
     "arq_poll_delay", "arq_job_timeout", "arq_conn_retries",
     "taskiq_idle_timeout", "taskiq_xread_count", "taskiq_update_interval",
     "taskiq_reclaim_tick",
+    "saq_job_timeout", "saq_sweep", "saq_schedule", "saq_ttl", "saq_heartbeat",
     "celery_pool", "celery_prefetch", "celery_acks_late", "celery_reject_on_worker_lost",
     "celery_retry_on_worker_lost", "celery_visibility_timeout", "celery_unacked_restore_interval",
     "celery_unacked_restore_throttle",
@@ -148,6 +149,7 @@ POSITIVE_OPTIONS = frozenset({
     "celery_visibility_timeout", "deadline_s", "broker_wait_s", "alert_window_s", "late_budget_s",
     "probe_timeout_s", "dramatiq_heartbeat_timeout", "dramatiq_worker_timeout", "taskiq_idle_timeout",
     "taskiq_xread_count", "taskiq_update_interval",
+    "saq_job_timeout", "saq_sweep", "saq_schedule", "saq_ttl", "saq_heartbeat",
 })
 NON_NEGATIVE_OPTIONS = frozenset({
     "arq_conn_retries", "celery_prefetch", "celery_unacked_restore_interval", "celery_unacked_restore_throttle",

@@ -53,6 +53,10 @@ REGISTRY: dict[str, Registered] = {r.name: r for r in (
                ("taskiq", "taskiq-redis", "redis"), "#e377c2",
                counting="the max_retries label counts runs, the first included (re-sent while _retries + 1 < "
                         "max_retries): given max_retries=max_retries + 1"),
+    Registered("saq", "implementations.backends.saq_backend.backend:SAQBackend", "saq[redis,hiredis]",
+               ("saq", "redis", "hiredis"), "#bcbd22",
+               counting="Job.retries counts runs, the first included (retryable while retries > attempts): "
+                        "given retries=max_retries + 1"),
 )}
 BACKENDS = {name: r.target for name, r in REGISTRY.items()}
 QUEUES = tuple(name for name, r in REGISTRY.items() if not r.in_process)  # the libraries, each in its own env

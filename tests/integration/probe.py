@@ -29,6 +29,10 @@ def native_errors(backend: str, app: Any, job_id: str) -> dict[str, Any]:
         key = f"{app.config.prefix}:{backend}-meta:{job_id}"
         last = json.loads(client.hget(key, "error") or "{}")
         return {"errors": client.llen(f"{key}:errors"), "last": last.get("exc_type")}
+    if backend == "saq":
+        job = app.backend._loop.run_until_complete(app.backend.queue.job(job_id))
+        meta = job.meta if job is not None else {}
+        return {"errors": len(meta.get("errors", [])), "last": meta.get("error", {}).get("exc_type")}
     if backend == "celery":
         from celery.result import AsyncResult
 

@@ -111,6 +111,9 @@ def test_the_native_mechanism_did_the_retrying(run: dict[str, Any]) -> None:
             assert all(len(n["retry_intervals"]) == 2 for n in natives)
         elif run["backend"] == "arq":
             assert [n["job_try"] for n in natives] == [1, 2, 3]  # ARQ re-ran the job after arq.Retry
+        elif run["backend"] == "saq":
+            # SAQ's own run counter on the job it re-ran, and Job.retries counting runs (max_retries + 1)
+            assert [(n["attempts"], n["retries"]) for n in natives] == [(1, 3), (2, 3), (3, 3)]
         elif run["backend"] == "celery":
             assert [n["retries"] for n in natives] == [0, 1, 2]  # new messages from Task.retry
             assert all(n["autoretry"] for n in natives)  # autoretry_for wrapped the task

@@ -26,7 +26,7 @@ RECOVERY = ("celery_acks_late=true", "celery_reject_on_worker_lost=true", "celer
             "celery_visibility_timeout=10", "celery_unacked_restore_interval=1", "celery_unacked_restore_throttle=1",
             "rq_maintenance_interval=5", "arq_job_timeout=1", "dramatiq_heartbeat_timeout=5000",
             "dramatiq_maintenance_chance=100000", "taskiq_idle_timeout=5", "taskiq_reclaim_tick=1",
-            "taskiq_xread_count=1")
+            "taskiq_xread_count=1", "saq_heartbeat=1", "saq_sweep=1")
 
 
 def scenario(tmp_path: Path, name: str, body: str) -> str:
@@ -87,7 +87,8 @@ def test_celery_on_its_defaults_marks_a_crashed_task_failed_without_calling_on_f
 # On its defaults, where each library keeps a job whose whole worker died, as read from its own stores.
 HELD = {"rq": "rq StartedJobRegistry", "arq": "arq in-progress key",
         "dramatiq": "dramatiq unacked (fetched by a worker)",
-        "taskiq": "taskiq stream, pending (delivered, unacked)"}
+        "taskiq": "taskiq stream, pending (delivered, unacked)",
+        "saq": "saq active list"}
 
 
 @pytest.mark.parametrize("backend", list(QUEUES))
@@ -103,7 +104,7 @@ def test_on_the_defaults_a_crashed_job_is_where_the_library_stores_say_never_los
     s, delivery = cell["summary"], cell["checks"]["delivery"]
     assert s["crash_hit_jobs"] > 0 and delivery["stores_searched"] is True
     if backend in HELD:
-        # Then RQ, ARQ, Dramatiq and taskiq still hold each crashed job, in a store they name with when it comes back:
+        # Then RQ, ARQ, Dramatiq, taskiq and SAQ still hold each crashed job, in a store they name (and when back):
         # unrecovered at the deadline, not lost
         assert s["unrecovered_jobs"] == s["crash_hit_jobs"] and s["lost_jobs"] == 0
         assert HELD[backend] in delivery["unrecovered_in"] and delivery["recovery_hints"][HELD[backend]]
@@ -125,7 +126,7 @@ def test_poison_payloads_end_where_each_library_puts_them_and_the_rest_of_the_ru
     assert s["poison_jobs"] > 0 and s["poison_unaccounted"] == 0
     where = {"reference": "poison_recorded", "rq": "poison_failed_natively", "arq": "poison_failed_natively",
              "celery": "poison_refused", "dramatiq": "poison_refused",
-             "taskiq": "poison_refused"}[backend]
+             "taskiq": "poison_refused", "saq": "poison_refused"}[backend]
     assert s[where] == s["poison_jobs"]
     # And every other job ran to success, retries included
     assert s["succeeded"] == 12 - s["poison_jobs"]

@@ -46,6 +46,8 @@ EXHAUSTED = Scenario("native-exhausted", task="work", jobs=2, workers=1, concurr
 PLANNED = Scenario("planned-jitter", task="work", jobs=3, workers=1, concurrency=3,
                    policy={**_CONN, "max_retries": 2, "retry_backoff": 1, "retry_jitter": True},
                    faults=({"kind": "fail_first", "k": 2},))
+# Where each library's scheduled retry is read back from (rq's registry scores are checked on their own).
+SOURCE = {"celery": "celery:eta", "arq": "arq:queue_score", "saq": "saq:incomplete_score"}
 
 
 @pytest.fixture(scope="module", params=list(QUEUES))
@@ -138,6 +140,11 @@ def test_native_backoff_follows_each_librarys_own_formula(run: dict[str, Any]) -
             assert schedule["source"] == "taskiq:schedule_source"
             lo, hi = window(attempt, schedule)
             assert lo <= n + 1 and hi >= n, (lo, hi, n)
+        elif run["backend"] == "saq":
+            # Job.next_retry_delay: min(cap, retry_delay * 2 ** (attempts - 1)) * random(), scored in float seconds.
+            assert schedule["source"] == "saq:incomplete_score"
+            lo, hi = window(attempt, schedule)
+            assert hi >= 0 and lo <= base, (lo, hi)
         else:
             assert schedule["source"] == "arq:queue_score"
             assert schedule["due_ns"] % 1_000_000 == 0  # the queue scores milliseconds
@@ -160,7 +167,7 @@ def test_native_single_interval(run: dict[str, Any]) -> None:
             assert lo <= 1 and hi >= 0.5, (lo, hi)
         else:
             # ARQ: Retry(defer=1); Celery: no backoff, so default_retry_delay (1 s) is the countdown; taskiq: the
-            # first interval as SmartRetryMiddleware's default_delay.
+            # first interval as SmartRetryMiddleware's default_delay. SAQ: retry_delay=1.
             assert schedule["source"] == SOURCE[run["backend"]]
             assert lo <= 1 <= hi, (lo, hi)
     if run["backend"] == "rq":
@@ -187,7 +194,7 @@ def test_native_exhausted_retries(run: dict[str, Any]) -> None:
             # The last attempt's Retry was scheduled too (ARQ's data), though the policy had no retry left.
             assert [s["attempt"] for s in of(mine, "schedule")] == [1, 2]
         else:
-            # RQ, Celery and taskiq end it themselves, with the real error and their own on_failure.
+            # RQ, Celery, taskiq and SAQ end it themselves, with the real error and their own on_failure.
             assert "source" not in terminals[0]
             assert terminals[0]["exc_type"] == "ConnectionError"
             assert len(of(mine, "failure_record")) == 1

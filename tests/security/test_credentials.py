@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from harness.orchestrate.redis_server import RedisServer, check_redis_url, clean_stale_dirs
+from implementations.backends import QUEUES
 from implementations.core.redact import redact_argv, redact_text, redact_url
 from security.conftest import cli, cmdlines, descendants, popen_cli
 
@@ -85,7 +86,7 @@ def test_a_password_is_found_nowhere(given: str, tmp_path: Path, queue_envs: Non
         url = server.url
         out = tmp_path / "results"
         how = ["--redis-url", url] if given == "argv" else []
-        proc = popen_cli("run", *how, "-b", "rq", "-b", "arq", "-b", "celery", "-s", "permanent", "--jobs", "2",
+        proc = popen_cli("run", *how, *[arg for b in QUEUES for arg in ("-b", b)], "-s", "permanent", "--jobs", "2",
                          "--time-scale", "0.1", "--out", str(out), "--junit", str(tmp_path / "junit.xml"),
                          env={} if how else {"RETRYBENCH_REDIS_URL": url})
         seen: list[str] = []
