@@ -127,7 +127,7 @@ KNOWN_OPTIONS = frozenset({
     "arq_poll_delay", "arq_job_timeout", "arq_conn_retries",
     "celery_pool", "celery_prefetch", "celery_acks_late", "celery_reject_on_worker_lost",
     "celery_retry_on_worker_lost", "celery_visibility_timeout", "celery_unacked_restore_interval",
-    "celery_unacked_restore_throttle",
+    "celery_unacked_restore_throttle", "huey_worker_type", "huey_scheduler_interval",
     "restart_workers", "record_history", "deadline_s", "broker_restart_at", "broker_down_s", "broker_wait_s",
     "redis_appendfsync", "alert_webhook", "alert_window_s", "log_json", "log_dir", "late_budget_s",
     "probe_timeout_s",
@@ -149,6 +149,8 @@ NON_NEGATIVE_OPTIONS = frozenset({
 CHOICE_OPTIONS: dict[str, tuple[Any, ...]] = {
     "celery_pool": ("prefork", "processes", "threads", "solo"),
     "rq_worker_class": ("Worker", "SimpleWorker"),
+    "huey_worker_type": ("thread", "process"),
+    "huey_scheduler_interval": (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60),  # Huey's rule: a factor of 60
     "redis_appendfsync": ("always", "everysec", "no"),
 }
 BOOLEAN_OPTIONS = frozenset({"rq_with_scheduler", "celery_acks_late", "celery_reject_on_worker_lost",

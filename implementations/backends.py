@@ -44,6 +44,9 @@ REGISTRY: dict[str, Registered] = {r.name: r for r in (
     Registered("celery", "implementations.celery_backend.backend:CeleryBackend", "celery[redis]",
                ("celery", "kombu", "redis"), "#2ca02c",
                counting="max_retries=N counts retries: N + 1 runs; given max_retries=max_retries"),
+    Registered("huey", "implementations.huey_backend.backend:HueyBackend", "huey", ("huey", "redis"), "#9467bd",
+               counting="retries=N counts retries left (one off per retry; RetryTask takes none): N + 1 runs; "
+                        "given retries=max_retries"),
 )}
 BACKENDS = {name: r.target for name, r in REGISTRY.items()}
 QUEUES = tuple(name for name, r in REGISTRY.items() if not r.in_process)  # the libraries, each in its own env
