@@ -10,7 +10,7 @@ from ..attempt import retry_delay
 from ..base import Backend, ProcessWorkers
 from ..startup import is_probe
 from .library import make_huey
-from .worker import make_fn
+from .worker import make_fn, meta_key
 
 if TYPE_CHECKING:
     from ..app import RetryApp, Task
@@ -67,6 +67,13 @@ class HueyBackend(Backend):
         failed = [job_id for job_id, value in self._results().items()
                   if isinstance(value, Error) and not value.metadata.get("retries")]
         return {"store": "huey result store (Error, retries exhausted)", "job_ids": sorted(failed)}
+
+    def attempt_errors(self, job_id: str) -> dict[str, Any]:
+        import json
+
+        key = meta_key(self.config.prefix, job_id)
+        last = json.loads(self.storage.conn.hget(key, "error") or "{}")
+        return {"errors": int(self.storage.conn.llen(f"{key}:errors")), "last": last.get("exc_type")}
 
     def native_terminal_count(self) -> int | None:
         # store_none=True and store_intermediate_errors=False: one field per job that ended (library.py).

@@ -46,6 +46,11 @@ def eta_ns(eta: datetime.datetime) -> int:
     return calendar.timegm(eta.utctimetuple()) * 1_000_000_000 + eta.microsecond * 1000
 
 
+def meta_key(prefix: str, job_id: str) -> str:
+    """The hash holding a job's latest error (``error``); ``<key>:errors`` lists every attempt's."""
+    return f"{prefix}:huey-meta:{job_id}"
+
+
 def make_fn(app: RetryApp, own: Task, meta: redis.Redis | None = None) -> Any:
     """The function registered with Huey for ``own`` (``context=True``: Huey passes its task as ``task=``)."""
     prefix = app.config.prefix
@@ -57,7 +62,7 @@ def make_fn(app: RetryApp, own: Task, meta: redis.Redis | None = None) -> Any:
         def store_error(error: dict[str, Any]) -> None:
             # Huey keeps one result per job and no per-job metadata: every attempt's error goes to a list.
             if meta is not None:
-                key = f"{prefix}:huey-meta:{job_id}"
+                key = meta_key(prefix, job_id)
                 pipe = meta.pipeline()
                 pipe.hset(key, "error", json.dumps(error))
                 pipe.rpush(f"{key}:errors", json.dumps(error))
