@@ -138,6 +138,7 @@ KNOWN_OPTIONS = frozenset({
     "celery_retry_on_worker_lost", "celery_visibility_timeout", "celery_unacked_restore_interval",
     "celery_unacked_restore_throttle",
     "dramatiq_broker", "dramatiq_heartbeat_timeout", "dramatiq_maintenance_chance", "dramatiq_worker_timeout",
+    "huey_worker_type", "huey_scheduler_interval",
     "restart_workers", "record_history", "deadline_s", "broker_restart_at", "broker_down_s", "broker_wait_s",
     "redis_appendfsync", "alert_webhook", "alert_window_s", "log_json", "log_dir", "late_budget_s",
     "probe_timeout_s",
@@ -161,6 +162,8 @@ NON_NEGATIVE_OPTIONS = frozenset({
 CHOICE_OPTIONS: dict[str, tuple[Any, ...]] = {
     "celery_pool": ("prefork", "processes", "threads", "solo"),
     "rq_worker_class": ("Worker", "SimpleWorker"),
+    "huey_worker_type": ("thread", "process"),
+    "huey_scheduler_interval": (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60),  # Huey's rule: a factor of 60
     "redis_appendfsync": ("always", "everysec", "no"),
     "dramatiq_broker": ("redis", "rabbitmq"),
 }

@@ -27,6 +27,12 @@ class Registered:
     color: str = "#8c564b"  # in every plot
     control: bool = False  # shown for scale beside the libraries, never ranked against them
     counting: str = ""  # how the library counts retries, and what retrybench passes it so every backend runs as often
+    poison: str = "poison_failed_natively"  # the summary count a poison job ends in, as the library handles it
+    lacks: tuple[tuple[str, str], ...] = ()  # (capability, why the library has none): what tests skip, and why
+
+    def lacking(self, capability: str) -> str | None:
+        """Why the library lacks ``capability`` (e.g. ``crash_recovery``), or None when it has it."""
+        return dict(self.lacks).get(capability)
 
     @property
     def in_process(self) -> bool:
@@ -36,27 +42,36 @@ class Registered:
 
 REGISTRY: dict[str, Registered] = {r.name: r for r in (
     Registered("reference", "implementations.backends.reference.backend:ReferenceBackend", None, color="#7f7f7f",
-               control=True, counting="max_retries=N: N retries after the first run"),
+               control=True, counting="max_retries=N: N retries after the first run", poison="poison_recorded"),
     Registered("rq", "implementations.backends.rq_backend.backend:RQBackend", "rq", ("rq", "redis"), "#d62728",
                counting="Retry(max=N) counts retries: N + 1 runs; given max=max_retries"),
     Registered("arq", "implementations.backends.arq_backend.backend:ARQBackend", "arq", ("arq", "redis", "hiredis"),
                "#1f77b4", counting="max_tries counts runs, the first included: given max_tries=max_retries + 1"),
     Registered("celery", "implementations.backends.celery_backend.backend:CeleryBackend", "celery[redis]",
                ("celery", "kombu", "redis"), "#2ca02c",
-               counting="max_retries=N counts retries: N + 1 runs; given max_retries=max_retries"),
+               counting="max_retries=N counts retries: N + 1 runs; given max_retries=max_retries",
+               poison="poison_refused"),
     Registered("dramatiq", "implementations.backends.dramatiq_backend.backend:DramatiqBackend",
                "dramatiq[redis,rabbitmq]",
                ("dramatiq", "redis", "pika"), "#9467bd",
                counting="max_retries=N counts retries (default 20; fails once retries >= N): N + 1 runs; "
-                        "given max_retries=max_retries"),
+                        "given max_retries=max_retries", poison="poison_refused"),
     Registered("taskiq", "implementations.backends.taskiq_backend.backend:TaskiqBackend", "taskiq-redis",
                ("taskiq", "taskiq-redis", "redis"), "#e377c2",
                counting="the max_retries label counts runs, the first included (re-sent while _retries + 1 < "
-                        "max_retries): given max_retries=max_retries + 1"),
+                        "max_retries): given max_retries=max_retries + 1", poison="poison_refused"),
     Registered("saq", "implementations.backends.saq_backend.backend:SAQBackend", "saq[redis,hiredis]",
                ("saq", "redis", "hiredis"), "#bcbd22",
                counting="Job.retries counts runs, the first included (retryable while retries > attempts): "
-                        "given retries=max_retries + 1"),
+                        "given retries=max_retries + 1", poison="poison_refused"),
+    Registered("huey", "implementations.backends.huey_backend.backend:HueyBackend", "huey", ("huey", "redis"),
+               "#17becf",
+               counting="retries=N counts retries left (one off per retry; RetryTask takes none): N + 1 runs; "
+                        "given retries=max_retries",
+               # Worker.loop logs 'Error reading from queue' and drops a message it cannot unpickle.
+               poison="poison_unaccounted",
+               lacks=(("crash_recovery", "Huey's RedisStorage.dequeue is a BRPOP: the pop is the acknowledgement, "
+                                         "and no setting brings back a message whose consumer was SIGKILLed"),)),
 )}
 BACKENDS = {name: r.target for name, r in REGISTRY.items()}
 QUEUES = tuple(name for name, r in REGISTRY.items() if not r.in_process)  # the libraries, each in its own env

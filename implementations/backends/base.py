@@ -81,6 +81,11 @@ class Backend(ABC):
         back}}``; an empty list means the job is in no store (lost). ``{}``: this backend cannot search."""
         return {}
 
+    def attempt_errors(self, job_id: str) -> dict[str, Any]:
+        """The errors the backend stored for job ``job_id``'s failed attempts, where the library keeps job
+        metadata: ``{"errors": how many, "last": exc_type of the latest}`` ({}: not readable this way)."""
+        return {}
+
     def native_terminal_count(self) -> int | None:
         """Jobs of this run the library itself holds as finished or failed for good (None: cannot tell).
 

@@ -34,9 +34,10 @@ class WorkerCrashed(BaseException):  # noqa: N818 - named for what it stands for
 
 
 # Each library's own time-limit exception, as raised inside the task: RQ's work horse (SIGALRM), Celery's
-# soft limit (SIGUSR1 in the pool child). Mapped to the builtin TimeoutError, so one policy entry
-# (autoretry_for TimeoutError) retries a time-out on every backend and the checkers can judge it by name.
-NATIVE_TIMEOUTS = frozenset({"JobTimeoutException", "SoftTimeLimitExceeded", "TimeLimitExceeded"})
+# soft limit (SIGUSR1 in the pool child), Dramatiq's TimeLimit middleware, Huey's process workers (SIGALRM,
+# TaskTimeout). Mapped to the builtin TimeoutError, so one policy entry (autoretry_for TimeoutError) retries a
+# time-out on every backend and the checkers can judge it by name.
+NATIVE_TIMEOUTS = frozenset({"JobTimeoutException", "SoftTimeLimitExceeded", "TaskTimeout", "TimeLimitExceeded"})
 
 
 def as_timeout(exc: BaseException, limit: float | None) -> BaseException:

@@ -38,7 +38,7 @@ def native_errors(backend: str, app: Any, job_id: str) -> dict[str, Any]:
 
         result = AsyncResult(job_id, app=app.backend.celery)
         return {"state": result.state, "traceback": result.traceback or ""}
-    return {}
+    return dict(app.backend.attempt_errors(job_id))
 
 
 def main() -> None:

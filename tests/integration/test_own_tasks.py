@@ -38,8 +38,8 @@ def _service_pids() -> list[int]:
 
 def test_the_example_runs_on_every_backend_and_gets_a_verdict(tmp_path: Path, backend_envs: object) -> None:
     before = set(_service_pids())
-    done = retrybench("run", *[arg for backend in ALL_BACKENDS for arg in ("-b", backend)],
-                      "-s", str(EXAMPLE / "scenario.toml"), "--out", str(tmp_path))
+    every = [arg for backend in ALL_BACKENDS for arg in ("-b", backend)]
+    done = retrybench("run", *every, "-s", str(EXAMPLE / "scenario.toml"), "--out", str(tmp_path))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Verdict" in done.stdout and "not planned" in done.stdout
     results = json.loads((tmp_path / "latest" / "results.json").read_text())

@@ -52,7 +52,7 @@ def test_parse_without_packaging_uses_the_regex(monkeypatch: pytest.MonkeyPatch)
         parse_backend_spec("celery=5.6")
 
 
-@pytest.mark.parametrize("text", ["nosuchqueue", "huey==2.0", "", "==5.6", "rq-scheduler"])
+@pytest.mark.parametrize("text", ["nosuchqueue", "beanstalkd==2.0", "", "==5.6", "rq-scheduler"])
 def test_parse_unknown_backend(text: str) -> None:
     with pytest.raises(EnvError, match=r"unknown backend .*choose from reference, rq, arq, celery"):
         parse_backend_spec(text)
