@@ -35,7 +35,7 @@ from harness.report.tables import (
     plan_note,
     runs_title,
 )
-from implementations.backends import is_control
+from implementations.backends import REGISTRY, base_name, is_control
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -253,6 +253,9 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
                 entry["plots"].append({"file": f"{PLOTS_DIR}/{file}", "alt": f"{parent} scaling", "name": file})
         swept.append(entry)
     env, between = results.get("environment", {}), between_context(results.get("between_versions"))
+    # How each library counts retries (the registry's line): retrybench makes every backend run as often as Celery.
+    env = {**env, "counting": {b: REGISTRY[base_name(b)].counting for b in env.get("backends", {})
+                               if base_name(b) in REGISTRY}}
     return {"run_id": results.get("run_id"), "partial": results.get("partial"), "repeat": results.get("repeat", 1),
             "environment": env, "sections": sections, "verdicts": _verdict_context(verdicts), "overall": overall,
             "problems": results.get("history_problems", [])[:10], "between": between,
