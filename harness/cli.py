@@ -130,7 +130,7 @@ def _run_options(run: argparse.ArgumentParser) -> None:
                      "$RETRYBENCH_REDIS_URL: keeps a password off the command line)")
     run.add_argument("--broker-url", default=os.environ.get("RETRYBENCH_BROKER_URL") or None,
                      help="Celery broker (default: $RETRYBENCH_BROKER_URL, else the Redis URL), "
-                     "e.g. amqp://guest@127.0.0.1//")
+                     "e.g. amqp://127.0.0.1//")
     run.add_argument("--out", type=Path, default=Path("results"), help="results root (default: results/)")
     run.add_argument("--option", "-o", action="append", type=_option, default=[], metavar="KEY=VALUE",
                      help="backend tuning, e.g. rq_worker_class=SimpleWorker, arq_poll_delay=0.1, celery_pool=threads")

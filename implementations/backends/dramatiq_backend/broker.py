@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from implementations.api.app import RetryApp, Task
     from implementations.core.config import AppConfig
 
-RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+RABBITMQ_URL = "amqp://127.0.0.1:5672/%2F"  # no account named: pika uses RabbitMQ's local default one
 
 
 def broker_kind(config: AppConfig) -> str:
