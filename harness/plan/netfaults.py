@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from implementations.recording import schema
-from implementations.recording.clock import EVENT_NETWORK
 
 KINDS = ("partition", "latency", "drop")
 _KEYS = {"kind", "host", "at", "duration", "ms"}
@@ -139,8 +138,7 @@ class Nemesis:
             self._todo = []
 
     def _apply(self, what: str, f: NetFault) -> None:
-        event: dict[str, Any] = {"type": EVENT_NETWORK, **self._base, "host": f.host_name, "fault": f.kind}
-        # Completed below (event, ts_ns and what was done), then checked against the schema when written.
+        event: dict[str, Any] = {}  # what was done, and when
         try:
             if what in ("partition", "heal"):
                 event.update(event=what, link=self._link(f.host_name, what == "heal"), ts_ns=time.time_ns())
@@ -159,8 +157,9 @@ class Nemesis:
         except Exception as exc:  # noqa: BLE001 - a fault that could not be applied is recorded, not fatal
             self.errors.append(f"{what} {f.host_name}: {exc}")
             event.update(event=what, error=str(exc), ts_ns=time.time_ns())
-        append_event(self._history, schema.network(self._base, **{k: v for k, v in event.items()
-                                                                   if k not in ('type', *schema.IDENTITY)}))
+        event.setdefault("event", what)
+        event.setdefault("ts_ns", time.time_ns())
+        append_event(self._history, schema.network(self._base, host=f.host_name, fault=f.kind, **event))
 
 
 def append_event(history: Path, event: dict[str, Any]) -> None:

@@ -239,3 +239,17 @@ class ProcessWorkers:
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
+
+
+class ProcessBackend(Backend):
+    """A backend whose workers are real processes (``ProcessWorkers``): every library's but the control's."""
+
+    def __init__(self, app: RetryApp) -> None:
+        super().__init__(app)
+        self.workers = ProcessWorkers(self)
+
+    def start_workers(self, count: int, concurrency: int) -> float:
+        return self.workers.start(count, concurrency)
+
+    def stop_workers(self, timeout: float = 10.0) -> None:
+        self.workers.stop(timeout)

@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Any
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
 from implementations.backends.arq_backend import queue_name
-from implementations.backends.base import Backend, ProcessWorkers
+from implementations.backends.base import ProcessBackend
 from implementations.runtime.startup import is_probe
 
 if TYPE_CHECKING:
     from implementations.api.app import RetryApp, Task
 
 
-class ARQBackend(Backend):
+class ARQBackend(ProcessBackend):
     name = "arq"
 
     def probes_per_worker(self, concurrency: int) -> int:
@@ -27,7 +27,6 @@ class ARQBackend(Backend):
         self._loop = asyncio.new_event_loop()
         self.settings = RedisSettings.from_dsn(self.config.redis_url or "")
         self.pool: ArqRedis = self._loop.run_until_complete(create_pool(self.settings))
-        self.workers = ProcessWorkers(self)
         self.enqueued = 0  # jobs ARQ accepted from this client: with its queue's size, how many are done
 
     def enqueue(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], *, job_id: str,
@@ -39,12 +38,6 @@ class ARQBackend(Backend):
             raise ValueError(f"ARQ refused job id {job_id!r}: a job with that id exists")
         if not is_probe(task):  # start-up probes are done before the run's first job: not counted
             self.enqueued += 1
-
-    def start_workers(self, count: int, concurrency: int) -> float:
-        return self.workers.start(count, concurrency)
-
-    def stop_workers(self, timeout: float = 10.0) -> None:
-        self.workers.stop(timeout)
 
     @classmethod
     def run_worker(cls, app: RetryApp, concurrency: int, index: int) -> None:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from implementations.backends.base import Backend, ProcessWorkers
+from implementations.backends.base import ProcessBackend
 from implementations.backends.celery_backend.app import build_celery, queue_name
 from implementations.runtime.startup import is_probe
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 STALL_S = 1.0  # no progress for this long, with tasks in RETRY: ask Celery whether anything is left
 
 
-class CeleryBackend(Backend):
+class CeleryBackend(ProcessBackend):
     name = "celery"
 
     def probes_per_worker(self, concurrency: int) -> int:
@@ -30,7 +30,6 @@ class CeleryBackend(Backend):
     def __init__(self, app: RetryApp) -> None:
         super().__init__(app)
         self.celery = build_celery(app)
-        self.workers = ProcessWorkers(self)
         self._counter: Any = None
         self._unfinished: list[str] = []  # ids enqueued through this client whose result is not final yet
         self._final: set[str] = set()
@@ -45,12 +44,6 @@ class CeleryBackend(Backend):
         self.celery.tasks[task.name].apply_async(args, kwargs, task_id=job_id, countdown=countdown)
         if not self.app.runtime.record and not is_probe(task):
             self._unfinished.append(job_id)  # only the history-off baseline counts by asking Celery
-
-    def start_workers(self, count: int, concurrency: int) -> float:
-        return self.workers.start(count, concurrency)
-
-    def stop_workers(self, timeout: float = 10.0) -> None:
-        self.workers.stop(timeout)
 
     @classmethod
     def run_worker(cls, app: RetryApp, concurrency: int, index: int) -> None:

@@ -16,7 +16,7 @@ from dramatiq.common import dq_name, xq_name
 from dramatiq.message import Message
 from redis import Redis
 
-from implementations.backends.base import Backend, ProcessWorkers
+from implementations.backends.base import ProcessBackend
 from implementations.backends.dramatiq_backend.broker import (
     broker_kind,
     declare_actors,
@@ -41,7 +41,7 @@ def _client_body(task: Task) -> Any:
     return body
 
 
-class DramatiqBackend(Backend):
+class DramatiqBackend(ProcessBackend):
     name = "dramatiq"
     libraries = ("dramatiq", "redis", "pika")
 
@@ -52,7 +52,6 @@ class DramatiqBackend(Backend):
         self.queue = queue_name(self.config)
         self.on_redis = broker_kind(self.config) == "redis"
         self.redis = Redis.from_url(self.config.redis_url or "")
-        self.workers = ProcessWorkers(self)
         self.enqueued = 0  # jobs Dramatiq accepted from this client: with its queues' sizes, how many are done
 
     def key(self, queue: str) -> str:
@@ -70,12 +69,6 @@ class DramatiqBackend(Backend):
         self.broker.enqueue(message, delay=int(countdown * 1000) if countdown else None)
         if not is_probe(task):
             self.enqueued += 1
-
-    def start_workers(self, count: int, concurrency: int) -> float:
-        return self.workers.start(count, concurrency)
-
-    def stop_workers(self, timeout: float = 10.0) -> None:
-        self.workers.stop(timeout)
 
     @classmethod
     def run_worker(cls, app: RetryApp, concurrency: int, index: int) -> None:

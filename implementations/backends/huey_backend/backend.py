@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from huey.utils import normalize_time
 
-from implementations.backends.base import Backend, ProcessWorkers
+from implementations.backends.base import ProcessBackend
 from implementations.backends.huey_backend.library import make_huey
 from implementations.backends.huey_backend.worker import make_fn, meta_key
 from implementations.runtime.attempt import retry_delay
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from implementations.api.app import RetryApp, Task
 
 
-class HueyBackend(Backend):
+class HueyBackend(ProcessBackend):
     name = "huey"
     libraries = ("huey", "redis")
 
@@ -24,7 +24,6 @@ class HueyBackend(Backend):
         super().__init__(app)
         self.huey, self.wrappers = make_huey(app, lambda t: make_fn(app, t))
         self.storage = self.huey.storage
-        self.workers = ProcessWorkers(self)
 
     def enqueue(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], *, job_id: str,
                 countdown: float | None) -> None:
@@ -37,12 +36,6 @@ class HueyBackend(Backend):
             # The plan's first delay, so Huey's own message shows it; the worker sets each later one.
             options["retry_delay"] = retry_delay(task.policy, self.config.seed, job_id, 0)
         self.huey.enqueue(self.wrappers[task.name].task_class(tuple(args), dict(kwargs), **options))
-
-    def start_workers(self, count: int, concurrency: int) -> float:
-        return self.workers.start(count, concurrency)
-
-    def stop_workers(self, timeout: float = 10.0) -> None:
-        self.workers.stop(timeout)
 
     @classmethod
     def run_worker(cls, app: RetryApp, concurrency: int, index: int) -> None:

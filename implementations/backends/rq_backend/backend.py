@@ -15,7 +15,7 @@ from rq.registry import (
     StartedJobRegistry,
 )
 
-from implementations.backends.base import Backend, ProcessWorkers
+from implementations.backends.base import ProcessBackend
 from implementations.backends.rq_backend import queue_name
 from implementations.runtime.attempt import retry_delay
 from implementations.runtime.startup import is_probe
@@ -49,7 +49,7 @@ def native_retry(task: Task) -> Retry:
     return Retry(max=task.policy.native_max_retries, interval=native_interval(task))  # type: ignore[arg-type]
 
 
-class RQBackend(Backend):
+class RQBackend(ProcessBackend):
     name = "rq"
     concurrency_as_workers = True
     libraries = ("rq", "redis")
@@ -58,7 +58,6 @@ class RQBackend(Backend):
         super().__init__(app)
         self.redis = Redis.from_url(self.config.redis_url or "")
         self.queue = Queue(queue_name(self.config.prefix), connection=self.redis)
-        self.workers = ProcessWorkers(self)
 
     def retry_for(self, task: Task, job_id: str) -> Retry | None:
         """RQ's native ``Retry``: one interval per retry, so RQ's index (counted from the end of the list)
@@ -97,9 +96,6 @@ class RQBackend(Backend):
     def start_workers(self, count: int, concurrency: int) -> float:
         # An RQ worker runs one job at a time: concurrency means more worker processes.
         return self.workers.start(count * max(1, concurrency), 1)
-
-    def stop_workers(self, timeout: float = 10.0) -> None:
-        self.workers.stop(timeout)
 
     @classmethod
     def run_worker(cls, app: RetryApp, concurrency: int, index: int) -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from saq import Job
 
-from implementations.backends.base import Backend, ProcessWorkers
+from implementations.backends.base import ProcessBackend
 from implementations.backends.saq_backend.native import (
     PACKED,
     job_timeout,
@@ -27,7 +27,7 @@ def job_ttl(options: dict[str, Any]) -> int:
     return int(options.get("saq_ttl", 600))
 
 
-class SAQBackend(Backend):
+class SAQBackend(ProcessBackend):
     name = "saq"
     libraries = ("saq", "redis")
 
@@ -36,7 +36,6 @@ class SAQBackend(Backend):
         self._loop = asyncio.new_event_loop()
         self.queue = make_queue(self.config.redis_url or "", self.config.prefix)
         self._loop.run_until_complete(self.queue.connect())
-        self.workers = ProcessWorkers(self)
         self.enqueued = 0  # jobs SAQ accepted from this client: with its incomplete set, how many are done
 
     def make_job(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], *, job_id: str,
@@ -64,12 +63,6 @@ class SAQBackend(Backend):
             raise ValueError(f"SAQ refused job id {job_id!r}: a job with that key is queued or being aborted")
         if not is_probe(task):  # start-up probes are done before the run's first job: not counted
             self.enqueued += 1
-
-    def start_workers(self, count: int, concurrency: int) -> float:
-        return self.workers.start(count, concurrency)
-
-    def stop_workers(self, timeout: float = 10.0) -> None:
-        self.workers.stop(timeout)
 
     @classmethod
     def run_worker(cls, app: RetryApp, concurrency: int, index: int) -> None:

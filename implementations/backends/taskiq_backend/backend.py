@@ -10,7 +10,7 @@ import redis
 from taskiq.exceptions import SendTaskError
 from taskiq.kicker import AsyncKicker
 
-from implementations.backends.base import Backend, ProcessWorkers
+from implementations.backends.base import ProcessBackend
 from implementations.backends.taskiq_backend.broker import (
     DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_UPDATE_INTERVAL_S,
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from implementations.api.app import RetryApp, Task
 
 
-class TaskiqBackend(Backend):
+class TaskiqBackend(ProcessBackend):
     name = "taskiq"
     libraries = ("taskiq", "taskiq-redis", "redis")
 
@@ -38,7 +38,6 @@ class TaskiqBackend(Backend):
         self._loop.run_until_complete(self.broker.startup())
         self.redis = redis.Redis.from_url(self.config.redis_url or "")
         self.names = names(self.config.prefix)
-        self.workers = ProcessWorkers(self)
         self.enqueued = 0  # jobs taskiq accepted from this client
 
     def enqueue(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], *, job_id: str,
@@ -59,12 +58,6 @@ class TaskiqBackend(Backend):
                 raise
         if not is_probe(task):  # start-up probes are done before the run's first job: not counted
             self.enqueued += 1
-
-    def start_workers(self, count: int, concurrency: int) -> float:
-        return self.workers.start(count, concurrency)
-
-    def stop_workers(self, timeout: float = 10.0) -> None:
-        self.workers.stop(timeout)
 
     @classmethod
     def run_worker(cls, app: RetryApp, concurrency: int, index: int) -> None:
