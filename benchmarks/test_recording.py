@@ -35,7 +35,7 @@ def _runtime(tmp_path: Path, *, record: bool) -> tuple[Runtime, Any]:
                        options={"record_history": record})
     app = build_app(config)
     sink = FileSink(str(tmp_path / "events.jsonl"), RedisSink(NO_REDIS, config.prefix))
-    return Runtime(app, sink, in_process=True), app.tasks["work"]
+    return Runtime(app.config, sink, in_process=True), app.tasks["work"]
 
 
 @pytest.mark.parametrize("record", [True, False], ids=["on", "off"])

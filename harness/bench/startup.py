@@ -106,7 +106,7 @@ class StartupProbe:
             if missing and (free < want or time.monotonic() - last_news > ROUND_S):
                 self._enqueue(missing if free >= want else want - free)
                 last_news = time.monotonic()
-        board_for(self.app).release()
+        board_for(self.app.runtime).release()
         settle_until = time.monotonic() + SETTLE_S
         while len(ended) < len(self.enqueued) and time.monotonic() < settle_until:
             take(drain(100))

@@ -161,23 +161,28 @@ class RetryApp:
 
     @property
     def backend(self) -> Backend:
-        if self._backend is None:
-            from implementations.backends import load_backend
-
-            self._backend = load_backend(self.config.backend)(self)
-        return self._backend
+        return self._wire()[0]
 
     @property
     def runtime(self) -> Runtime:
-        if self._runtime is None:
-            from implementations.backends import is_in_process
+        return self._wire()[1]
+
+    def _wire(self) -> tuple[Backend, Runtime]:
+        """Build the recorder and the backend together, once: the backend is given its config, the tasks and
+        the recorder (``Wiring``), never the app."""
+        if self._backend is None or self._runtime is None:
+            from implementations.backends import is_in_process, load_backend
+            from implementations.backends.base import Wiring
             from implementations.runtime.wrapper import Runtime
 
             with self._lock:  # worker threads and the caller may ask at once
-                if self._runtime is None:
-                    self._runtime = Runtime(self, self.backend.make_sink(),
-                                            in_process=is_in_process(self.config.backend))
-        return self._runtime
+                if self._backend is None or self._runtime is None:
+                    cls = load_backend(self.config.backend)
+                    runtime = Runtime(self.config, cls.make_sink(self.config),
+                                      in_process=is_in_process(self.config.backend))
+                    backend = cls(Wiring(config=self.config, tasks=self.tasks, runtime=runtime))
+                    self._backend, self._runtime = backend, runtime
+        return self._backend, self._runtime
 
     def start_workers(self, count: int = 1, concurrency: int = 1) -> float:
         """Start ``count`` real worker processes; returns how long they took to become ready (s)."""

@@ -8,22 +8,36 @@ import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from implementations.core.config import ENV_VAR
+from implementations.core.config import ENV_VAR, AppConfig
 from implementations.core.procs import spawn, terminate
 from implementations.recording.events import EventSink, RedisSink
 from implementations.recording.filesink import FileSink
 
 if TYPE_CHECKING:
-    from implementations.api.app import RetryApp, Task
+    from implementations.api.app import Task
+    from implementations.runtime.wrapper import Runtime
 
 SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 class BackendError(RuntimeError):
     """A backend that cannot start or cannot be reached."""
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What a backend is given, on the client side and in its workers: the run's config, the app's tasks by
+    name (the app's own mapping, so a task registered later is seen), and the recorder: the shared attempt
+    wrapper that times, injects faults and writes every event. A backend reaches nothing else of the app."""
+
+    config: AppConfig
+    tasks: Mapping[str, Task]
+    runtime: Runtime
 
 
 class Backend(ABC):
@@ -43,9 +57,11 @@ class Backend(ABC):
         (harness/bench/startup.py): one by default, a worker that takes one job at a time."""
         return 1
 
-    def __init__(self, app: RetryApp) -> None:
-        self.app = app
-        self.config = app.config
+    def __init__(self, wiring: Wiring) -> None:
+        self.wiring = wiring
+        self.config = wiring.config
+        self.tasks = wiring.tasks
+        self.runtime = wiring.runtime
 
     # -- the interface ----------------------------------------------------------------------------
     @abstractmethod
@@ -68,7 +84,7 @@ class Backend(ABC):
 
     @classmethod
     @abstractmethod
-    def run_worker(cls, app: RetryApp, concurrency: int, index: int) -> None:
+    def run_worker(cls, wiring: Wiring, concurrency: int, index: int) -> None:
         """Worker side: run the library's native worker in this process until told to stop."""
 
     def native_failures(self) -> dict[str, Any]:
@@ -99,7 +115,7 @@ class Backend(ABC):
 
         The default is a new ``apply_async`` with the same task, arguments and id (Celery's way).
         """
-        task = self.app.tasks[record["task"]]
+        task = self.tasks[record["task"]]
         task.apply_async(record.get("args") or (), record.get("kwargs") or {}, task_id=record["job_id"],
                          meta={"requeued_from": record["job_id"]})
         return str(record["job_id"])
@@ -114,16 +130,18 @@ class Backend(ABC):
         workers = getattr(self, "workers", None)
         return workers.cpu_seconds() if isinstance(workers, ProcessWorkers) else None
 
-    def make_sink(self) -> EventSink:
-        if not self.config.redis_url:
-            raise BackendError(f"backend {self.name!r} needs a Redis URL")
-        shared = RedisSink(self.config.redis_url, self.config.prefix, self.config.failure_log)
-        if self.config.events_file:
-            return FileSink(self.config.events_file, shared)
+    @classmethod
+    def make_sink(cls, config: AppConfig) -> EventSink:
+        """Where this backend's events go, built before the backend (its recorder writes to it)."""
+        if not config.redis_url:
+            raise BackendError(f"backend {cls.name!r} needs a Redis URL")
+        shared = RedisSink(config.redis_url, config.prefix, config.failure_log)
+        if config.events_file:
+            return FileSink(config.events_file, shared)
         return shared
 
     def state(self, job_id: str) -> dict[str, Any] | None:
-        return self.app.runtime.sink.state(job_id)
+        return self.runtime.sink.state(job_id)
 
     def versions(self) -> dict[str, str]:
         from importlib.metadata import PackageNotFoundError, version
@@ -165,7 +183,7 @@ class ProcessWorkers:
     def start(self, count: int, concurrency: int, *, ready_timeout: float = 60.0) -> float:
         cfg = self.backend.config
         log_dir = cfg.options.get("log_dir")
-        sink = self.backend.app.runtime.sink
+        sink = self.backend.runtime.sink
         start = time.monotonic()
         first = len(self.procs)
         self._concurrency = concurrency
@@ -244,8 +262,8 @@ class ProcessWorkers:
 class ProcessBackend(Backend):
     """A backend whose workers are real processes (``ProcessWorkers``): every library's but the control's."""
 
-    def __init__(self, app: RetryApp) -> None:
-        super().__init__(app)
+    def __init__(self, wiring: Wiring) -> None:
+        super().__init__(wiring)
         self.workers = ProcessWorkers(self)
 
     def start_workers(self, count: int, concurrency: int) -> float:

@@ -49,7 +49,7 @@ def main() -> None:
     runtime.emit(schema.worker(runtime.base, event="start", host=HOST, pid=os.getpid(), ppid=os.getppid(),
                                index=args.index, ts_ns=now_ns()))
     try:
-        load_backend(config.backend).run_worker(app, args.concurrency, args.index)
+        load_backend(config.backend).run_worker(app.backend.wiring, args.concurrency, args.index)
     finally:
         if runtime.alerts is not None:
             runtime.alerts.flush()

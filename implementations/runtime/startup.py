@@ -35,6 +35,7 @@ from implementations.runtime.attempt import WORKER_PID_ENV, Outcome
 
 if TYPE_CHECKING:
     from implementations.api.app import RetryApp, Task
+    from implementations.runtime.wrapper import Runtime
 
 PROBE_TASK = "retrybench_probe"  # an identifier: Celery names the task's function after it
 INDEX_ENV = "RB_WORKER_INDEX"
@@ -144,30 +145,29 @@ class RedisBoard(Board):
         return True
 
 
-def board_for(app: RetryApp) -> Board:
-    """The app's board, made once per process (the reference backend's threads share the driver's)."""
-    board: Board | None = getattr(app, "_probe_board", None)
+def board_for(runtime: Runtime) -> Board:
+    """The recorder's board, made once per process (the reference backend's threads share the driver's)."""
+    board: Board | None = getattr(runtime, "_probe_board", None)
     if board is None:
-        cfg = app.config
-        board = (MemoryBoard() if app.runtime.in_process or not cfg.redis_url
+        cfg = runtime.config
+        board = (MemoryBoard() if runtime.in_process or not cfg.redis_url
                  else RedisBoard(cfg.redis_url, cfg.prefix))
-        app._probe_board = board  # type: ignore[attr-defined]
+        runtime._probe_board = board  # type: ignore[attr-defined]
     return board
 
 
-def run_probe(app: RetryApp, job_id: str, attempt: int) -> Outcome:
+def run_probe(runtime: Runtime, job_id: str, attempt: int) -> Outcome:
     """Run one probe job inside the library's worker (called by ``Runtime.run_attempt``): report, then end,
     or, for a worker that has its figure already, wait for the release first. Never raises: a probe must
     not reach a library's failure handling (Celery's ``on_failure`` would write a failure record)."""
     started = now_ns()
     index = worker_index()
-    runtime = app.runtime
     # pid: the process that ran it (an RQ work horse, a Celery pool child); worker_pid: the worker it belongs to.
     leader = os.environ.get(WORKER_PID_ENV)
     who: dict[str, Any] = {"probe_id": job_id, "index": index, "host": HOST, "pid": os.getpid(),
                            "worker_pid": int(leader) if leader else os.getpid()}
     try:
-        board = board_for(app)
+        board = board_for(runtime)
         if index is not None and board.first(index):
             runtime.sink.emit(schema.probe(runtime.base, **who, state="first", ts_ns=started))
         else:

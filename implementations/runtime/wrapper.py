@@ -36,18 +36,19 @@ from implementations.runtime.breaker import Breakers, CircuitOpen
 from implementations.runtime.startup import PROBE_TASK, run_probe
 
 if TYPE_CHECKING:
-    from implementations.api.app import RetryApp, Task
+    from implementations.api.app import Task
+    from implementations.core.config import AppConfig
 
 
 class Runtime:
-    """Per-process helper bound to one app: sink, fault plan and run identity.
+    """The recorder, one per process and app config: sink, fault plan and run identity.
 
     ``in_process``: the backend runs its workers as threads of this process (the control), so there is no worker
     main to send alerts, no shared Redis for breakers, and a crash must unwind instead of killing the process."""
 
-    def __init__(self, app: RetryApp, sink: EventSink, *, in_process: bool) -> None:
-        cfg = app.config
-        self.app = app
+    def __init__(self, config: AppConfig, sink: EventSink, *, in_process: bool) -> None:
+        cfg = config
+        self.config = config
         self.sink = sink
         self.in_process = in_process
         self.plan = FaultPlan.from_list(cfg.faults, seed=cfg.seed).scaled(cfg.time_scale)
@@ -74,7 +75,7 @@ class Runtime:
         # Built on first use: only tasks with a breaker policy need one (and its Redis client).
         with self._breakers_lock:
             if self._breakers is None:
-                cfg = self.app.config
+                cfg = self.config
                 self._breakers = Breakers(prefix=cfg.prefix,
                                           redis_url=cfg.redis_url if not self.in_process else None)
             return self._breakers
@@ -84,7 +85,7 @@ class Runtime:
         if not self.plan.time_dependent:
             return None
         if not self._t0:
-            self._t0 = self.app.config.t0_ns or self.sink.t0() or 0
+            self._t0 = self.config.t0_ns or self.sink.t0() or 0
         return (time.time_ns() - self._t0) / 1e9 if self._t0 else None
 
     def emit(self, *events: schema.Event) -> None:
@@ -117,7 +118,7 @@ class Runtime:
         stop an injected ``timeout`` fault; the attempt then fails with ``TimeoutError``.
         """
         if task.name == PROBE_TASK:  # the start-up probe: no fault, breaker or history, not one of the run's jobs
-            return run_probe(self.app, job_id, attempt)
+            return run_probe(self, job_id, attempt)
         breaker = self.breakers.get(task) if task.policy.breaker_fail_max else None
         if breaker is not None:
             attempt -= self.sink.deferrals(job_id)
@@ -192,7 +193,7 @@ class Runtime:
     def _inject(self, fault: Fault | None, task: Task, cancel: threading.Event | None = None) -> None:
         if fault is None:
             return
-        scale = self.app.config.time_scale
+        scale = self.config.time_scale
         in_process = self.in_process
         if fault.kind == "crash":
             if in_process:  # killing this process would kill the harness: the reference worker unwinds
@@ -234,11 +235,11 @@ class Runtime:
             if retry:
                 # An explicit countdown is the caller's in both modes; without one, the plan's or the library's.
                 delay = (exc.countdown * policy.time_scale if exc.countdown is not None
-                         else None if self.native else retry_delay(policy, self.app.config.seed, job_id, retries_done))
+                         else None if self.native else retry_delay(policy, self.config.seed, job_id, retries_done))
         else:
             retry = policy.will_retry(exc, retries_done)
             if retry and not self.native:  # native: the library computes the delay (None here)
-                delay = retry_delay(policy, self.app.config.seed, job_id, retries_done)
+                delay = retry_delay(policy, self.config.seed, job_id, retries_done)
         return Outcome(ok=False, exc=real, retry=retry, delay=delay, fault=fault, started_ns=started,
                        finished_ns=now_ns())
 

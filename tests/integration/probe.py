@@ -63,11 +63,13 @@ def main() -> None:
             except TaskFailed as exc:
                 out[name] = {"ok": False, "error": str(exc)}
             out[name]["id"] = handle.id
-        out["native_errors"] = native_errors(backend, app, handles["retry"].id)
     finally:
         app.stop_workers()
-    # Read the native store only after a warm shutdown, as the driver does: RQ runs the on_failure
-    # callback *before* it moves the job into FailedJobRegistry, so reading earlier races the worker.
+    # Read the native stores only after a warm shutdown, as the driver does: a library writes them after the
+    # attempt's end is recorded (RQ runs the on_failure callback *before* it moves the job into
+    # FailedJobRegistry; SAQ saves the job's error once the function has returned), so reading earlier races
+    # the worker.
+    out["native_errors"] = native_errors(backend, app, handles["retry"].id)
     out["native_failures"] = app.backend.native_failures()
     client = redis.Redis.from_url(url, decode_responses=True)
     out["on_failure"] = [json.loads(r) for r in client.lrange(f"{config.prefix}:probe:on_failure", 0, -1)]

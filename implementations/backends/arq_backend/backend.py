@@ -12,7 +12,8 @@ from implementations.backends.base import ProcessBackend
 from implementations.runtime.startup import is_probe
 
 if TYPE_CHECKING:
-    from implementations.api.app import RetryApp, Task
+    from implementations.api.app import Task
+    from implementations.backends.base import Wiring
 
 
 class ARQBackend(ProcessBackend):
@@ -22,8 +23,8 @@ class ARQBackend(ProcessBackend):
         return max(1, concurrency)  # claims one job per free max_jobs slot
     libraries = ("arq", "redis")
 
-    def __init__(self, app: RetryApp) -> None:
-        super().__init__(app)
+    def __init__(self, wiring: Wiring) -> None:
+        super().__init__(wiring)
         self._loop = asyncio.new_event_loop()
         self.settings = RedisSettings.from_dsn(self.config.redis_url or "")
         self.pool: ArqRedis = self._loop.run_until_complete(create_pool(self.settings))
@@ -40,10 +41,10 @@ class ARQBackend(ProcessBackend):
             self.enqueued += 1
 
     @classmethod
-    def run_worker(cls, app: RetryApp, concurrency: int, index: int) -> None:
+    def run_worker(cls, wiring: Wiring, concurrency: int, index: int) -> None:
         from implementations.backends.arq_backend.worker import run
 
-        run(app, concurrency, index)
+        run(wiring, concurrency, index)
 
     def native_failures(self) -> dict[str, Any]:
         failed = self._loop.run_until_complete(self._failed_results())
@@ -116,7 +117,7 @@ class ARQBackend(ProcessBackend):
         import uuid
 
         new_id = f"{record['job_id']}.requeue-{uuid.uuid4().hex[:6]}"
-        task = self.app.tasks[record["task"]]
+        task = self.tasks[record["task"]]
         task.apply_async(record.get("args") or (), record.get("kwargs") or {}, task_id=new_id,
                          meta={"requeued_from": record["job_id"]})
         return new_id

@@ -18,14 +18,15 @@ from implementations.backends.arq_backend import queue_name
 from implementations.recording.events import HOST, now_ns
 
 if TYPE_CHECKING:
-    from implementations.api.app import RetryApp, Task
+    from implementations.api.app import Task
+    from implementations.backends.base import Wiring
 
 CANCEL_GRACE_S = 1.0
 
 
-def make_job(app: RetryApp, task: Task, executor: ThreadPoolExecutor, meta: redis.Redis) -> Any:
-    runtime = app.runtime
-    prefix = app.config.prefix
+def make_job(wiring: Wiring, task: Task, executor: ThreadPoolExecutor, meta: redis.Redis) -> Any:
+    runtime = wiring.runtime
+    prefix = wiring.config.prefix
 
     async def job(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         job_id, attempt = ctx["job_id"], ctx["job_try"]  # ARQ's own try counter, from 1
@@ -92,14 +93,14 @@ def native_defer(task: Task, attempt: int) -> float:
     return task.policy.delay(attempt - 1)
 
 
-async def after_job_end(app: RetryApp, ctx: dict[str, Any], queue: str) -> None:
+async def after_job_end(wiring: Wiring, ctx: dict[str, Any], queue: str) -> None:
     """After ARQ's own ``finish_job``: the job's score in the queue's sorted set (ms) is when ARQ runs it again.
     A zero ``defer`` leaves the score as it was (the job is due at once)."""
     scheduled = ctx.get(SCHEDULED)
     if scheduled is None:
         return
     attempt, handed_ns = scheduled
-    runtime = app.runtime
+    runtime = wiring.runtime
     loop = asyncio.get_running_loop()
     try:
         score = await ctx["redis"].zscore(queue, ctx["job_id"])
@@ -119,12 +120,12 @@ class RecordingWorker(Worker):  # type: ignore[misc]
     """ARQ's worker, plus a look at what ARQ stored when it fails a job on its own (``max_tries`` exceeded): in
     the native schedule that is the job's end, with JobExecutionFailed instead of the real error."""
 
-    rb_app: RetryApp
+    rb_wiring: Wiring
 
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
         await super().finish_failed_job(job_id, result_data)
-        app = self.rb_app
-        if not app.runtime.native:
+        wiring = self.rb_wiring
+        if not wiring.runtime.native:
             return  # planned: the wrapper ends every job itself; what ARQ fails alone is the checkers' to find
         from arq.constants import result_key_prefix
         from arq.jobs import deserialize_result
@@ -139,26 +140,26 @@ class RecordingWorker(Worker):  # type: ignore[misc]
         # body ever saw and which the run does not wait for.
         if not (isinstance(exc, JobExecutionFailed) and "retries exceeded" in str(exc)):
             return
-        task = app.tasks.get(result.function)
+        task = wiring.tasks.get(result.function)
         if task is None:
             return
-        await asyncio.get_running_loop().run_in_executor(None, lambda: app.runtime.record_native_terminal(
+        await asyncio.get_running_loop().run_in_executor(None, lambda: wiring.runtime.record_native_terminal(
             task.name, job_id, max(1, int(result.job_try or 1) - 1), exc, source="arq:job_result"))
 
 
-def run(app: RetryApp, concurrency: int, index: int) -> None:
-    cfg = app.config
+def run(wiring: Wiring, concurrency: int, index: int) -> None:
+    cfg = wiring.config
     executor = ThreadPoolExecutor(max_workers=max(1, concurrency))
     meta = redis.Redis.from_url(cfg.redis_url or "")
     functions = [
-        func(make_job(app, t, executor, meta), name=t.name, max_tries=t.policy.native_max_retries + 1,
+        func(make_job(wiring, t, executor, meta), name=t.name, max_tries=t.policy.native_max_retries + 1,
              timeout=t.time_limit or cfg.options.get("arq_job_timeout", 300))
-        for t in app.tasks.values()
+        for t in wiring.tasks.values()
     ]
     name = f"{cfg.prefix}:w{index}:{os.getpid()}"
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        app.runtime.sink.mark_ready(name)
+        wiring.runtime.sink.mark_ready(name)
 
     settings = RedisSettings.from_dsn(cfg.redis_url or "")
     retries = int(cfg.options.get("arq_conn_retries", 0))
@@ -175,9 +176,9 @@ def run(app: RetryApp, concurrency: int, index: int) -> None:
     queue = queue_name(cfg.prefix)
 
     async def job_ended(ctx: dict[str, Any]) -> None:
-        await after_job_end(app, ctx, queue)
+        await after_job_end(wiring, ctx, queue)
 
-    RecordingWorker.rb_app = app
+    RecordingWorker.rb_wiring = wiring
     # after_job_end (ARQ >= 0.25) is where the queue score is read back; an older pinned ARQ runs without it.
     hooks: dict[str, Any] = ({"after_job_end": job_ended}
                              if "after_job_end" in inspect.signature(Worker.__init__).parameters else {})

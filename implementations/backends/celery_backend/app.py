@@ -15,7 +15,8 @@ from celery.signals import before_task_publish
 from implementations.recording.events import HOST, now_ns
 
 if TYPE_CHECKING:
-    from implementations.api.app import RetryApp, Task
+    from implementations.api.app import Task
+    from implementations.backends.base import Wiring
 
 
 def queue_name(prefix: str) -> str:
@@ -46,7 +47,7 @@ def eta_ns(eta: str) -> int:
 class RetryBenchTask(CeleryTask):  # type: ignore[misc]
     """A Celery task whose handlers feed the shared runtime."""
 
-    rb_app: RetryApp
+    rb_wiring: Wiring
     rb_task: Task
 
     def retry(self, args: Any = None, kwargs: Any = None, exc: BaseException | None = None, throw: bool = True,
@@ -78,7 +79,7 @@ class RetryBenchTask(CeleryTask):  # type: ignore[misc]
 
     def _rb_record_schedule(self, eta: Any, handed_ns: int) -> None:
         """The retry message Celery sent: its ETA is when Celery will run the job again (none: at once)."""
-        request, runtime = self.request, self.rb_app.runtime
+        request, runtime = self.request, self.rb_wiring.runtime
         attempt = self._rb_attempt()
         if eta is _UNSEEN:
             runtime.record_schedule(request.id, attempt, due_ns=None, source="celery:unavailable", handed_ns=handed_ns)
@@ -92,22 +93,22 @@ class RetryBenchTask(CeleryTask):  # type: ignore[misc]
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         if getattr(self.request, "rb_deferred", False):  # a breaker deferral is not one of the task's retries
             return
-        self.rb_app.runtime.fire_retry(self.rb_task, task_id, exc, self._rb_attempt(), tuple(args), dict(kwargs))
+        self.rb_wiring.runtime.fire_retry(self.rb_task, task_id, exc, self._rb_attempt(), tuple(args), dict(kwargs))
 
     def _rb_attempt(self) -> int:
         return int(getattr(self.request, "rb_attempt", None) or self.request.retries + 1)
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         tb = getattr(einfo, "traceback", "") or ""
-        self.rb_app.runtime.fire_failure(self.rb_task, task_id, exc, tb, self._rb_attempt(), tuple(args),
+        self.rb_wiring.runtime.fire_failure(self.rb_task, task_id, exc, tb, self._rb_attempt(), tuple(args),
                                          dict(kwargs), worker=f"{HOST}:{os.getpid()}")
 
 
-def make_body(app: RetryApp, task: Task) -> Any:
+def make_body(wiring: Wiring, task: Task) -> Any:
     policy = task.policy
 
     def body(self: RetryBenchTask, *args: Any, **kwargs: Any) -> Any:
-        runtime = app.runtime
+        runtime = wiring.runtime
         attempt = self.request.retries + 1  # Celery's own count: a retry is a new message, retries + 1
         native = {"retries": self.request.retries, "autoretry": hasattr(self, "_orig_run"),
                   "hostname": self.request.hostname}
@@ -159,8 +160,8 @@ def native_retry_options(task: Task) -> dict[str, Any]:
             "default_retry_delay": policy.default_retry_delay * scale}
 
 
-def build_celery(app: RetryApp) -> Celery:
-    cfg = app.config
+def build_celery(wiring: Wiring) -> Celery:
+    cfg = wiring.config
     celery = Celery(f"retrybench-{cfg.run_id}", broker=cfg.broker_url or cfg.redis_url,
                     backend=cfg.redis_url, set_as_current=False)
     queue = queue_name(cfg.prefix)
@@ -179,7 +180,7 @@ def build_celery(app: RetryApp) -> Celery:
         task_reject_on_worker_lost=bool(cfg.options.get("celery_reject_on_worker_lost", False)),
         task_retry_on_worker_lost=bool(cfg.options.get("celery_retry_on_worker_lost", False)),
     )
-    for task in app.tasks.values():
+    for task in wiring.tasks.values():
         policy = task.policy
         options: dict[str, Any] = {
             "name": task.name, "bind": True, "base": RetryBenchTask,
@@ -188,7 +189,7 @@ def build_celery(app: RetryApp) -> Celery:
             "retry_backoff": policy.retry_backoff if policy.intervals is None else False,
             "retry_backoff_max": int(policy.retry_backoff_max),
             "default_retry_delay": policy.default_retry_delay * policy.time_scale,
-            "rb_app": app, "rb_task": task,
+            "rb_wiring": wiring, "rb_task": task,
         }
         if cfg.schedule == "native":
             options.update(native_retry_options(task))
@@ -197,5 +198,5 @@ def build_celery(app: RetryApp) -> Celery:
             # retryable TimeoutError; the hard limit (which kills the pool child) is only a backstop.
             options["soft_time_limit"] = task.time_limit
             options["time_limit"] = task.time_limit + max(1.0, task.time_limit)
-        celery.task(**options)(make_body(app, task))
+        celery.task(**options)(make_body(wiring, task))
     return celery

@@ -14,7 +14,8 @@ from implementations.runtime.startup import is_probe
 _SUCCESS, _FAILURE, _RETRY = b'"status": "SUCCESS"', b'"status": "FAILURE"', b'"status": "RETRY"'
 
 if TYPE_CHECKING:
-    from implementations.api.app import RetryApp, Task
+    from implementations.api.app import Task
+    from implementations.backends.base import Wiring
 
 
 STALL_S = 1.0  # no progress for this long, with tasks in RETRY: ask Celery whether anything is left
@@ -27,9 +28,9 @@ class CeleryBackend(ProcessBackend):
         return (int(self.config.options.get("celery_prefetch", 4)) + 1) * max(1, concurrency)  # prefetched
     libraries = ("celery", "kombu", "redis")
 
-    def __init__(self, app: RetryApp) -> None:
-        super().__init__(app)
-        self.celery = build_celery(app)
+    def __init__(self, wiring: Wiring) -> None:
+        super().__init__(wiring)
+        self.celery = build_celery(wiring)
         self._counter: Any = None
         self._unfinished: list[str] = []  # ids enqueued through this client whose result is not final yet
         self._final: set[str] = set()
@@ -40,22 +41,22 @@ class CeleryBackend(ProcessBackend):
                 countdown: float | None) -> None:
         if task.name not in self.celery.tasks:
             # Tasks registered after the Celery app was built (tests, user scripts).
-            self.celery = build_celery(self.app)
+            self.celery = build_celery(self.wiring)
         self.celery.tasks[task.name].apply_async(args, kwargs, task_id=job_id, countdown=countdown)
-        if not self.app.runtime.record and not is_probe(task):
+        if not self.runtime.record and not is_probe(task):
             self._unfinished.append(job_id)  # only the history-off baseline counts by asking Celery
 
     @classmethod
-    def run_worker(cls, app: RetryApp, concurrency: int, index: int) -> None:
+    def run_worker(cls, wiring: Wiring, concurrency: int, index: int) -> None:
         from implementations.backends.celery_backend.worker import run
 
-        run(app, concurrency, index)
+        run(wiring, concurrency, index)
 
     def native_failures(self) -> dict[str, Any]:
         import redis
 
         client = redis.Redis.from_url(self.config.redis_url or "")
-        self.app.runtime.sink.flush()  # the ids come from the enqueue marks, which are written behind
+        self.runtime.sink.flush()  # the ids come from the enqueue marks, which are written behind
         keys = client.hkeys(f"{self.config.prefix}:enqueued")
         ids = sorted(k.decode() if isinstance(k, bytes) else str(k) for k in keys)
         failed = [i for i, raw in self._result_metas(client, ids) if raw and _FAILURE in raw]

@@ -10,17 +10,17 @@ from celery.signals import worker_ready
 from implementations.backends.celery_backend.app import build_celery, queue_name
 
 if TYPE_CHECKING:
-    from implementations.api.app import RetryApp
+    from implementations.backends.base import Wiring
 
 
-def run(app: RetryApp, concurrency: int, index: int) -> None:
-    cfg = app.config
-    celery = build_celery(app)
+def run(wiring: Wiring, concurrency: int, index: int) -> None:
+    cfg = wiring.config
+    celery = build_celery(wiring)
     name = f"w{index}-{os.getpid()}@{cfg.run_id}"
 
     @worker_ready.connect(weak=False)
     def ready(**_: Any) -> None:
-        app.runtime.sink.mark_ready(name)
+        wiring.runtime.sink.mark_ready(name)
 
     pool = str(cfg.options.get("celery_pool", "prefork"))
     celery.worker_main([

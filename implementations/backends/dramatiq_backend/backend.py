@@ -27,7 +27,8 @@ from implementations.backends.dramatiq_backend.broker import (
 from implementations.runtime.startup import is_probe
 
 if TYPE_CHECKING:
-    from implementations.api.app import RetryApp, Task
+    from implementations.api.app import Task
+    from implementations.backends.base import Wiring
 
 
 def _text(raw: bytes | str) -> str:
@@ -45,10 +46,10 @@ class DramatiqBackend(ProcessBackend):
     name = "dramatiq"
     libraries = ("dramatiq", "redis", "pika")
 
-    def __init__(self, app: RetryApp) -> None:
-        super().__init__(app)
+    def __init__(self, wiring: Wiring) -> None:
+        super().__init__(wiring)
         self.broker = make_broker(self.config)
-        self.actors = declare_actors(app, self.broker, _client_body)
+        self.actors = declare_actors(wiring, self.broker, _client_body)
         self.queue = queue_name(self.config)
         self.on_redis = broker_kind(self.config) == "redis"
         self.redis = Redis.from_url(self.config.redis_url or "")
@@ -62,7 +63,7 @@ class DramatiqBackend(ProcessBackend):
         # Actor.send_with_options, with the job id as Dramatiq's message id (retries keep it).
         actor = self.actors.get(task.name)
         if actor is None:  # a task registered after the backend was made
-            self.actors = declare_actors(self.app, self.broker, _client_body)
+            self.actors = declare_actors(self.wiring, self.broker, _client_body)
             actor = self.actors[task.name]
         message: Message[Any] = actor.message_with_options(args=tuple(args), kwargs=dict(kwargs)).copy(
             message_id=job_id)
@@ -71,10 +72,10 @@ class DramatiqBackend(ProcessBackend):
             self.enqueued += 1
 
     @classmethod
-    def run_worker(cls, app: RetryApp, concurrency: int, index: int) -> None:
+    def run_worker(cls, wiring: Wiring, concurrency: int, index: int) -> None:
         from implementations.backends.dramatiq_backend.worker import run
 
-        run(app, concurrency, index)
+        run(wiring, concurrency, index)
 
     def _message_ids(self, hash_key: str) -> dict[str, str]:
         """redis message id -> Dramatiq message id (the job id) of every message in one ``.msgs`` hash."""

@@ -28,7 +28,8 @@ from dramatiq.broker import Broker
 from implementations.runtime.startup import is_probe
 
 if TYPE_CHECKING:
-    from implementations.api.app import RetryApp, Task
+    from implementations.api.app import Task
+    from implementations.backends.base import Wiring
     from implementations.core.config import AppConfig
 
 RABBITMQ_URL = "amqp://127.0.0.1:5672/%2F"  # no account named: pika uses RabbitMQ's local default one
@@ -97,10 +98,10 @@ def actor_options(task: Task, native: bool) -> dict[str, Any]:
     return options
 
 
-def declare_actors(app: RetryApp, broker: Broker, body: Callable[[Task], Callable[..., Any]]) -> dict[str, Any]:
+def declare_actors(wiring: Wiring, broker: Broker, body: Callable[[Task], Callable[..., Any]]) -> dict[str, Any]:
     """One Dramatiq actor per task, named after it, on the run's queue."""
-    native = app.config.schedule == "native"
-    queue = queue_name(app.config)
+    native = wiring.config.schedule == "native"
+    queue = queue_name(wiring.config)
     return {task.name: dramatiq.actor(body(task), actor_name=task.name, queue_name=queue, broker=broker,
                                       **actor_options(task, native))
-            for task in app.tasks.values()}
+            for task in wiring.tasks.values()}

@@ -39,7 +39,8 @@ from implementations.recording.events import HOST, now_ns
 if TYPE_CHECKING:
     from dramatiq.broker import Broker
 
-    from implementations.api.app import RetryApp, Task
+    from implementations.api.app import Task
+    from implementations.backends.base import Wiring
     from implementations.runtime.attempt import Outcome
 
 _local = threading.local()  # per worker thread: the outcome of the message being processed, the retry handed over
@@ -58,9 +59,9 @@ class Interruptible(threading.Event):
                 return True
 
 
-def make_body(app: RetryApp, broker: Broker, meta: redis.Redis | None) -> Any:
-    runtime = app.runtime
-    prefix = app.config.prefix
+def make_body(wiring: Wiring, broker: Broker, meta: redis.Redis | None) -> Any:
+    runtime = wiring.runtime
+    prefix = wiring.config.prefix
     limits = [m for m in broker.middleware if isinstance(m, TimeLimit)]
 
     def body_for(task: Task) -> Any:
@@ -112,8 +113,8 @@ class Recording(Middleware):  # type: ignore[misc]
     """After ``Retries``: the final failure (``message.failed``) fires ``on_failure``; a retry's ``eta`` is
     recorded as the schedule Dramatiq keeps."""
 
-    def __init__(self, app: RetryApp) -> None:
-        self.app = app
+    def __init__(self, wiring: Wiring) -> None:
+        self.wiring = wiring
 
     def after_enqueue(self, broker: Broker, message: Any, delay: int | None) -> None:
         handed = getattr(_local, "handed", None)
@@ -122,7 +123,7 @@ class Recording(Middleware):  # type: ignore[misc]
         _local.handed = None
         job_id, attempt, handed_ns = handed
         eta = message.options.get("eta")
-        self.app.runtime.record_schedule(job_id, attempt, due_ns=int(eta) * 1_000_000 if eta is not None else None,
+        self.wiring.runtime.record_schedule(job_id, attempt, due_ns=int(eta) * 1_000_000 if eta is not None else None,
                                          source="dramatiq:eta", handed_ns=handed_ns)
 
     def after_process_message(self, broker: Broker, message: Any, *, result: Any = None,
@@ -132,28 +133,28 @@ class Recording(Middleware):  # type: ignore[misc]
         _local.handed = None
         if exception is None or not message.failed:
             return
-        app = self.app
-        task = app.tasks.get(message.actor_name)
+        wiring = self.wiring
+        task = wiring.tasks.get(message.actor_name)
         if task is None:
             return
         if outcome is None or outcome.ok or outcome.retry:
             # Dramatiq failed a job the wrapper had not ended (an error outside the attempt): its own verdict.
             attempts = int(message.options.get("retries", 1))
-            app.runtime.record_native_terminal(task.name, message.message_id, attempts, exception,
+            wiring.runtime.record_native_terminal(task.name, message.message_id, attempts, exception,
                                                source="dramatiq:message.failed")
             return
         tb = outcome.tb or "".join(traceback.format_exception(exception))
-        app.runtime.fire_failure(task, message.message_id, outcome.exc, tb, outcome.attempt,
+        wiring.runtime.fire_failure(task, message.message_id, outcome.exc, tb, outcome.attempt,
                                  tuple(message.args), dict(message.kwargs), worker=f"{HOST}:{os.getpid()}")
 
 
-def run(app: RetryApp, concurrency: int, index: int) -> None:
-    cfg = app.config
+def run(wiring: Wiring, concurrency: int, index: int) -> None:
+    cfg = wiring.config
     broker = make_broker(cfg)
     broker.add_middleware(CurrentMessage())
-    broker.add_middleware(Recording(app), before=Retries)  # its after_* hooks run after Retries' (reverse order)
+    broker.add_middleware(Recording(wiring), before=Retries)  # its after_* hooks run after Retries' (reverse order)
     meta = redis.Redis.from_url(cfg.redis_url) if cfg.redis_url else None
-    declare_actors(app, broker, make_body(app, broker, meta))
+    declare_actors(wiring, broker, make_body(wiring, broker, meta))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -161,7 +162,7 @@ def run(app: RetryApp, concurrency: int, index: int) -> None:
     worker = Worker(broker, worker_threads=max(1, concurrency),
                     worker_timeout=int(cfg.options.get("dramatiq_worker_timeout", 1000)))
     worker.start()
-    app.runtime.sink.mark_ready(f"{cfg.prefix}:w{index}:{os.getpid()}")
+    wiring.runtime.sink.mark_ready(f"{cfg.prefix}:w{index}:{os.getpid()}")
     while not stop.wait(0.5):
         pass
     # Stops the threads, then requeues the messages it fetched but did not start (RedisBroker: requeue).

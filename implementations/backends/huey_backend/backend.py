@@ -13,16 +13,17 @@ from implementations.runtime.attempt import retry_delay
 from implementations.runtime.startup import is_probe
 
 if TYPE_CHECKING:
-    from implementations.api.app import RetryApp, Task
+    from implementations.api.app import Task
+    from implementations.backends.base import Wiring
 
 
 class HueyBackend(ProcessBackend):
     name = "huey"
     libraries = ("huey", "redis")
 
-    def __init__(self, app: RetryApp) -> None:
-        super().__init__(app)
-        self.huey, self.wrappers = make_huey(app, lambda t: make_fn(app, t))
+    def __init__(self, wiring: Wiring) -> None:
+        super().__init__(wiring)
+        self.huey, self.wrappers = make_huey(wiring, lambda t: make_fn(wiring, t))
         self.storage = self.huey.storage
 
     def enqueue(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], *, job_id: str,
@@ -38,10 +39,10 @@ class HueyBackend(ProcessBackend):
         self.huey.enqueue(self.wrappers[task.name].task_class(tuple(args), dict(kwargs), **options))
 
     @classmethod
-    def run_worker(cls, app: RetryApp, concurrency: int, index: int) -> None:
+    def run_worker(cls, wiring: Wiring, concurrency: int, index: int) -> None:
         from implementations.backends.huey_backend.worker import run
 
-        run(app, concurrency, index)
+        run(wiring, concurrency, index)
 
     def _results(self) -> dict[str, Any]:
         """Huey's result hash, decoded: job id → its return value or Huey's ``Error``."""

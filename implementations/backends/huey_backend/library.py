@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from huey import RedisHuey
 
 if TYPE_CHECKING:
-    from implementations.api.app import RetryApp, Task
+    from implementations.api.app import Task
+    from implementations.backends.base import Wiring
 
 
 def huey_name(prefix: str) -> str:
@@ -48,12 +49,12 @@ def native_settings(task: Task, native: bool) -> dict[str, Any]:
     return settings
 
 
-def make_huey(app: RetryApp, fn_for: Any) -> tuple[RedisHuey, dict[str, Any]]:
+def make_huey(wiring: Wiring, fn_for: Any) -> tuple[RedisHuey, dict[str, Any]]:
     """The run's Huey and its task wrappers by task name; ``fn_for(task)`` gives the function Huey runs."""
-    cfg = app.config
+    cfg = wiring.config
     huey = RedisHuey(huey_name(cfg.prefix), url=cfg.redis_url or "", results=True, store_none=True,
                      store_intermediate_errors=False, utc=True)
     native = cfg.schedule == "native"
     wrappers = {name: huey.task(context=True, name=name, **native_settings(task, native))(fn_for(task))
-                for name, task in app.tasks.items()}
+                for name, task in wiring.tasks.items()}
     return huey, wrappers

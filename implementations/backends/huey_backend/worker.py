@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from huey import RedisHuey
     from huey.api import Task as HueyTask
 
-    from implementations.api.app import RetryApp, Task
+    from implementations.api.app import Task
+    from implementations.backends.base import Wiring
     from implementations.runtime.attempt import Outcome
 
 OUTCOME = "_rb_outcome"  # on Huey's task instance: the wrapper's Outcome of this execution
@@ -51,9 +52,9 @@ def meta_key(prefix: str, job_id: str) -> str:
     return f"{prefix}:huey-meta:{job_id}"
 
 
-def make_fn(app: RetryApp, own: Task, meta: redis.Redis | None = None) -> Any:
+def make_fn(wiring: Wiring, own: Task, meta: redis.Redis | None = None) -> Any:
     """The function registered with Huey for ``own`` (``context=True``: Huey passes its task as ``task=``)."""
-    prefix = app.config.prefix
+    prefix = wiring.config.prefix
 
     def run(*args: Any, task: HueyTask, **kwargs: Any) -> Any:
         htask = task
@@ -69,7 +70,7 @@ def make_fn(app: RetryApp, own: Task, meta: redis.Redis | None = None) -> Any:
                 pipe.execute()
 
         native = {"retries": htask.retries, "retry_delay": htask.retry_delay, "pid": os.getpid()}
-        outcome = app.runtime.run_attempt(own, job_id, attempt_of(own, htask), args, kwargs, native=native,
+        outcome = wiring.runtime.run_attempt(own, job_id, attempt_of(own, htask), args, kwargs, native=native,
                                           store_error=store_error)
         if outcome.ok:
             return outcome.value
@@ -86,11 +87,11 @@ def make_fn(app: RetryApp, own: Task, meta: redis.Redis | None = None) -> Any:
     return run
 
 
-def connect_signals(app: RetryApp, huey: RedisHuey) -> None:
-    runtime = app.runtime
+def connect_signals(wiring: Wiring, huey: RedisHuey) -> None:
+    runtime = wiring.runtime
 
     def outcome_of(htask: HueyTask) -> tuple[Task | None, Outcome | None]:
-        return app.tasks.get(type(htask).__name__), getattr(htask, OUTCOME, None)
+        return wiring.tasks.get(type(htask).__name__), getattr(htask, OUTCOME, None)
 
     @huey.signal(S.SIGNAL_ERROR)
     def on_error(_signal: str, htask: HueyTask, exc: BaseException | None = None) -> None:
@@ -129,19 +130,19 @@ def connect_signals(app: RetryApp, huey: RedisHuey) -> None:
 
     @huey.signal(S.SIGNAL_COMPLETE)
     def on_complete(_signal: str, htask: HueyTask) -> None:
-        task = app.tasks.get(type(htask).__name__)
+        task = wiring.tasks.get(type(htask).__name__)
         if task is not None and is_probe(task):
             huey.delete(htask.id)  # the result hash then counts the run's jobs alone (native_terminal_count)
 
 
-def worker_type(app: RetryApp) -> str:
+def worker_type(wiring: Wiring) -> str:
     """Huey's default is threads; its ``timeout`` is enforced only in process workers (SIGALRM in
     ``ProcessEnvironment.timeout``; ``ThreadEnvironment`` inherits a no-op), so a task with a time limit gets
     process workers unless ``huey_worker_type`` says otherwise."""
-    chosen = app.config.options.get("huey_worker_type")
+    chosen = wiring.config.options.get("huey_worker_type")
     if chosen:
         return str(chosen)
-    return "process" if any(t.time_limit for t in app.tasks.values()) else "thread"
+    return "process" if any(t.time_limit for t in wiring.tasks.values()) else "thread"
 
 
 class ReadyConsumer(Consumer):  # type: ignore[misc]
@@ -155,19 +156,19 @@ class ReadyConsumer(Consumer):  # type: ignore[misc]
             self.rb_ready()
 
 
-def run(app: RetryApp, concurrency: int, index: int) -> None:
+def run(wiring: Wiring, concurrency: int, index: int) -> None:
     from implementations.core.procs import die_with_parent
 
     os.register_at_fork(after_in_child=die_with_parent)  # process workers die with their consumer, even on SIGKILL
-    cfg = app.config
+    cfg = wiring.config
     meta = redis.Redis.from_url(cfg.redis_url or "")
-    huey, _ = make_huey(app, lambda t: make_fn(app, t, meta))
-    connect_signals(app, huey)
+    huey, _ = make_huey(wiring, lambda t: make_fn(wiring, t, meta))
+    connect_signals(wiring, huey)
     name = f"{cfg.prefix}:w{index}:{os.getpid()}"
     consumer = ReadyConsumer(
-        huey, workers=max(1, concurrency), periodic=False, worker_type=worker_type(app),
+        huey, workers=max(1, concurrency), periodic=False, worker_type=worker_type(wiring),
         scheduler_interval=int(cfg.options.get("huey_scheduler_interval", 1)),
         # SIGTERM (what the supervisor sends) is Huey's graceful stop: running tasks finish first.
         graceful_signal="TERM")
-    consumer.rb_ready = lambda: app.runtime.sink.mark_ready(name)
+    consumer.rb_ready = lambda: wiring.runtime.sink.mark_ready(name)
     consumer.run()

@@ -22,7 +22,9 @@ from implementations.runtime.attempt import WorkerCrashed
 from implementations.runtime.startup import is_probe, set_thread_index
 
 if TYPE_CHECKING:
-    from implementations.api.app import RetryApp, Task
+    from implementations.api.app import Task
+    from implementations.backends.base import Wiring
+    from implementations.core.config import AppConfig
 
 
 @dataclass(order=True)
@@ -37,8 +39,8 @@ class ReferenceBackend(Backend):
     concurrency_as_workers = True
     libraries = ()
 
-    def __init__(self, app: RetryApp) -> None:
-        super().__init__(app)
+    def __init__(self, wiring: Wiring) -> None:
+        super().__init__(wiring)
         self._cond = threading.Condition()
         self._heap: list[_Due] = []
         self._seq = itertools.count()
@@ -48,8 +50,9 @@ class ReferenceBackend(Backend):
         self._spawned: dict[int, int] = {}  # thread index -> wall clock (ns) just before it was started
         self.done = 0  # jobs finished for good: the backend's own count, for runs without a history
 
-    def make_sink(self) -> EventSink:
-        return MemorySink(self.config.failure_log)
+    @classmethod
+    def make_sink(cls, config: AppConfig) -> EventSink:
+        return MemorySink(config.failure_log)
 
     def _push(self, at: float, job: tuple[Task, tuple[Any, ...], dict[str, Any], str, int]) -> None:
         with self._cond:
@@ -66,14 +69,13 @@ class ReferenceBackend(Backend):
     def start_workers(self, count: int, concurrency: int) -> float:
         start = time.monotonic()
         self._stopping = False
-        self.app.runtime  # noqa: B018 - build it once here, not racing in every thread
         first = len(self._spawned)
         for i in range(first, first + count * max(1, concurrency)):
             thread = threading.Thread(target=self._work, args=(i,), name=f"reference-worker-{i}", daemon=True)
             self._spawned[i] = time.time_ns()
             thread.start()
             self._threads.append(thread)
-            self.app.runtime.sink.mark_ready(thread.name)
+            self.runtime.sink.mark_ready(thread.name)
         return time.monotonic() - start
 
     def spawned_ns(self) -> dict[int, int]:
@@ -86,12 +88,12 @@ class ReferenceBackend(Backend):
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
-        alerts = self.app.runtime.alerts
+        alerts = self.runtime.alerts
         if alerts is not None:
             alerts.flush()  # the workers were threads of this process: deliver before it moves on
 
     @classmethod
-    def run_worker(cls, app: RetryApp, concurrency: int, index: int) -> None:
+    def run_worker(cls, wiring: Wiring, concurrency: int, index: int) -> None:
         raise NotImplementedError("the reference backend runs its workers as threads in the caller")
 
     def _next(self) -> tuple[Task, tuple[Any, ...], dict[str, Any], str, int] | None:
@@ -108,7 +110,7 @@ class ReferenceBackend(Backend):
 
     def _work(self, index: int = 0) -> None:
         set_thread_index(index)  # each thread is one worker of the start-up probe (implementations/runtime/startup.py)
-        runtime = self.app.runtime
+        runtime = self.runtime
         while (job := self._next()) is not None:
             task, args, kwargs, job_id, attempt = job
             if attempt == 0:  # a new message: decode it once, as a worker fetching it would

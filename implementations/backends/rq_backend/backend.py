@@ -21,7 +21,8 @@ from implementations.runtime.attempt import retry_delay
 from implementations.runtime.startup import is_probe
 
 if TYPE_CHECKING:
-    from implementations.api.app import RetryApp, Task
+    from implementations.api.app import Task
+    from implementations.backends.base import Wiring
 
 EXECUTE = "implementations.backends.rq_backend.worker.execute"
 ON_FAILURE = "implementations.backends.rq_backend.worker.on_failure"
@@ -54,8 +55,8 @@ class RQBackend(ProcessBackend):
     concurrency_as_workers = True
     libraries = ("rq", "redis")
 
-    def __init__(self, app: RetryApp) -> None:
-        super().__init__(app)
+    def __init__(self, wiring: Wiring) -> None:
+        super().__init__(wiring)
         self.redis = Redis.from_url(self.config.redis_url or "")
         self.queue = Queue(queue_name(self.config.prefix), connection=self.redis)
 
@@ -98,10 +99,10 @@ class RQBackend(ProcessBackend):
         return self.workers.start(count * max(1, concurrency), 1)
 
     @classmethod
-    def run_worker(cls, app: RetryApp, concurrency: int, index: int) -> None:
+    def run_worker(cls, wiring: Wiring, concurrency: int, index: int) -> None:
         from implementations.backends.rq_backend.worker import run
 
-        run(app, index)
+        run(wiring, index)
 
     def native_failures(self) -> dict[str, Any]:
         registry = FailedJobRegistry(queue=self.queue)

@@ -17,15 +17,15 @@ from implementations.backends.rq_backend import queue_name
 from implementations.recording.events import HOST, now_ns
 
 if TYPE_CHECKING:
-    from implementations.api.app import RetryApp
+    from implementations.backends.base import Wiring
 
-_APP: RetryApp | None = None  # set once per worker process; forked work horses inherit it
+_WIRING: Wiring | None = None  # set once per worker process; forked work horses inherit it
 
 
-def _app() -> RetryApp:
-    if _APP is None:
+def _wiring() -> Wiring:
+    if _WIRING is None:
         raise RuntimeError("the retrybench RQ worker was not started through implementations.processes.worker")
-    return _APP
+    return _WIRING
 
 
 def attempt_of(job: Job) -> int:
@@ -37,10 +37,10 @@ def attempt_of(job: Job) -> int:
 
 
 def execute(task_name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    app = _app()
+    wiring = _wiring()
     job = get_current_job()
     assert job is not None
-    task = app.tasks[task_name]
+    task = wiring.tasks[task_name]
     attempt = attempt_of(job)
     job._rb_attempt = attempt  # type: ignore[attr-defined]  # on_failure sees this very object
 
@@ -52,7 +52,7 @@ def execute(task_name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
 
     native = {"retries_left": job.retries_left, "retry_intervals": job.retry_intervals,
               "worker": os.environ.get("RB_WORKER_NAME", "")}
-    outcome = app.runtime.run_attempt(task, job.id, attempt, tuple(args), kwargs, native=native,
+    outcome = wiring.runtime.run_attempt(task, job.id, attempt, tuple(args), kwargs, native=native,
                                       store_error=store_error)
     job._rb_attempt = outcome.attempt  # type: ignore[attr-defined]  # the policy's count, deferrals excluded
     job._rb_deferred = outcome.deferred  # type: ignore[attr-defined]
@@ -74,26 +74,26 @@ def execute(task_name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
 def on_failure(job: Job, connection: Redis, exc_type: type[BaseException], value: BaseException,
                tb: TracebackType | None) -> None:
     """RQ runs this after *every* failed execution, before deciding whether to retry."""
-    app = _app()
+    wiring = _wiring()
     task_name, args, kwargs = job.args[0], tuple(job.args[1]), dict(job.args[2])
-    task = app.tasks[task_name]
+    task = wiring.tasks[task_name]
     # Read before ``retries_left`` was zeroed for a non-retryable error, so the count stays true.
     attempt = getattr(job, "_rb_attempt", None) or attempt_of(job)
     if job.should_retry:
         if not getattr(job, "_rb_deferred", False):  # a breaker deferral is not one of the task's retries
-            app.runtime.fire_retry(task, job.id, value, attempt, args, kwargs)
+            wiring.runtime.fire_retry(task, job.id, value, attempt, args, kwargs)
         job._rb_handed_ns = now_ns()  # type: ignore[attr-defined]  # RQ's handle_job_failure runs its Retry next
         return
     text = "".join(traceback.format_exception(exc_type, value, tb))
-    app.runtime.fire_failure(task, job.id, value, text, attempt, args, kwargs,
+    wiring.runtime.fire_failure(task, job.id, value, text, attempt, args, kwargs,
                              worker=f"{HOST}:{os.getpid()}")
 
 
-def record_schedule(app: RetryApp, job: Job, queue: Queue, attempt: int) -> None:
+def record_schedule(wiring: Wiring, job: Job, queue: Queue, attempt: int) -> None:
     """After RQ's own ``job.retry``: where RQ put the job, read back from RQ's data. A non-zero interval parks it
     in ``ScheduledJobRegistry`` scored by the due time in whole seconds (``calendar.timegm``, truncated); a zero
     one puts it straight back on the queue, stamped ``enqueued_at``."""
-    runtime = app.runtime
+    runtime = wiring.runtime
     handed_ns = getattr(job, "_rb_handed_ns", None)  # None: the work horse died (the parent handles it)
     try:
         if job.get_status(refresh=False) == JobStatus.SCHEDULED:
@@ -128,8 +128,8 @@ class ScheduleRecording:
         attempt = getattr(job, "_rb_attempt", None) or attempt_of(job)
         # Whatever else this RQ release passes (3.0 adds ``execution``), passed on untouched.
         super().handle_job_failure(job, queue, *args, **kwargs)  # type: ignore[misc]
-        if retry and not getattr(job, "_rb_deferred", False) and _APP is not None:
-            record_schedule(_APP, job, queue, attempt)
+        if retry and not getattr(job, "_rb_deferred", False) and _WIRING is not None:
+            record_schedule(_WIRING, job, queue, attempt)
 
 
 class RecordingWorker(ScheduleRecording, Worker):
@@ -140,13 +140,13 @@ class RecordingSimpleWorker(ScheduleRecording, SimpleWorker):
     pass
 
 
-def run(app: RetryApp, index: int) -> None:
-    global _APP
-    _APP = app
+def run(wiring: Wiring, index: int) -> None:
+    global _WIRING
+    _WIRING = wiring
     from implementations.core.procs import die_with_parent
 
     os.register_at_fork(after_in_child=die_with_parent)  # a work horse dies with its worker, even on SIGKILL
-    cfg = app.config
+    cfg = wiring.config
     redis = Redis.from_url(cfg.redis_url or "")
     queue = Queue(queue_name(cfg.prefix), connection=redis)
     worker_cls = (RecordingSimpleWorker if cfg.options.get("rq_worker_class") == "SimpleWorker"
@@ -158,5 +158,5 @@ def run(app: RetryApp, index: int) -> None:
     worker = worker_cls([queue], connection=redis, name=name,
                         maintenance_interval=int(cfg.options.get("rq_maintenance_interval", 600)),
                         worker_ttl=int(cfg.options.get("rq_worker_ttl", 420)))
-    app.runtime.sink.mark_ready(name)
+    wiring.runtime.sink.mark_ready(name)
     worker.work(with_scheduler=cfg.options.get("rq_with_scheduler", True), logging_level="WARNING")

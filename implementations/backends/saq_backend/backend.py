@@ -19,7 +19,8 @@ from implementations.backends.saq_backend.stores import failed_keys, whereabouts
 from implementations.runtime.startup import is_probe
 
 if TYPE_CHECKING:
-    from implementations.api.app import RetryApp, Task
+    from implementations.api.app import Task
+    from implementations.backends.base import Wiring
 
 
 def job_ttl(options: dict[str, Any]) -> int:
@@ -31,8 +32,8 @@ class SAQBackend(ProcessBackend):
     name = "saq"
     libraries = ("saq", "redis")
 
-    def __init__(self, app: RetryApp) -> None:
-        super().__init__(app)
+    def __init__(self, wiring: Wiring) -> None:
+        super().__init__(wiring)
         self._loop = asyncio.new_event_loop()
         self.queue = make_queue(self.config.redis_url or "", self.config.prefix)
         self._loop.run_until_complete(self.queue.connect())
@@ -65,10 +66,10 @@ class SAQBackend(ProcessBackend):
             self.enqueued += 1
 
     @classmethod
-    def run_worker(cls, app: RetryApp, concurrency: int, index: int) -> None:
+    def run_worker(cls, wiring: Wiring, concurrency: int, index: int) -> None:
         from implementations.backends.saq_backend.worker import run
 
-        run(app, concurrency, index)
+        run(wiring, concurrency, index)
 
     def native_failures(self) -> dict[str, Any]:
         failed = self._loop.run_until_complete(failed_keys(self.queue))

@@ -26,7 +26,8 @@ from implementations.runtime.attempt import Outcome, jsonable
 if TYPE_CHECKING:
     from saq import Job
 
-    from implementations.api.app import RetryApp, Task
+    from implementations.api.app import Task
+    from implementations.backends.base import Wiring
 
 # A time limit cancels the coroutine; the body's thread cannot be stopped. SAQ then waits
 # ``cancellation_hard_deadline_s`` (1 s by default) for the coroutine to end before it retries or fails the job:
@@ -44,8 +45,8 @@ def tell_saq(task: Task, job: Job, outcome: Outcome) -> None:
         job.retry_delay, job.retry_backoff = outcome.delay, False
 
 
-def make_function(app: RetryApp, task: Task, executor: ThreadPoolExecutor) -> Any:
-    runtime = app.runtime
+def make_function(wiring: Wiring, task: Task, executor: ThreadPoolExecutor) -> Any:
+    runtime = wiring.runtime
     native_fields = native_retry_fields(task) if runtime.native else None
 
     async def settle(ctx: dict[str, Any], job: Job, outcome: Outcome, args: tuple[Any, ...],
@@ -124,7 +125,7 @@ async def heartbeat(job: Job) -> None:
             pass
 
 
-async def after_process(app: RetryApp, ctx: dict[str, Any]) -> None:
+async def after_process(wiring: Wiring, ctx: dict[str, Any]) -> None:
     """After SAQ's own retry (``RedisQueue._retry``): the job's score in the ``incomplete`` set (epoch seconds)
     is when it comes due; a zero delay leaves it at ``job.scheduled`` and pushes the job straight onto ``queued``."""
     scheduled = ctx.get(SCHEDULED)
@@ -143,26 +144,26 @@ async def after_process(app: RetryApp, ctx: dict[str, Any]) -> None:
         due, source, delay = None, "saq:incomplete_score", 0.0  # no delay: queued at once
     else:
         due, source, delay = int(float(score) * 1e9), "saq:incomplete_score", None
-    await asyncio.get_running_loop().run_in_executor(None, lambda: app.runtime.record_schedule(
+    await asyncio.get_running_loop().run_in_executor(None, lambda: wiring.runtime.record_schedule(
         job.key, attempt, due_ns=due, source=source, handed_ns=handed_ns, delay_s=delay))
 
 
-def run(app: RetryApp, concurrency: int, index: int) -> None:
-    asyncio.run(serve(app, concurrency, index))
+def run(wiring: Wiring, concurrency: int, index: int) -> None:
+    asyncio.run(serve(wiring, concurrency, index))
 
 
-async def serve(app: RetryApp, concurrency: int, index: int) -> None:
-    cfg = app.config
+async def serve(wiring: Wiring, concurrency: int, index: int) -> None:
+    cfg = wiring.config
     executor = ThreadPoolExecutor(max_workers=max(1, concurrency))
     queue = make_queue(cfg.redis_url or "", cfg.prefix)
-    functions = [(t.name, make_function(app, t, executor)) for t in app.tasks.values()]
+    functions = [(t.name, make_function(wiring, t, executor)) for t in wiring.tasks.values()]
     name = f"{cfg.prefix}:w{index}:{os.getpid()}"
 
     async def startup(ctx: dict[str, Any]) -> None:
-        app.runtime.sink.mark_ready(name)
+        wiring.runtime.sink.mark_ready(name)
 
     async def processed(ctx: dict[str, Any]) -> None:
-        await after_process(app, ctx)
+        await after_process(wiring, ctx)
 
     # SAQ's timers: ``sweep`` (60 s) finds stuck active jobs, ``schedule`` (1 s) moves due retries to the queue.
     # Each is also the seconds of a Redis lock (SETEX) that lets one worker at a time run it: whole seconds >= 1.

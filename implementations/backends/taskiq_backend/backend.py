@@ -23,15 +23,16 @@ from implementations.backends.taskiq_backend.stores import failed_results, find_
 from implementations.runtime.startup import is_probe
 
 if TYPE_CHECKING:
-    from implementations.api.app import RetryApp, Task
+    from implementations.api.app import Task
+    from implementations.backends.base import Wiring
 
 
 class TaskiqBackend(ProcessBackend):
     name = "taskiq"
     libraries = ("taskiq", "taskiq-redis", "redis")
 
-    def __init__(self, app: RetryApp) -> None:
-        super().__init__(app)
+    def __init__(self, wiring: Wiring) -> None:
+        super().__init__(wiring)
         self._loop = asyncio.new_event_loop()
         self.broker, self.source = make_broker(self.config)
         # Declares the stream's consumer group (created at "$"): entries added before it exists are never delivered.
@@ -60,10 +61,10 @@ class TaskiqBackend(ProcessBackend):
             self.enqueued += 1
 
     @classmethod
-    def run_worker(cls, app: RetryApp, concurrency: int, index: int) -> None:
+    def run_worker(cls, wiring: Wiring, concurrency: int, index: int) -> None:
         from implementations.backends.taskiq_backend.worker import run
 
-        run(app, concurrency, index)
+        run(wiring, concurrency, index)
 
     def native_failures(self) -> dict[str, Any]:
         return {"store": "taskiq results (is_err=True)",
@@ -92,7 +93,7 @@ class TaskiqBackend(ProcessBackend):
         import uuid
 
         new_id = f"{record['job_id']}.requeue-{uuid.uuid4().hex[:6]}"
-        task = self.app.tasks[record["task"]]
+        task = self.tasks[record["task"]]
         task.apply_async(record.get("args") or (), record.get("kwargs") or {}, task_id=new_id,
                          meta={"requeued_from": record["job_id"]})
         return new_id

@@ -29,7 +29,8 @@ from implementations.recording.events import HOST, now_ns
 from implementations.runtime.startup import PROBE_TASK
 
 if TYPE_CHECKING:
-    from implementations.api.app import RetryApp, Task
+    from implementations.api.app import Task
+    from implementations.backends.base import Wiring
     from implementations.runtime.attempt import Outcome
 
 CANCEL_GRACE_S = 1.0
@@ -56,16 +57,16 @@ def native_middleware(task: Task) -> SmartRetryMiddleware:
 
 
 class RecordingRetryMiddleware(SmartRetryMiddleware):
-    def __init__(self, app: RetryApp, source: ClaimingScheduleSource) -> None:
+    def __init__(self, wiring: Wiring, source: ClaimingScheduleSource) -> None:
         super().__init__(schedule_source=source, default_retry_label=True)
-        self.app = app
-        self.native = {t.name: native_middleware(t) for t in app.tasks.values()}
+        self.wiring = wiring
+        self.native = {t.name: native_middleware(t) for t in wiring.tasks.values()}
         # (task id, attempt) -> the attempt's future and what it ran with; filled by the task wrapper.
         self.attempts: dict[tuple[str, int], tuple[asyncio.Future[Outcome], Task, tuple[Any, ...], dict[str, Any]]] = {}
         self._planned: dict[str, float | None] = {}
         self._handed: dict[str, tuple[int, int]] = {}  # task id -> (failed attempt, when handed to taskiq)
-        self._redis = redis.Redis.from_url(app.config.redis_url or "")
-        self._done_key = names(app.config.prefix)["done"]
+        self._redis = redis.Redis.from_url(wiring.config.redis_url or "")
+        self._done_key = names(wiring.config.prefix)["done"]
 
     def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
         CURRENT.set(message)  # read by the task wrapper: same asyncio task (Receiver.callback awaits run_task)
@@ -94,7 +95,7 @@ class RecordingRetryMiddleware(SmartRetryMiddleware):
             due = int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
         # Not attempt_of(message): on_error's kicker shares message.labels and with_labels(_retries=…) updated it.
         attempt, handed = self._handed[message.task_id]
-        await self._in_thread(lambda: self.app.runtime.record_schedule(
+        await self._in_thread(lambda: self.wiring.runtime.record_schedule(
             message.task_id, attempt, due_ns=due, source="taskiq:schedule_source" if due else "taskiq:unavailable",
             handed_ns=handed))
 
@@ -109,7 +110,7 @@ class RecordingRetryMiddleware(SmartRetryMiddleware):
             return  # a body that ignored its cancellation: taskiq stores its TimeoutError, no retry, no on_failure
         if outcome.ok:
             return  # finished after taskiq's time limit fired: taskiq already counts it a failure
-        runtime = self.app.runtime
+        runtime = self.wiring.runtime
         if outcome.retry:
             if not outcome.deferred:  # a breaker deferral is not one of the task's retries
                 await self._in_thread(lambda: runtime.fire_retry(task, message.task_id, outcome.exc, outcome.attempt,

@@ -35,13 +35,14 @@ from implementations.backends.taskiq_backend.broker import (
 from implementations.backends.taskiq_backend.middleware import CURRENT, RecordingRetryMiddleware, attempt_of
 
 if TYPE_CHECKING:
-    from implementations.api.app import RetryApp, Task
+    from implementations.api.app import Task
+    from implementations.backends.base import Wiring
 
 
-def make_job(app: RetryApp, task: Task, executor: ThreadPoolExecutor, retry: RecordingRetryMiddleware,
+def make_job(wiring: Wiring, task: Task, executor: ThreadPoolExecutor, retry: RecordingRetryMiddleware,
              meta: redis.Redis) -> Any:
-    runtime = app.runtime
-    meta_key = names(app.config.prefix)["meta"]
+    runtime = wiring.runtime
+    meta_key = names(wiring.config.prefix)["meta"]
 
     async def job(*args: Any, **kwargs: Any) -> Any:
         message = CURRENT.get()
@@ -82,24 +83,24 @@ async def tick() -> None:
     """A no-op: its only effect is that the worker that reads it runs RedisStreamBroker's reclaim pass."""
 
 
-def run(app: RetryApp, concurrency: int, index: int) -> None:
-    cfg = app.config
+def run(wiring: Wiring, concurrency: int, index: int) -> None:
+    cfg = wiring.config
     executor = ThreadPoolExecutor(max_workers=max(1, concurrency))
     broker, source = make_broker(cfg)
-    retry = RecordingRetryMiddleware(app, source)
+    retry = RecordingRetryMiddleware(wiring, source)
     broker.add_middlewares(retry)
     broker.is_worker_process = True
     meta = redis.Redis.from_url(cfg.redis_url or "")
-    for task in app.tasks.values():
-        broker.register_task(make_job(app, task, executor, retry, meta), task_name=task.name, **labels_for(task))
+    for task in wiring.tasks.values():
+        broker.register_task(make_job(wiring, task, executor, retry, meta), task_name=task.name, **labels_for(task))
     broker.register_task(tick, task_name=TICK_TASK)
     name = f"{cfg.prefix}:w{index}:{os.getpid()}"
-    asyncio.run(_serve(app, broker, source, executor, concurrency, name))
+    asyncio.run(_serve(wiring, broker, source, executor, concurrency, name))
 
 
-async def _serve(app: RetryApp, broker: Any, source: Any, executor: ThreadPoolExecutor, concurrency: int,
+async def _serve(wiring: Wiring, broker: Any, source: Any, executor: ThreadPoolExecutor, concurrency: int,
                  name: str) -> None:
-    cfg = app.config
+    cfg = wiring.config
     finish = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -114,7 +115,7 @@ async def _serve(app: RetryApp, broker: Any, source: Any, executor: ThreadPoolEx
     every = option(cfg, "taskiq_reclaim_tick", 0)
     if every > 0:
         helpers.append(loop.create_task(_ticks(broker, every)))
-    app.runtime.sink.mark_ready(name)
+    wiring.runtime.sink.mark_ready(name)
     try:
         await receiver.listen(finish)
     finally:
