@@ -95,7 +95,10 @@ def test_a_password_is_found_nowhere(given: str, tmp_path: Path, queue_envs: Non
         def watch() -> None:
             while not stop.is_set():
                 procs = cmdlines()
-                seen.extend(procs.get(p, "") for p in descendants(proc.pid))
+                own = procs.get(proc.pid)
+                # A child caught between fork and exec still shows the CLI's own command line: the one the user
+                # typed, not a new copy of the password.
+                seen.extend(c for p in descendants(proc.pid) if (c := procs.get(p, "")) and c != own)
                 time.sleep(0.2)
 
         watcher = threading.Thread(target=watch, daemon=True)
