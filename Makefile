@@ -14,11 +14,12 @@ setup:
 bench: setup
 	@$(BIN)/retrybench run $(ARGS)
 
-# Two test processes (pytest-xdist), one module each at a time so a module's shared cell runs once: the suite
-# spends most of its time waiting on workers, timers and retries, so two halve its wall time on 2 cores.
+# Four test processes (pytest-xdist), one module each at a time so a module's shared cell runs once: the suite
+# spends most of its time waiting on workers, timers and retries (on 2 cores its CPU is ~40% busy with two), so
+# four take ~9 minutes where two took ~16; the longest module (test_crashes_timeouts_poison, ~6 min) bounds it.
 test: setup
 	@$(BIN)/lint-imports --no-cache >/dev/null || $(BIN)/lint-imports --no-cache
-	@$(BIN)/python -m pytest -n 2 --dist loadscope $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest -n 4 --dist loadscope $(PYTEST_ARGS)
 
 # Timed runs of benchmarks/ (BENCH_EVENTS=1000000 for the issue's figure); JSON kept in results/benchmarks/.
 # BENCH picks a part, e.g. BENCH=benchmarks/test_recording.py (PYTEST_ARGS only adds options to the whole).

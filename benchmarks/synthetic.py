@@ -17,13 +17,13 @@ EVENTS_PER_JOB = 8
 T0 = 1_800_000_000 * 10**9
 
 
-def events(n_events: int, *, run_id: str = "bench000x0", backend: str = "reference") -> Iterator[dict[str, Any]]:
-    base = {"run_id": run_id, "backend": backend, "scenario": "synthetic"}
+def events(n_events: int, *, cell_id: str = "bench000x0", backend: str = "reference") -> Iterator[dict[str, Any]]:
+    base = {"cell_id": cell_id, "backend": backend, "scenario": "synthetic"}
     yield schema.run(base, ts_ns=T0, repeat=0, jobs=n_events // EVENTS_PER_JOB, seed=1,
                      policy={"autoretry_for": ["ConnectionError"], "max_retries": 3, "intervals": [1.0]},
                      faults=[{"kind": "fail_first", "k": 1}], tolerance_s=0.002, time_scale=1.0)
     for i in range(n_events // EVENTS_PER_JOB):
-        job, t = f"{run_id}-{i:07d}", T0 + i * 1_000_000
+        job, t = f"{cell_id}-{i:07d}", T0 + i * 1_000_000
         who = {"job_id": job, "task": "work"}
         on = {**who, "host": "h", "pid": 1, "native": None}
         retry_at = t + 1_000_200_000 + (i % 7) * 1000

@@ -310,7 +310,7 @@ def _summarize(idx: RunIndex, *, tolerance_s: float | None, deadline_ns: int | N
     merged["complete"] = end.get("complete") is True
     # A partial cell (interrupted, its driver dead, cut short by an error) is never valid, whatever it recorded.
     merged["valid"] = all(check["valid"] for check in checks.values()) and merged["complete"] and not idx.partial
-    run = {"run_id": idx.run_id, "backend": idx.backend, "scenario": idx.scenario,
+    run = {"cell_id": idx.cell_id, "backend": idx.backend, "scenario": idx.scenario,
            "repeat": (idx.header or {}).get("repeat"), "complete": merged["complete"], "partial": idx.partial,
            "reason": end.get("reason") if idx.end is not None else "no end event: the run was interrupted"}
     return {"run": run, "metrics": {name: merged[name] for name in METRICS if name in merged}, "checks": checks}

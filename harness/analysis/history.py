@@ -3,7 +3,7 @@
 A history is the only input of the checkers. It is written append-only while workers run, so an
 interrupted run may leave a torn last line; reading keeps every valid line and reports the rest as
 problems (``strict=True`` turns the first problem into an error instead). ``iter_history`` streams a file
-(what ``harness.analysis.results`` uses, so memory stays flat), ``group_runs`` splits events into their runs and
+(what ``harness.analysis.results`` uses, so memory stays flat), ``group_cells`` splits events into their runs and
 ``index_run`` (``harness.analysis.runindex``) organises one run by job for the checkers.
 """
 
@@ -27,7 +27,7 @@ try:  # parsing is most of the cost of reading a history; orjson does it several
 except ImportError:  # backend environments (worker-side drivers import harness) do not install it
     pass
 
-__all__ = ["Event", "HistoryReader", "HistoryError", "JobView", "RunIndex", "group_runs", "index_run", "iter_history",
+__all__ = ["Event", "HistoryReader", "HistoryError", "JobView", "RunIndex", "group_cells", "index_run", "iter_history",
            "paused_gc", "read_history"]
 
 
@@ -44,8 +44,8 @@ class HistoryReader:
     problems: list[str] = field(default_factory=list)
 
     def runs(self) -> dict[str, list[Event]]:
-        """The events grouped by ``run_id`` (see ``group_runs``)."""
-        return group_runs(self.events)
+        """The events grouped by ``cell_id`` (see ``group_cells``)."""
+        return group_cells(self.events)
 
 
 def _open(path: str | os.PathLike[str]) -> tuple[str, Any]:
@@ -114,6 +114,8 @@ def _lines(name: str, fh: Any, problems: list[str] | None, strict: bool) -> Iter
             if type(event) is dict and type(event.get("type")) is str:
                 if event["type"] == "meta":
                     check_version(name, event)
+                elif "cell_id" not in event and "run_id" in event:
+                    event["cell_id"] = event.pop("run_id")  # schema version 1 named a cell run_id
                 yield event
                 continue
             if not line.strip():
@@ -154,14 +156,14 @@ def no_events(name: str, problems: list[str]) -> HistoryError:
     return HistoryError(f"{name}: history holds no readable events{detail}")
 
 
-def group_runs(events: Iterable[Event]) -> dict[str, list[Event]]:
-    """Events grouped by ``run_id``, runs in order of first appearance, events in file order.
+def group_cells(events: Iterable[Event]) -> dict[str, list[Event]]:
+    """Events grouped by ``cell_id``, runs in order of first appearance, events in file order.
 
-    Events without a ``run_id`` are grouped under ``""``.
+    Events without a ``cell_id`` are grouped under ``""``.
     """
     runs: dict[str, list[Event]] = {}
     for event in events:
-        rid = event.get("run_id") or ""
+        rid = event.get("cell_id") or ""
         bucket = runs.get(rid)
         if bucket is None:
             bucket = runs[rid] = []

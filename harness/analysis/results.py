@@ -3,7 +3,7 @@
 Pure over the history (plus the file system to read and write it), so ``retrybench report`` can be re-run
 anywhere without Redis.
 
-The history is streamed once: each cell (one run_id) is indexed while its events go by, checked as soon
+The history is streamed once: each cell (one cell_id) is indexed while its events go by, checked as soon
 as the next cell starts, and dropped, keeping only its summary and the little its plots need. A
 million-event history therefore never sits in memory as a million dicts. Cells are contiguous in the
 files the runner writes; should one come back after another started, it is indexed again in a second pass
@@ -53,10 +53,10 @@ class Scan:
     problems: list[str] = field(default_factory=list)
 
 
-def _cell_info(run_id: str, idx: RunIndex, first: Event) -> dict[str, Any]:
+def _cell_info(cell_id: str, idx: RunIndex, first: Event) -> dict[str, Any]:
     header, end, ready = idx.header or {}, idx.end, idx.ready or {}
     return {
-        "run_id": run_id,
+        "cell_id": cell_id,
         "backend": header.get("backend", first.get("backend", "")),
         "scenario": header.get("scenario", first.get("scenario", "")),
         "repeat": header.get("repeat", 0),
@@ -75,14 +75,14 @@ def _busiest(idx: RunIndex) -> RunIndex:
     # The jobs with the most attempts show the retry behaviour; ties go to the earliest job id.
     jobs = idx.jobs
     keep = nsmallest(TIMELINE_JOBS, jobs, key=lambda j: (-len(jobs[j].attempts_seen()), j))
-    return RunIndex(run_id=idx.run_id, backend=idx.backend, scenario=idx.scenario, header=idx.header,
+    return RunIndex(cell_id=idx.cell_id, backend=idx.backend, scenario=idx.scenario, header=idx.header,
                     end=idx.end, jobs={j: jobs[j] for j in keep}, first_enqueue_ns=idx.first_enqueue_ns,
                     clocks=idx.clocks, network=idx.network)
 
 
-def _finish(run_id: str, builder: RunBuilder, first: Event) -> tuple[dict[str, Any], CellPlot]:
+def _finish(cell_id: str, builder: RunBuilder, first: Event) -> tuple[dict[str, Any], CellPlot]:
     idx = builder.idx
-    info = _cell_info(run_id, idx, first)
+    info = _cell_info(cell_id, idx, first)
     summary = summarize(idx, keep_values=True)
     info["summary"] = summary["metrics"]
     # Raw per-retry values go to the plots only; results keep counts and examples to stay small.
@@ -97,13 +97,13 @@ def scan(path: Path) -> Scan:
     out = Scan()
     redo: set[str] = set()  # cells seen again after they were finished
     current: tuple[str, RunBuilder, Event] | None = None
-    uncelled = False  # read events that belong to no cell (meta, no run_id): the file was not empty
+    uncelled = False  # read events that belong to no cell (meta, no cell_id): the file was not empty
     with paused_gc():
         for event in iter_history(path, problems=out.problems):
             if event.get("type") == "meta":
                 out.meta, uncelled = event, True
                 continue
-            rid = event.get("run_id")
+            rid = event.get("cell_id")
             if not rid:
                 uncelled = True
                 continue
@@ -125,13 +125,13 @@ def scan(path: Path) -> Scan:
     return out
 
 
-def _rescan(path: Path, out: Scan, run_ids: set[str]) -> None:
+def _rescan(path: Path, out: Scan, cell_ids: set[str]) -> None:
     """Index the cells whose events interleave with others' again, all of them in one more pass."""
     builders: dict[str, tuple[RunBuilder, Event]] = {}
     with paused_gc():
         for event in iter_history(path):
-            rid = event.get("run_id")
-            if rid in run_ids and event.get("type") != "meta":
+            rid = event.get("cell_id")
+            if rid in cell_ids and event.get("type") != "meta":
                 if rid not in builders:
                     builders[rid] = (RunBuilder(), event)
                 builders[rid][0].add(event)

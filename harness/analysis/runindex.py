@@ -20,7 +20,7 @@ from harness.bench.hostclock import Clocks, shift
 
 Event = dict[str, Any]
 # What a failure record must hold (failure-log completeness counts these); the index keeps only these.
-RECORD_FIELDS = ("run_id", "backend", "task", "job_id", "args", "exc_type", "exc_message", "traceback",
+RECORD_FIELDS = ("cell_id", "backend", "task", "job_id", "args", "exc_type", "exc_message", "traceback",
                  "attempts", "enqueued_ns", "failed_ns", "worker")
 TRACEBACK_KEPT = 240  # characters of a failure record's traceback kept in the index: its last lines
 
@@ -141,7 +141,7 @@ class JobView:
 class RunIndex:
     """One run's history indexed by job (see ``RunBuilder``)."""
 
-    run_id: str | None = None
+    cell_id: str | None = None
     backend: str | None = None
     scenario: str | None = None
     header: Event | None = None
@@ -176,7 +176,7 @@ class RunIndex:
 
 
 def index_run(events: Iterable[Event]) -> RunIndex:
-    """Index the events of ONE run; raises ValueError if they belong to several run_ids."""
+    """Index the events of ONE run; raises ValueError if they belong to several cell_ids."""
     builder = RunBuilder()
     with paused_gc():
         for e in events:
@@ -204,11 +204,11 @@ class RunBuilder:
 
     def add(self, e: Event) -> None:
         idx = self.idx
-        rid = e.get("run_id")
-        if rid != idx.run_id and rid is not None:
-            if idx.run_id is not None:
-                raise ValueError(f"events of several runs ({idx.run_id!r}, {rid!r}): split them with group_runs")
-            idx.run_id, idx.backend, idx.scenario = rid, e.get("backend"), e.get("scenario")
+        rid = e.get("cell_id")
+        if rid != idx.cell_id and rid is not None:
+            if idx.cell_id is not None:
+                raise ValueError(f"events of several runs ({idx.cell_id!r}, {rid!r}): split them with group_cells")
+            idx.cell_id, idx.backend, idx.scenario = rid, e.get("backend"), e.get("scenario")
         kind = e.get("type")
         jid = e.get("job_id")
         if kind == "clock":

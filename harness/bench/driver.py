@@ -58,7 +58,7 @@ def drive_cell(spec: dict[str, Any], out: IO[str]) -> int:
         backend=spec["backend"], label=spec.get("label", ""),
         redis_url=os.environ.get("RETRYBENCH_REDIS_URL") or spec.get("redis_url"),
         broker_url=os.environ.get("RETRYBENCH_BROKER_URL") or spec.get("broker_url"),
-        run_id=spec["run_id"], seed=scenario.seed, faults=[dict(f) for f in scenario.faults],
+        cell_id=spec["cell_id"], seed=scenario.seed, faults=[dict(f) for f in scenario.faults],
         time_scale=scenario.time_scale, failure_log=spec.get("failure_log"), scenario=scenario.name,
         # Workers on this host write their events to a file the driver tails; elsewhere, to Redis.
         events_file=None if spec.get("external_workers") else spec.get("events_file"),
@@ -85,7 +85,7 @@ def drive_cell(spec: dict[str, Any], out: IO[str]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     history = HistoryWriter(spec["history_path"])
-    base = {"run_id": config.run_id, "backend": config.label, "scenario": scenario.name}
+    base = {"cell_id": config.cell_id, "backend": config.label, "scenario": scenario.name}
     policy, plan = scenario.retry_policy(), scenario.fault_plan()
     # From config.options: the scenario's own, with --option winning, as the backends read theirs.
     limit = spec.get("deadline_s") or float(config.options.get("deadline_s") or 0) or deadline_s(scenario)
@@ -129,7 +129,7 @@ def drive_cell(spec: dict[str, Any], out: IO[str]) -> int:
     try:
         # Worked out before the workers start and the clock runs (Jepsen's model comes first); it only goes
         # into the history, so the history-off baseline does not work it out at all.
-        expected_of = expectations(scenario, config.run_id) if app.runtime.record else None
+        expected_of = expectations(scenario, config.cell_id) if app.runtime.record else None
         # Start-up, one definition on every backend (harness/bench/startup.py): probes wait on the queue before the
         # workers are spawned, and all of them have ended before the measured window opens.
         probe = None if external else StartupProbe(app, scenario.workers, scenario.concurrency,
@@ -178,7 +178,7 @@ def drive_cell(spec: dict[str, Any], out: IO[str]) -> int:
             # alone (implementations/recording/marks.py: another thread's wake-ups slowed this loop).
             with sink.burst():
                 while enqueued < due and not stop["flag"]:  # 100,000 jobs take RQ minutes: Ctrl-C must not wait
-                    job_id = job_id_for(config.run_id, enqueued)
+                    job_id = job_id_for(config.cell_id, enqueued)
                     args, kwargs = scenario.job_args(enqueued)
                     expected = expected_of[enqueued] if expected_of is not None else None
                     enqueued += 1
@@ -280,7 +280,7 @@ def drive_cell(spec: dict[str, Any], out: IO[str]) -> int:
                     history.write([schema.native(base, **native)])
                 # Where each job that never became terminal still is, in the library's own stores: only
                 # that tells "unrecovered at the end" from "lost" (in none).
-                missing = [job_id_for(config.run_id, k) for k in range(enqueued)]
+                missing = [job_id_for(config.cell_id, k) for k in range(enqueued)]
                 missing = [j for j in missing if j not in tally.terminal_ids][:WHEREABOUTS_MAX]
                 where = app.backend.whereabouts(missing) if missing else {}
                 if where:

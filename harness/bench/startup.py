@@ -58,9 +58,9 @@ class StartupProbe:
 
     def _enqueue(self, n: int) -> None:
         task = self.app.tasks[PROBE_TASK]
-        run_id = self.app.config.run_id
+        cell_id = self.app.config.cell_id
         for _ in range(max(0, n)):
-            job_id = probe_id(run_id, len(self.enqueued))
+            job_id = probe_id(cell_id, len(self.enqueued))
             # Straight to the library's client: no enqueue event, no enqueue mark (those are the run's jobs').
             self.app.backend.enqueue(task, (), {}, job_id=job_id, countdown=None)
             self.enqueued.append(job_id)

@@ -144,7 +144,7 @@ def cmd_failed_jobs(args: argparse.Namespace, console: Console) -> int:
 
 def _show(record: Record, console: Console) -> None:
     for key in ("job_id", "backend", "scenario", "task", "args", "kwargs", "exc_type", "exc_message", "attempts",
-                "worker", "run_id"):
+                "worker", "cell_id"):
         console.print(f"[bold]{key}[/]: {_text(record.get(key))}")
     if record.get("malformed"):
         console.print(f"[bold red]malformed[/]: {_text(record['malformed'])}")

@@ -28,7 +28,7 @@ PREFIX = "retrybench:"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # What the list shows; the traceback is for `show` (it is most of a record's size).
 SUMMARY_FIELDS = ("job_id", "backend", "scenario", "task", "exc_type", "exc_message", "attempts", "failed_ns",
-                  "run_id", "worker")
+                  "cell_id", "worker")
 
 
 class FailedJobsError(ValueError):
@@ -40,7 +40,7 @@ class AlreadyRequeued(FailedJobsError):
 
 
 MAX_RECORD_BYTES = 1 << 20  # a record larger than this is listed as malformed, never parsed
-_TEXT_FIELDS = ("job_id", "backend", "scenario", "task", "exc_type", "exc_message", "run_id", "worker", "traceback")
+_TEXT_FIELDS = ("job_id", "backend", "scenario", "task", "exc_type", "exc_message", "cell_id", "worker", "traceback")
 _INT_FIELDS = ("attempts", "failed_ns", "enqueued_ns")
 
 
@@ -62,6 +62,8 @@ def normalize(raw: Any, where: str = "") -> Record:
         return {"job_id": "?", "malformed": f"not a JSON object but {type(raw).__name__}",
                 "exc_message": json.dumps(raw, default=str)[:200]}
     out: Record = dict(raw)
+    if "cell_id" not in out and "run_id" in out:
+        out["cell_id"] = out.pop("run_id")  # a record of event schema version 1, which named the cell run_id
     problems = []
     for key in _TEXT_FIELDS:
         value = out.get(key)
@@ -123,7 +125,7 @@ class Filter:
                 and (self.task is None or r.get("task") == self.task)
                 and (self.exc_type is None or r.get("exc_type") == self.exc_type)
                 and (self.since_ns is None or _ns(r) >= self.since_ns)
-                and (self.run is None or str(r.get("run_id", "")).startswith(self.run)))
+                and (self.run is None or str(r.get("cell_id", "")).startswith(self.run)))
 
 
 def _ns(r: Record) -> int:
@@ -202,7 +204,7 @@ class RedisSource:
                 yield normalize(raw, key)
 
     def events_of(self, record: Record) -> list[Record]:
-        key = f"{PREFIX}{record['run_id']}:events"
+        key = f"{PREFIX}{record['cell_id']}:events"
         job = record["job_id"]
         out = []
         entries: list[tuple[str, dict[str, str]]] = self._redis.xrange(key)  # type: ignore[assignment]
@@ -221,11 +223,11 @@ class RedisSource:
     def claim_requeue(self, record: Record) -> bool:
         """Mark this failure (job and failure time) as requeued; False if it was already. A job that fails
         again makes a new failure record, which can be requeued in turn."""
-        key = f"{PREFIX}{record['run_id']}:requeued:{record['job_id']}:{record.get('failed_ns')}"
+        key = f"{PREFIX}{record['cell_id']}:requeued:{record['job_id']}:{record.get('failed_ns')}"
         return bool(self._redis.set(key, "1", nx=True, ex=30 * 86400))
 
     def release_requeue(self, record: Record) -> None:
-        self._redis.delete(f"{PREFIX}{record['run_id']}:requeued:{record['job_id']}:{record.get('failed_ns')}")
+        self._redis.delete(f"{PREFIX}{record['cell_id']}:requeued:{record['job_id']}:{record.get('failed_ns')}")
 
 
 def open_source(*, redis_url: str | None, results: Path | None) -> Source:
@@ -295,7 +297,7 @@ def _run_requeue(python: Path, url: str, record: Record, plain: Record, job_id: 
 
     # Everything on stdin: the URL may hold a password (argv is public in `ps`), and a record can be far
     # larger than the kernel's limit on one argument.
-    request = json.dumps({"redis_url": url, "prefix": f"{PREFIX}{record['run_id']}", "record": plain},
+    request = json.dumps({"redis_url": url, "prefix": f"{PREFIX}{record['cell_id']}", "record": plain},
                          default=str)
     done = subprocess.run([str(python), "-m", "implementations.processes.requeue"], input=request,
                           capture_output=True, text=True, timeout=120, cwd=SOURCE_ROOT, check=False,

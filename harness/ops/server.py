@@ -28,7 +28,7 @@ class FailureSummary(BaseModel):
     exc_message: str | None = None
     attempts: int | None = None
     failed_ns: int | None = None
-    run_id: str | None = None
+    cell_id: str | None = None
     worker: str | None = None
     malformed: str | None = None  # why this record is shown as it is: not JSON, wrongly typed fields, too large
 

@@ -143,7 +143,7 @@ class MultiHost:
         topo = self.topo
         faults: list[NetFault] = scaled(parse_network(list(scenario.network)), scenario.time_scale)
         proxied = sorted({f.host_name for f in faults if f.proxied})
-        proxy = _Proxy(topo, proxied, REDIS_PORT, str(logs / f"{base['run_id']}-proxy.log")) if proxied else None
+        proxy = _Proxy(topo, proxied, REDIS_PORT, str(logs / f"{base['cell_id']}-proxy.log")) if proxied else None
         supervisors: list[subprocess.Popen[bytes]] = []
         nemesis = Nemesis(faults, link=lambda h, up: topo.set_link(h, up), proxy=proxy.ask if proxy else None,
                           history=history, base=base)
@@ -158,7 +158,7 @@ class MultiHost:
                     env["RETRYBENCH_CLOCK_SKEW_NS"] = str(int(self.skews[name] * 1e9))
                 supervisors.append(spawn(
                     [*topo.exec_prefix(topo.worker_ns(k)), python, "-m", "implementations.processes.external",
-                     "--backend", backend], env=env, log_path=str(logs / f"{base['run_id']}-{name}-supervisor.log")))
+                     "--backend", backend], env=env, log_path=str(logs / f"{base['cell_id']}-{name}-supervisor.log")))
             yield nemesis.on_progress
         finally:
             nemesis.stop()
@@ -212,7 +212,7 @@ def hosts_for(mh: MultiHost | None, cell: Any, *, python: str, run_dir: Path,
         yield None
         return
     (run_dir / "logs").mkdir(exist_ok=True)
-    base = {"run_id": cell.run_id, "backend": str(cell.backend), "scenario": cell.scenario.name}
+    base = {"cell_id": cell.cell_id, "backend": str(cell.backend), "scenario": cell.scenario.name}
     with mh.cell(backend=cell.backend.backend, python=python, scenario=cell.scenario, logs=run_dir / "logs",
                  history=run_dir / "history.jsonl", base=base, site=site) as hook:
         yield hook

@@ -69,7 +69,7 @@ class Cell:
     backend: EnvSpec
     scenario: Scenario
     repeat: int
-    run_id: str
+    cell_id: str
 
     @property
     def label(self) -> str:
@@ -205,14 +205,14 @@ def launch_cell(cell: Cell, *, python: str, run_dir: Path, redis_url: str, plan:
     logs.mkdir(exist_ok=True)
     spec = {
         "scenario": cell.scenario.to_dict(), "backend": cell.backend.backend, "label": str(cell.backend),
-        "run_id": cell.run_id,
+        "cell_id": cell.cell_id,
         # Redacted: the driver takes the real URLs from its environment.
         "repeat": cell.repeat, "redis_url": redact_url(redis_url), "broker_url": redact_url(plan.broker_url),
         "history_path": str(run_dir / HISTORY), "failure_log": str(run_dir / "failed_jobs.log"),
-        "events_file": str(logs / f"{cell.run_id}-events.jsonl"),
+        "events_file": str(logs / f"{cell.cell_id}-events.jsonl"),
         "log_dir": str(logs), "options": plan.options, "external_workers": plan.hosts or plan.external_workers,
     }
-    spec_path = logs / f"{cell.run_id}.json"
+    spec_path = logs / f"{cell.cell_id}.json"
     spec_path.write_text(json.dumps(spec, indent=1))
     env = dict(os.environ)
     # A user task's requirements (``site``): the driver's, and through it every worker's.
@@ -222,7 +222,7 @@ def launch_cell(cell: Cell, *, python: str, run_dir: Path, redis_url: str, plan:
     if plan.broker_url:
         env[BROKER_URL_ENV] = plan.broker_url
     proc = spawn([python, "-m", "harness.bench.driver", str(spec_path)], env=env, pipe_stdout=True,
-                 log_path=str(logs / f"{cell.run_id}-driver.log"))
+                 log_path=str(logs / f"{cell.cell_id}-driver.log"))
     last: dict[str, Any] = {}
     restart = restart_spec(cell.scenario) if server is not None else None
     if restart and server is not None:
@@ -239,7 +239,7 @@ def launch_cell(cell: Cell, *, python: str, run_dir: Path, redis_url: str, plan:
                 continue
             progress(last)
             if restart and server and float(last.get("elapsed") or 0) >= restart[0] and not last.get("finished"):
-                base = {"run_id": cell.run_id, "backend": str(cell.backend), "scenario": cell.scenario.name}
+                base = {"cell_id": cell.cell_id, "backend": str(cell.backend), "scenario": cell.scenario.name}
                 restart_broker(server, down_s=restart[1], history=run_dir / HISTORY, base=base)
                 restart = None
         proc.wait()
@@ -251,7 +251,7 @@ def launch_cell(cell: Cell, *, python: str, run_dir: Path, redis_url: str, plan:
         if proc.poll() is None:
             terminate(proc, timeout=5)
     if proc.returncode not in (0, 130) and "error" not in last:
-        tail = (logs / f"{cell.run_id}-driver.log").read_text(errors="replace").strip().splitlines()[-3:]
+        tail = (logs / f"{cell.cell_id}-driver.log").read_text(errors="replace").strip().splitlines()[-3:]
         last = {**last, "error": f"driver exited with {proc.returncode}: " + " | ".join(tail)}
     return {**last, "exit_code": proc.returncode}
 
@@ -296,7 +296,7 @@ def execute(plan: RunPlan, *, log: Callable[[str], None], progress_factory: Call
                  for r in range(plan.repeat) for s in plan.scenarios for i, b in enumerate(plan.backends)
                  for v in counterbalanced(variants(s, b.backend), r)]
         # Unique cell ids across the whole run: RQ and ARQ keep job ids (and results) per id.
-        cells = [Cell(c.backend, c.scenario, c.repeat, f"{c.run_id}x{n}") for n, c in enumerate(cells)]
+        cells = [Cell(c.backend, c.scenario, c.repeat, f"{c.cell_id}x{n}") for n, c in enumerate(cells)]
         died: list[str] = []
         try:
             for cell in cells:

@@ -45,12 +45,12 @@ def predict(policy: RetryPolicy, plan: FaultPlan, *, seed: int, job_id: str, tas
         attempt += 1
 
 
-def job_id_for(run_id: str, index: int) -> str:
+def job_id_for(cell_id: str, index: int) -> str:
     """The id the driver gives job ``index`` of a cell: ``<cell id>-<index>``, the plan key after the dash."""
-    return f"{run_id}-{index:06d}"
+    return f"{cell_id}-{index:06d}"
 
 
-def expectations(scenario: Scenario, run_id: str) -> list[dict[str, Any] | None]:
+def expectations(scenario: Scenario, cell_id: str) -> list[dict[str, Any] | None]:
     """What the plan says of every job of one cell, in enqueue order, worked out before the clock starts
     (the enqueue loop only looks it up). Jobs that expect the same share one dict: 100,000 jobs that all
     succeed on their first try cost one."""
@@ -64,7 +64,7 @@ def expectations(scenario: Scenario, run_id: str) -> list[dict[str, Any] | None]
     for index in range(scenario.jobs):
         args, _ = scenario.job_args(index)
         found = ({"state": "poison"} if scenario.is_poison(index) else
-                 predict(policy, plan, seed=scenario.seed, job_id=job_id_for(run_id, index), task=scenario.task,
+                 predict(policy, plan, seed=scenario.seed, job_id=job_id_for(cell_id, index), task=scenario.task,
                          args=args))
         out.append(None if found is None else shared.setdefault(repr(found), found))
     return out

@@ -86,7 +86,7 @@ class Task:
         ``meta`` adds fields to the history's enqueue event (the harness records its expectations there).
         """
         app = self.app
-        job_id = task_id or f"{app.config.run_id}-{uuid.uuid4().hex[:12]}"
+        job_id = task_id or f"{app.config.cell_id}-{uuid.uuid4().hex[:12]}"
         scaled = countdown * app.config.time_scale if countdown else None
         ts = now_ns()
         runtime = app.runtime

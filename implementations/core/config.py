@@ -20,7 +20,7 @@ class AppConfig:
     label: str = ""  # how results name this backend, e.g. "celery==5.6.*"; defaults to backend
     redis_url: str | None = None
     broker_url: str | None = None  # Celery only; defaults to redis_url
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    cell_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     prefix: str = ""
     seed: int = 0
     faults: list[dict[str, Any]] = field(default_factory=list)
@@ -43,7 +43,7 @@ class AppConfig:
         if not self.label:
             self.label = self.backend
         if not self.prefix:
-            self.prefix = f"retrybench:{self.run_id}"
+            self.prefix = f"retrybench:{self.cell_id}"
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
 

@@ -149,9 +149,9 @@ class Supervisor:
         self._clock("start")  # before any worker runs: the analysis corrects this host's times from here on
         try:
             self._app.start_workers(1, int(payload.get("concurrency", 1)))
-            log.warning("started %s worker(s) for %s", self.backend, config.run_id)
+            log.warning("started %s worker(s) for %s", self.backend, config.cell_id)
         except BackendError as exc:
-            log.error("could not start %s workers for %s: %s", self.backend, config.run_id, exc)
+            log.error("could not start %s workers for %s: %s", self.backend, config.cell_id, exc)
 
     def _clock(self, phase: str) -> None:
         """This host's clock offset against the broker's TIME, into the cell's history

@@ -3,7 +3,7 @@
 The lesson logs successes and failures separately and by hand; here the shared attempt wrapper does it
 once for all backends, through ``logging`` (so any handler can take it), formatted as JSON lines:
 ``{"ts", "level", "event", "outcome", "backend", "task", "job_id", "attempt", "duration_ms",
-"exc_type", "exc_message", "retry_in_s", "fault", "worker", "run_id", "scenario"}``.
+"exc_type", "exc_message", "retry_in_s", "fault", "worker", "cell_id", "scenario"}``.
 Enable with the app option ``log_json`` (a file path, or ``-`` for stderr): ``-o log_json=jobs.log``.
 """
 
@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 FIELDS = ("ts", "level", "event", "outcome", "backend", "task", "job_id", "attempt", "duration_ms", "exc_type",
-          "exc_message", "retry_in_s", "fault", "worker", "run_id", "scenario")
+          "exc_message", "retry_in_s", "fault", "worker", "cell_id", "scenario")
 _LEVELS = {"success": logging.INFO, "retry": logging.WARNING, "failure": logging.ERROR}
 
 
@@ -51,6 +51,6 @@ def log_attempt(logger: logging.Logger, event: dict[str, Any]) -> None:
            "exc_type": event.get("exc_type") or None, "exc_message": event.get("exc_message") or None,
            "retry_in_s": event.get("expected_delay") if outcome == "retry" else None,
            "fault": fault.get("kind") if isinstance(fault, dict) else fault,
-           "worker": f"{event.get('host')}:{event.get('pid')}", "run_id": event.get("run_id"),
+           "worker": f"{event.get('host')}:{event.get('pid')}", "cell_id": event.get("cell_id"),
            "scenario": event.get("scenario")}
     logger.log(_LEVELS.get(outcome, logging.INFO), "job %s %s", job["job_id"], outcome, extra={"job": job})

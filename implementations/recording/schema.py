@@ -1,9 +1,11 @@
 """The one event schema: every kind of event a history holds, one typed constructor per kind.
 
 A history (``history.jsonl``) is one JSON object a line. Every event has ``type`` (its kind) and the identity of
-the cell it belongs to (``run_id``: the cell, ``backend``, ``scenario``), then the fields its kind lists in
+the cell it belongs to (``cell_id``: the cell, ``backend``, ``scenario``), then the fields its kind lists in
 ``KINDS``. Writers build events only through these constructors; the reader (harness/analysis/history.py) refuses
-a history whose ``meta`` declares a newer ``schema_version`` than ``SCHEMA_VERSION``. A kind with ``**more``
+a history whose ``meta`` declares a newer ``schema_version`` than ``SCHEMA_VERSION``, and reads version 1, in
+which a cell's events named it ``run_id``, as if they said ``cell_id``. ``run_id`` names the whole run, in
+``meta`` only. A kind with ``**more``
 carries fields that belong to a backend or a part of the harness (a library's native counts, start-up figures);
 they are listed where they are made.
 """
@@ -13,14 +15,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-SCHEMA_VERSION = 1
-IDENTITY = ("run_id", "backend", "scenario")
+SCHEMA_VERSION = 2
+IDENTITY = ("cell_id", "backend", "scenario")
 Event = dict[str, Any]
 Ident = Mapping[str, Any]
 
 # kind -> the fields every event of that kind has (beyond type and identity)
 KINDS: dict[str, tuple[str, ...]] = {
-    "meta": ("schema_version", "environment", "scenarios", "repeat", "cells"),
+    "meta": ("run_id", "schema_version", "environment", "scenarios", "repeat", "cells"),
     "run": ("ts_ns",),
     "workers_ready": ("ts_ns",),
     "enqueue": ("job_id", "task", "ts_ns", "countdown"),
@@ -81,8 +83,8 @@ def check(event: Mapping[str, Any]) -> str | None:
 # -- one constructor per kind ----------------------------------------------------------------------------
 def meta(run_id: str, *, environment: Mapping[str, Any], scenarios: Mapping[str, Any], repeat: int, cells: int,
          **more: Any) -> Event:
-    """The first line of a history: the whole run (``run_id`` here names the run, not a cell)."""
-    return make("meta", {"run_id": run_id}, schema_version=SCHEMA_VERSION, environment=dict(environment),
+    """The first line of a history: the whole run, named by ``run_id`` (its cells' ``cell_id`` is empty)."""
+    return make("meta", {}, run_id=run_id, schema_version=SCHEMA_VERSION, environment=dict(environment),
                 scenarios=dict(scenarios), repeat=repeat, cells=cells, **more)
 
 

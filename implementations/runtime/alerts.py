@@ -40,7 +40,7 @@ def payload(record: dict[str, Any], suppressed: int) -> dict[str, Any]:
     more = f" ({suppressed} more failure(s) of this task suppressed since the last alert)" if suppressed else ""
     text = (f":rotating_light: {record.get('task')} failed for good on {record.get('backend')} after "
             f"{record.get('attempts')} attempt(s): {record.get('exc_type')}: {record.get('exc_message')}{more}")
-    fields = {k: record.get(k) for k in ("job_id", "task", "backend", "scenario", "run_id", "exc_type",
+    fields = {k: record.get(k) for k in ("job_id", "task", "backend", "scenario", "cell_id", "exc_type",
                                           "exc_message", "attempts", "failed_ns", "worker")}
     return {"text": text,
             "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}},

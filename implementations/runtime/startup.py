@@ -64,8 +64,8 @@ def is_probe(task: Task) -> bool:
     return task.name == PROBE_TASK
 
 
-def probe_id(run_id: str, n: int) -> str:
-    return f"{PROBE_ID_PREFIX}-{run_id}-{n:04d}"
+def probe_id(cell_id: str, n: int) -> str:
+    return f"{PROBE_ID_PREFIX}-{cell_id}-{n:04d}"
 
 
 def register(app: RetryApp) -> None:

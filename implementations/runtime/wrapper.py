@@ -52,7 +52,7 @@ class Runtime:
         self.sink = sink
         self.in_process = in_process
         self.plan = FaultPlan.from_list(cfg.faults, seed=cfg.seed).scaled(cfg.time_scale)
-        self.base = {"run_id": cfg.run_id, "backend": cfg.label, "scenario": cfg.scenario}
+        self.base = {"cell_id": cfg.cell_id, "backend": cfg.label, "scenario": cfg.scenario}
         self._t0 = 0
         self.alerts: Alerts | None = None
         if cfg.options.get("alert_webhook"):

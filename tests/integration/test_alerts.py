@@ -80,7 +80,7 @@ def test_one_alert_per_task_per_window_survives_a_failing_webhook_and_every_atte
     assert "work failed for good" in alert["text"] and alert["blocks"][0]["type"] == "section"
     assert alert["retrybench"]["backend"] == backend and alert["retrybench"]["suppressed"] == 0
     if backend != "reference":  # the other three were counted, in Redis, for the next alert to report
-        suppressed = redis.Redis.from_url(redis_url).get(f"retrybench:{cell['run_id']}:alerts:limit:work:suppressed")
+        suppressed = redis.Redis.from_url(redis_url).get(f"retrybench:{cell['cell_id']}:alerts:limit:work:suppressed")
         assert int(suppressed or 0) == 3
     # And every attempt left one JSON line with the same fields, whatever the backend
     lines = [json.loads(line) for line in log.read_text().splitlines()]

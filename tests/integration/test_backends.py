@@ -28,7 +28,7 @@ LESSON = Scenario("lesson-small", task="process_message", jobs=3, workers=1, con
 TRANSIENT = Scenario("transient-small", task="work", jobs=4, workers=2, concurrency=1, time_scale=0.5,
                      policy={"autoretry_for": ["ConnectionError"], "max_retries": 2, "intervals": [1]},
                      faults=({"kind": "fail_first", "k": 2},))
-FIELDS = ("run_id", "backend", "task", "job_id", "args", "exc_type", "exc_message", "traceback", "attempts",
+FIELDS = ("cell_id", "backend", "task", "job_id", "args", "exc_type", "exc_message", "traceback", "attempts",
           "enqueued_ns", "failed_ns", "worker")
 
 

@@ -32,12 +32,12 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 def small_results(path: Path) -> Path:
     """A hand-made results directory: two failure records and the history of one of them."""
-    recs = [{"run_id": "abc001x0", "backend": b, "scenario": "unit", "task": "work", "job_id": j, "args": [1],
+    recs = [{"cell_id": "abc001x0", "backend": b, "scenario": "unit", "task": "work", "job_id": j, "args": [1],
              "kwargs": {}, "exc_type": "ConnectionError", "exc_message": "boom", "traceback": "Traceback…",
              "attempts": 2, "enqueued_ns": 1, "failed_ns": n, "worker": "h:1"}
             for b, j, n in (("rq", "j1", 10), ("arq", "j2", 20))]
     (path / "failed_jobs.log").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    (path / "history.jsonl").write_text(json.dumps({"type": "attempt", "run_id": "abc001x0", "job_id": "j1",
+    (path / "history.jsonl").write_text(json.dumps({"type": "attempt", "cell_id": "abc001x0", "job_id": "j1",
                                                     "attempt": 1, "started_ns": 5, "outcome": "retry"}) + "\n")
     return path
 
@@ -136,7 +136,7 @@ def failed_run(request: pytest.FixtureRequest, own_redis: str, backend_envs: dic
 def test_failed_jobs_lists_and_shows_the_failures_of_a_live_redis(failed_run: tuple[str, dict[str, Any]],
                                                                   own_redis: str) -> None:
     backend, cell = failed_run
-    listed = retrybench("failed-jobs", "--redis-url", own_redis, "--run", cell["run_id"], "--json")
+    listed = retrybench("failed-jobs", "--redis-url", own_redis, "--run", cell["cell_id"], "--json")
     assert listed.returncode == 0, listed.stderr
     page = json.loads(listed.stdout)
     assert page["total"] == 3 and {i["backend"] for i in page["items"]} == {backend}
@@ -153,10 +153,10 @@ def test_a_requeued_job_runs_again_through_the_native_mechanism_and_its_outcome_
         failed_run: tuple[str, dict[str, Any]], own_redis: str, backend_envs: dict[str, BackendEnv]) -> None:
     backend, cell = failed_run
     client = TestClient(create_app(RedisSource(own_redis), token=TOKEN))
-    job = client.get("/failed-jobs", params={"run": cell["run_id"], "limit": 1}).json()["items"][0]["job_id"]
+    job = client.get("/failed-jobs", params={"run": cell["cell_id"], "limit": 1}).json()["items"][0]["job_id"]
     # Given workers for that run again (a supervisor, as docker compose runs it, given the run's saved config)
     r = redis.Redis.from_url(own_redis)
-    config = json.loads(r.get(f"retrybench:{cell['run_id']}:config") or b"{}")
+    config = json.loads(r.get(f"retrybench:{cell['cell_id']}:config") or b"{}")
     assert config["backend"] == backend
     supervisor = subprocess.Popen([str(backend_envs[backend].python), "-m", "implementations.processes.external",
                                    "--backend", backend, "--redis-url", own_redis], cwd=ROOT,

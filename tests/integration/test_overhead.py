@@ -32,8 +32,8 @@ def test_history_on_and_off_both_see_every_job_end_and_off_records_nothing(
     # And the history-off cell recorded no attempt at all, while the other recorded each job's end
     by_run: dict[Any, list[str]] = {}
     for e in events:
-        by_run.setdefault(e["run_id"], []).append(e["type"])
-    off, on = ends[False]["run_id"], ends[True]["run_id"]
+        by_run.setdefault(e["cell_id"], []).append(e["type"])
+    off, on = ends[False]["cell_id"], ends[True]["cell_id"]
     assert "attempt" not in by_run[off] and by_run[on].count("terminal") == 40
     # And the events file each cell's workers wrote through is gone, once copied into the history
     assert not list((run_dir / "logs").glob("*-events.jsonl"))

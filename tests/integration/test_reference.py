@@ -47,7 +47,7 @@ def test_a_reference_cell_writes_its_history_in_order(tmp_path: Path) -> None:
     cells: dict[str, list[dict[str, object]]] = {}
     for line in lines:
         event = json.loads(line)
-        cells.setdefault(str(event.get("run_id")), []).append(event)
+        cells.setdefault(str(event.get("cell_id")), []).append(event)
     on = [evs for evs in cells.values() if any(e["type"] == "run" for e in evs)
           and next(e for e in evs if e["type"] == "end")["record_history"] is True]
     assert len(on) == 1

@@ -22,7 +22,7 @@ from implementations.backends import QUEUES
 pytestmark = pytest.mark.integration
 
 EPS_S = 0.002  # the libraries' own rounding (ARQ: ms) and clock reads, nothing about speed
-SCHEMA = {"type", "run_id", "backend", "scenario", "job_id", "attempt", "due_ns", "delay_s", "source", "observed_ns",
+SCHEMA = {"type", "cell_id", "backend", "scenario", "job_id", "attempt", "due_ns", "delay_s", "source", "observed_ns",
           "schedule", "pid"}
 _CONN = {"autoretry_for": ["ConnectionError"], "dont_autoretry_for": ["ValueError"]}
 

@@ -24,7 +24,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 GOOD = {"job_id": "ok-1", "backend": "rq", "scenario": "s", "task": "t", "exc_type": "ValueError",
         "exc_message": "closing [/bold] tag and [link=file:///etc/passwd]x[/link]", "attempts": 2,
-        "failed_ns": 1_700_000_000_000_000_000, "run_id": "r1", "traceback": "[/]", "args": [], "kwargs": {}}
+        "failed_ns": 1_700_000_000_000_000_000, "cell_id": "r1", "traceback": "[/]", "args": [], "kwargs": {}}
 HOSTILE: list[Any] = [
     json.dumps(GOOD),
     json.dumps({**GOOD, "job_id": "bad-ns", "failed_ns": "yesterday"}),
@@ -95,9 +95,9 @@ def test_requeue_is_idempotent_and_takes_large_records(backend: str, own_redis: 
     done = cli("run", "-b", backend, "-s", "permanent", "--jobs", "3", "--time-scale", "0.05", "--out",
                str(tmp_path), env={"RETRYBENCH_REDIS_URL": url})
     assert done.returncode == 0, done.stderr
-    run_id = json.loads((tmp_path / "latest" / "results.json").read_text())["cells"][0]["run_id"]
+    cell_id = json.loads((tmp_path / "latest" / "results.json").read_text())["cells"][0]["cell_id"]
     client = redis.Redis.from_url(url)
-    key = f"retrybench:{run_id}:failures"
+    key = f"retrybench:{cell_id}:failures"
     records = [json.loads(r) for r in client.lrange(key, 0, -1)]
     assert len(records) == 3
     # One record made larger than the kernel allows one argument (128 KB): it used to fail with E2BIG.

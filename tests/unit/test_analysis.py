@@ -24,10 +24,10 @@ def write(path: Path, events: list[dict[str, Any]]) -> Path:
     return path
 
 
-def cell(run_id: str, backend: str) -> list[dict[str, Any]]:
-    """A clean one-job cell under ``run_id`` (the builders of test_checks write run "r1")."""
-    return [{**e, "run_id": run_id, "backend": backend,
-             **({"job_id": f"{run_id}-{e['job_id']}"} if "job_id" in e else {})}
+def cell(cell_id: str, backend: str) -> list[dict[str, Any]]:
+    """A clean one-job cell under ``cell_id`` (the builders of test_checks write run "r1")."""
+    return [{**e, "cell_id": cell_id, "backend": backend,
+             **({"job_id": f"{cell_id}-{e['job_id']}"} if "job_id" in e else {})}
             for e in one_retry_then_success(second_start=2.010)]
 
 
@@ -68,7 +68,7 @@ def test_interleaved_cells_give_the_same_results_as_contiguous_ones(tmp_path: Pa
     # Given the same events, but the second cell's written in the middle of the first's
     mixed = analyze(write(tmp_path / "mixed", a[:4] + b[:6] + a[4:] + b[6:]))
     assert mixed["cells"] == contiguous["cells"] and mixed["aggregates"] == contiguous["aggregates"]
-    assert [c["run_id"] for c in mixed["cells"]] == ["ca", "cb"]
+    assert [c["cell_id"] for c in mixed["cells"]] == ["ca", "cb"]
     assert mixed["cells"][0]["summary"]["retries_measured"] == 1
 
 
@@ -129,7 +129,7 @@ def test_lines_orjson_refuses_but_json_reads_are_events_not_problems(tmp_path: P
 
 
 def test_a_cell_without_header_takes_its_name_from_its_first_event(tmp_path: Path) -> None:
-    events = [ev("enqueue", run_id="c9", backend="celery", job_id="x", ts_ns=1), end()]
-    results = analyze(write(tmp_path / "run", [{**e, "run_id": "c9"} for e in events]))
+    events = [ev("enqueue", cell_id="c9", backend="celery", job_id="x", ts_ns=1), end()]
+    results = analyze(write(tmp_path / "run", [{**e, "cell_id": "c9"} for e in events]))
     (only,) = results["cells"]
     assert (only["backend"], only["scenario"], only["complete"]) == ("celery", "unit", True)

@@ -30,8 +30,8 @@ def ns(seconds: float) -> int:
 
 
 # -- builders: one line per event, fields spelled out --------------------------------------------------
-def ev(type_: str, run_id: str = "r1", **fields: Any) -> dict[str, Any]:
-    return {"type": type_, "run_id": run_id, "backend": "reference", "scenario": "unit", **fields}
+def ev(type_: str, cell_id: str = "r1", **fields: Any) -> dict[str, Any]:
+    return {"type": type_, "cell_id": cell_id, "backend": "reference", "scenario": "unit", **fields}
 
 
 def header(*, max_retries: int = 3, tolerance_s: float = 0.002, **extra: Any) -> dict[str, Any]:
@@ -379,14 +379,14 @@ def test_summarize_a_clean_run_is_valid_and_names_only_registered_metrics() -> N
     assert list(summary["metrics"]) == list(METRICS)  # every registered metric, in registry order
     assert summary["metrics"]["valid"] is True, summary["checks"]
     assert summary["metrics"]["lateness_median"] == pytest.approx(0.010, abs=1e-9)
-    assert summary["run"] == {"run_id": "r1", "backend": "reference", "scenario": "unit", "repeat": 0,
+    assert summary["run"] == {"cell_id": "r1", "backend": "reference", "scenario": "unit", "repeat": 0,
                               "complete": True, "partial": False, "reason": "complete"}
     assert "lateness" not in summary["checks"]["timing"]
 
 
 def test_summarize_refuses_events_of_two_runs() -> None:
     with pytest.raises(ValueError, match="several runs"):
-        summarize([header(), ev("enqueue", run_id="r2", job_id="x", ts_ns=ns(0))])
+        summarize([header(), ev("enqueue", cell_id="r2", job_id="x", ts_ns=ns(0))])
 
 
 def test_metric_values_are_formatted_from_the_registry() -> None:

@@ -14,7 +14,7 @@ NOW = 1_800_000_000 * 10**9  # 2027-01-15T08:00:00Z
 
 def record(job: str, *, backend: str = "rq", task: str = "work", exc: str = "ConnectionError",
            failed_s: float = 0.0, run: str = "abc001x0") -> dict[str, object]:
-    return {"run_id": run, "backend": backend, "scenario": "unit", "task": task, "job_id": job, "args": [1],
+    return {"cell_id": run, "backend": backend, "scenario": "unit", "task": task, "job_id": job, "args": [1],
             "kwargs": {}, "exc_type": exc, "exc_message": "boom", "traceback": "Traceback…", "attempts": 4,
             "enqueued_ns": NOW - 10**10, "failed_ns": NOW + int(failed_s * 1e9), "worker": "h:1"}
 
@@ -50,10 +50,10 @@ def test_filters_combine_and_the_newest_failure_comes_first(tmp_path: Path) -> N
 
 def test_show_finds_the_job_and_its_history(tmp_path: Path) -> None:
     (tmp_path / "failed_jobs.log").write_text(json.dumps(record("j1")) + "\n")
-    events = [{"type": "enqueue", "run_id": "abc001x0", "job_id": "j1", "ts_ns": NOW - 10**10},
-              {"type": "attempt", "run_id": "abc001x0", "job_id": "j1", "attempt": 1, "started_ns": NOW - 10**9,
+    events = [{"type": "enqueue", "cell_id": "abc001x0", "job_id": "j1", "ts_ns": NOW - 10**10},
+              {"type": "attempt", "cell_id": "abc001x0", "job_id": "j1", "attempt": 1, "started_ns": NOW - 10**9,
                "outcome": "failure"},
-              {"type": "attempt", "run_id": "abc001x0", "job_id": "other", "attempt": 1, "started_ns": NOW}]
+              {"type": "attempt", "cell_id": "abc001x0", "job_id": "other", "attempt": 1, "started_ns": NOW}]
     (tmp_path / "history.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     found = find(ResultsSource(tmp_path), "j1")
     assert found is not None and found["records"] == 1
@@ -74,3 +74,10 @@ def test_sources_are_chosen_exactly_once_and_must_exist(tmp_path: Path) -> None:
     # A line that does not parse is listed as malformed (tests/security): it never breaks the list.
     [bad] = list(ResultsSource(tmp_path).records())
     assert bad["malformed"] == "not JSON (failed_jobs.log:1)"
+
+
+def test_a_failure_record_of_event_schema_1_shows_its_cell_as_cell_id() -> None:
+    from harness.ops.failed import normalize
+
+    record = normalize(json.dumps({"job_id": "j1", "run_id": "abc001x0", "exc_type": "ValueError"}))
+    assert record["cell_id"] == "abc001x0" and "run_id" not in record and Filter(run="abc001")(record)

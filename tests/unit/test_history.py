@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from test_checks import enqueue, ev, header, one_retry_then_success, terminal
 
-from harness.analysis.history import HistoryError, group_runs, iter_history, read_history
+from harness.analysis.history import HistoryError, group_cells, iter_history, read_history
 
 
 # -- reading history files -------------------------------------------------------------------------------
@@ -46,9 +46,9 @@ def test_missing_and_empty_history_files_are_errors(tmp_path: Path) -> None:
 
 
 def test_runs_are_grouped_by_run_id_in_order_of_appearance(tmp_path: Path) -> None:
-    events = [header(), ev("run", run_id="r2"), enqueue("a", 0.0), ev("enqueue", run_id="r2", job_id="b")]
+    events = [header(), ev("run", cell_id="r2"), enqueue("a", 0.0), ev("enqueue", cell_id="r2", job_id="b")]
     path = write_lines(tmp_path / "history.jsonl", [json.dumps(e) + "\n" for e in events])
-    runs = group_runs(iter_history(path))
+    runs = group_cells(iter_history(path))
     assert list(runs) == ["r1", "r2"]
     assert [e["type"] for e in runs["r1"]] == ["run", "enqueue"]
     assert runs["r2"][1]["job_id"] == "b"
@@ -66,3 +66,18 @@ def test_a_gzipped_history_reads_like_the_plain_one_and_a_corrupt_one_is_a_clear
     packed.write_bytes(gzip.compress(plain.read_bytes())[:-30])
     with pytest.raises(HistoryError, match="cannot read history"):
         read_history(packed)
+
+
+def test_a_version_1_history_reads_its_cells_run_id_as_cell_id_and_keeps_the_runs(tmp_path: Path) -> None:
+    # Given a history written under event schema 1, where a cell's events named it run_id
+    meta = {"type": "meta", "run_id": "20261201-0001", "schema_version": 1, "environment": {}, "scenarios": {},
+            "repeat": 1, "cells": 1}
+    new = one_retry_then_success(2.0)
+    old = [{("run_id" if k == "cell_id" else k): v for k, v in e.items()} for e in new]
+    path = write_lines(tmp_path / "history.jsonl", [json.dumps(e) + "\n" for e in [meta, *old]])
+    # When it is read
+    events = list(iter_history(path))
+    # Then every cell event says cell_id, and the meta line still names the whole run
+    assert events[0]["run_id"] == "20261201-0001" and "cell_id" not in events[0]
+    assert events[1:] == new and all("run_id" not in e for e in events[1:])
+    assert list(group_cells(events[1:])) == ["r1"]

@@ -27,7 +27,7 @@ def ns(seconds: float) -> int:
 
 
 def ev(type_: str, **fields: Any) -> dict[str, Any]:
-    return {"type": type_, "run_id": "r1", "backend": "rq", "scenario": "unit", **fields}
+    return {"type": type_, "cell_id": "r1", "backend": "rq", "scenario": "unit", **fields}
 
 
 def header() -> dict[str, Any]:

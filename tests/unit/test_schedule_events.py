@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from implementations.api.app import RetryApp
 
-SCHEMA = ["type", "run_id", "backend", "scenario", "job_id", "attempt", "due_ns", "delay_s", "source", "observed_ns",
+SCHEMA = ["type", "cell_id", "backend", "scenario", "job_id", "attempt", "due_ns", "delay_s", "source", "observed_ns",
           "schedule", "pid"]
 
 
 def test_a_schedule_event_has_exactly_the_documented_fields() -> None:
-    app = RetryApp("reference", run_id="s", scenario="sched", schedule="native")
+    app = RetryApp("reference", cell_id="s", scenario="sched", schedule="native")
     runtime = app.runtime
     runtime.record_schedule("j1", 1, due_ns=5_000_000_000, source="rq:scheduled_registry", handed_ns=3_500_000_000)
     runtime.record_schedule("j1", 2, due_ns=None, source="celery:no_eta", delay_s=0.0)
@@ -25,7 +25,7 @@ def test_a_schedule_event_has_exactly_the_documented_fields() -> None:
 
 
 def test_a_native_terminal_names_its_source_and_writes_no_failure_record() -> None:
-    app = RetryApp("reference", run_id="s", scenario="sched", schedule="native")
+    app = RetryApp("reference", cell_id="s", scenario="sched", schedule="native")
 
     class JobExecutionFailed(RuntimeError):
         pass
@@ -43,9 +43,9 @@ def test_a_native_terminal_names_its_source_and_writes_no_failure_record() -> No
 
 def test_native_mode_plans_no_delay_but_the_reference_backend_keeps_the_plan() -> None:
     for mode in ("native", "planned"):
-        app = RetryApp("reference", run_id="s", scenario="sched", schedule=mode)
+        app = RetryApp("reference", cell_id="s", scenario="sched", schedule=mode)
         assert app.runtime.native is False  # reference: no library of its own to decide
-    app = RetryApp("reference", run_id="s", scenario="sched", schedule="native")
+    app = RetryApp("reference", cell_id="s", scenario="sched", schedule="native")
     app.runtime.native = True  # as on rq, arq and celery
     task = app.task(name="t", autoretry_for=["ConnectionError"], max_retries=2, intervals=[1])(lambda: None)
     outcome = app.runtime._failed(task, "j3", 1, ConnectionError("down"), None, 0)

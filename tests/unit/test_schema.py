@@ -16,7 +16,7 @@ from implementations.recording import schema
 from implementations.recording.events import HOST
 from implementations.recording.jsonline import dumps_lines
 
-IDENT = ["type", "run_id", "backend", "scenario"]
+IDENT = ["type", "cell_id", "backend", "scenario"]
 ATTEMPT = ["job_id", "task", "attempt", "host", "pid", "started_ns"]
 
 
@@ -27,7 +27,7 @@ def recorded() -> tuple[RetryApp, list[dict[str, Any]]]:
 
 def run_one() -> RetryApp:
     # Given an in-process app whose task fails once with a retryable error, then succeeds
-    app = RetryApp("reference", run_id="shape", scenario="shapes", label="ref")
+    app = RetryApp("reference", cell_id="shape", scenario="shapes", label="ref")
     calls: list[int] = []
 
     @app.task(autoretry_for=(ConnectionError,), max_retries=2, intervals=[0])
@@ -70,7 +70,7 @@ def test_every_event_has_the_keys_it_always_had_in_order() -> None:
     assert list(callback) == [*IDENT, "name", "job_id", "task", "attempt", "ts_ns"]
     assert list(success) == [*IDENT, *ATTEMPT, "finished_ns", "outcome", "fault", "native"]
     assert list(terminal) == [*IDENT, "job_id", "task", "state", "attempts", "ts_ns", "result"]
-    assert all((e["run_id"], e["backend"], e["scenario"]) == ("shape", "ref", "shapes") for e in events)
+    assert all((e["cell_id"], e["backend"], e["scenario"]) == ("shape", "ref", "shapes") for e in events)
 
 
 def test_each_event_holds_its_own_values_and_the_templates_stay_blank() -> None:
@@ -103,7 +103,7 @@ def test_the_driver_counts_and_writes_what_it_drains(tmp_path: Path) -> None:
     assert (tmp_path / "history.jsonl").read_bytes() == bytes(dumps_lines(events))
 
 
-IDENTITY = {"run_id": "cell-1", "backend": "rq", "scenario": "s"}
+IDENTITY = {"cell_id": "cell-1", "backend": "rq", "scenario": "s"}
 ONE_OF_EACH: dict[str, dict[str, Any]] = {
     "meta": schema.meta("run-1", environment={"python": "3.11"}, scenarios={"s": {}}, repeat=1, cells=1),
     "run": schema.run(IDENTITY, ts_ns=1, jobs=2, seed=3),
@@ -166,7 +166,7 @@ def test_a_history_from_a_newer_schema_is_refused_with_one_line(tmp_path: Path) 
 
 def test_an_enqueue_records_meta_as_it_was_when_the_job_was_enqueued() -> None:
     # Given a caller that reuses one meta dict for every job
-    app = RetryApp("reference", run_id="meta", scenario="shapes")
+    app = RetryApp("reference", cell_id="meta", scenario="shapes")
 
     @app.task()
     def noop() -> None:

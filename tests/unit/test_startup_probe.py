@@ -19,7 +19,7 @@ from implementations.runtime.startup import DEFINITION, PROBE_TASK, probe_id
 
 def reference_app(**options: Any) -> RetryApp:
     # Every attempt of every job is planned to fail: a probe must not see the plan.
-    app = RetryApp("reference", run_id="su", scenario="startup", label="reference",
+    app = RetryApp("reference", cell_id="su", scenario="startup", label="reference",
                    faults=[{"kind": "fail_first", "k": 5}], options=options)
     app.task(name="work", max_retries=0)(lambda: None)
     return app
@@ -88,7 +88,7 @@ def test_results_and_report_show_median_max_and_workers_counted(tmp_path: Path) 
              "startup_definition": DEFINITION,
              "startup_missing": [{"index": 2, "reason": "no probe job completed within 60 s"}]}
     events = cell("c1", "rq")
-    events.insert(1, {**ready, "run_id": "c1", "backend": "rq", "scenario": events[0].get("scenario")})
+    events.insert(1, {**ready, "cell_id": "c1", "backend": "rq", "scenario": events[0].get("scenario")})
     run_dir = write(tmp_path / "run", events)
     results = analyze(run_dir)
     stats = results["cells"][0]["startup"]

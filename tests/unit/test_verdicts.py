@@ -34,10 +34,10 @@ def crash_header(fraction: float) -> dict[str, Any]:
     return {**header(), "faults": [{"kind": "crash", "fraction": fraction}]}
 
 
-def cell_of(events: list[dict[str, Any]], *, backend: str = "rq", run_id: str = "r1") -> dict[str, Any]:
+def cell_of(events: list[dict[str, Any]], *, backend: str = "rq", cell_id: str = "r1") -> dict[str, Any]:
     """One cell as results.json holds it (what ``analysis`` makes of a history)."""
     summary = summarize(events)
-    cell = {"run_id": run_id, "backend": backend, "scenario": "unit", "complete": summary["run"]["complete"],
+    cell = {"cell_id": cell_id, "backend": backend, "scenario": "unit", "complete": summary["run"]["complete"],
             "partial": summary["run"]["partial"], "reason": summary["run"]["reason"],
             "summary": summary["metrics"], "checks": summary["checks"]}
     cell["verdict"] = cell_verdict(cell)
@@ -180,8 +180,8 @@ def test_fewer_repetitions_than_asked_make_the_row_partial_with_the_real_n() -> 
 
 # -- the verdict at the top, JUnit and compare ---------------------------------------------------------------
 def test_results_carry_a_sentence_per_backend_and_the_best_and_junit_fails_on_a_failing_row(tmp_path: Path) -> None:
-    def as_cell(run_id: str, backend: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{**e, "run_id": run_id, "backend": backend} for e in events]
+    def as_cell(cell_id: str, backend: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**e, "cell_id": cell_id, "backend": backend} for e in events]
 
     ok = [header(), *retried("j1", delay=1.0, gap=1.01), end()]
     late = [header(), *retried("j1", delay=0.1, gap=2.5), end()]

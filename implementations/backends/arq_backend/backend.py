@@ -65,7 +65,7 @@ class ARQBackend(ProcessBackend):
                     failed.append(r.job_id)
             batch.clear()
 
-        async for key in self.pool.scan_iter(match=f"{result_key_prefix}{self.config.run_id}*", count=1000):
+        async for key in self.pool.scan_iter(match=f"{result_key_prefix}{self.config.cell_id}*", count=1000):
             batch.append(key)
             if len(batch) >= 1000:
                 await flush()

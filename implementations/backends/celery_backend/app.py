@@ -162,7 +162,7 @@ def native_retry_options(task: Task) -> dict[str, Any]:
 
 def build_celery(wiring: Wiring) -> Celery:
     cfg = wiring.config
-    celery = Celery(f"retrybench-{cfg.run_id}", broker=cfg.broker_url or cfg.redis_url,
+    celery = Celery(f"retrybench-{cfg.cell_id}", broker=cfg.broker_url or cfg.redis_url,
                     backend=cfg.redis_url, set_as_current=False)
     queue = queue_name(cfg.prefix)
     celery.conf.update(

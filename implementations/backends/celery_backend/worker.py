@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 def run(wiring: Wiring, concurrency: int, index: int) -> None:
     cfg = wiring.config
     celery = build_celery(wiring)
-    name = f"w{index}-{os.getpid()}@{cfg.run_id}"
+    name = f"w{index}-{os.getpid()}@{cfg.cell_id}"
 
     @worker_ready.connect(weak=False)
     def ready(**_: Any) -> None:

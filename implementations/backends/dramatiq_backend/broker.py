@@ -46,7 +46,7 @@ def broker_kind(config: AppConfig) -> str:
 
 def queue_name(config: AppConfig) -> str:
     """One queue per run (Dramatiq's queue-name rule: no colons)."""
-    return "rb_" + re.sub(r"[^a-zA-Z0-9._-]", "_", config.run_id)
+    return "rb_" + re.sub(r"[^a-zA-Z0-9._-]", "_", config.cell_id)
 
 
 def namespace(config: AppConfig) -> str:
