@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis.storage import HISTORY, environment, new_run_id, point_latest
-from harness.orchestrate.envs import BackendEnv, EnvError, EnvSpec, ensure_envs, ensure_user_requirements
+from harness.orchestrate.envs import EnvSpec, ensure_envs
 from harness.orchestrate.hosts import chained, hosts_for, redis_on_hosts
 from harness.orchestrate.redis_server import RedisServer, RedisUnavailable, check_redis_url
+from harness.orchestrate.usertasks import prepare_user_tasks
 from harness.plan.scenarios import Scenario
 from harness.plan.sweep import variants
 from implementations.backends import is_in_process
@@ -147,55 +148,6 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
-
-
-def prepare_user_tasks(plan: RunPlan, envs: dict[str, BackendEnv], *, root: Path,
-                       log: Callable[[str], None]) -> tuple[dict[tuple[str, str], str], dict[str, Any]]:
-    """For every scenario that runs a task of the user's own, on every backend: install its requirements
-    (cached by the file's hash, envs.ensure_user_requirements) and check, in that backend's interpreter, that
-    its task and argument functions and exception modules import from the allowed path (harness.bench.usercheck).
-    Returns the folder each (backend, scenario) cell puts on its PYTHONPATH (or "") and what the results'
-    environment records; EnvError, one line, before any Redis or worker is started."""
-    import tempfile
-
-    sites: dict[tuple[str, str], str] = {}
-    record: dict[str, Any] = {}
-    for s in plan.scenarios:
-        if not s.user_task:
-            continue
-        entry: dict[str, Any] = {"task": s.task, "path": s.path, "args": s.args if isinstance(s.args, str) else
-                                 (f"list of {len(s.args)}" if isinstance(s.args, list) else "job index")}
-        if s.requirements:
-            entry["requirements"] = {"file": s.requirements, "installed": {}}
-        for b in plan.backends:
-            env = envs[str(b)]
-            site = ""
-            if s.requirements:
-                deps = ensure_user_requirements(env, Path(s.requirements), root=root, log=log)
-                entry["requirements"]["sha256"] = deps.sha256
-                entry["requirements"]["installed"][str(b)] = deps.installed
-                site = str(deps.site)
-            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-                json.dump({"scenario": s.to_dict(), "backend": b.backend}, fh)
-            try:
-                done = subprocess_run([str(env.python), "-m", "harness.bench.usercheck", fh.name], site)
-            finally:
-                os.unlink(fh.name)
-            if done.returncode != 0:
-                line = (done.stdout.strip().splitlines() or done.stderr.strip().splitlines() or ["failed"])[-1]
-                raise EnvError(f"scenario {s.name}: {line} (in the {b} environment, {env.python})")
-            sites[(str(b), s.name)] = site
-        record[s.name] = entry
-    return sites, record
-
-
-def subprocess_run(cmd: list[str], site: str) -> Any:
-    import subprocess
-
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [SOURCE_ROOT, site, env.get("PYTHONPATH", "")]))
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120,
-                          check=False)
 
 
 def launch_cell(cell: Cell, *, python: str, run_dir: Path, redis_url: str, plan: RunPlan,

@@ -74,18 +74,18 @@ def test_a_number_option_is_checked_on_the_command_line_too() -> None:
 
 
 def test_the_schedule_mode_comes_from_the_file_and_the_command_line_overrides_it(tmp_path: Path) -> None:
-    from harness.cli import _plan, build_parser
+    from harness.cli.parser import build_parser, plan_run
 
     path = tmp_path / "native.toml"
     path.write_text('schedule = "native"\njobs = 2\n')
     assert PRESETS["transient-1"].schedule == "planned"  # the default: today's behaviour
     assert load_file(path).schedule == "native"
     parser = build_parser()
-    plan = _plan(parser.parse_args(["run", "-s", str(path)]))
+    plan = plan_run(parser.parse_args(["run", "-s", str(path)]))
     assert plan.scenarios[0].schedule == "native"
-    plan = _plan(parser.parse_args(["run", "-s", str(path), "-s", "transient-1", "--schedule", "planned"]))
+    plan = plan_run(parser.parse_args(["run", "-s", str(path), "-s", "transient-1", "--schedule", "planned"]))
     assert [s.schedule for s in plan.scenarios] == ["planned", "planned"]
-    plan = _plan(parser.parse_args(["run", "-s", "transient-1", "--schedule", "native"]))
+    plan = plan_run(parser.parse_args(["run", "-s", "transient-1", "--schedule", "native"]))
     assert plan.scenarios[0].schedule == "native" and plan.scenarios[0].to_dict()["schedule"] == "native"
     with pytest.raises(SystemExit):
         parser.parse_args(["run", "--schedule", "library"])

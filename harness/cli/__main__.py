@@ -1,0 +1,3 @@
+from harness.cli.commands import main
+
+main()
