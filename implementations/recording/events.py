@@ -36,7 +36,7 @@ else:
         return time.time_ns()
 
 
-MARK_WAIT_S = 2.0  # how long a failing job waits for its enqueue time (written behind, normally in ms)
+MARK_WAIT_S = 2.0  # how long a failing job waits for its enqueue time (a burst's batch, normally in ms)
 DRAIN_MAX = 5000  # events per drain: a reader that fell behind catches up in chunks, as XREAD's count
 
 
@@ -195,10 +195,10 @@ class RedisSink:
         return self._behind
 
     def mark_enqueued(self, job_id: str, ts_ns: int) -> None:
-        self._marks.add(job_id, ts_ns)  # written behind, in batches: the enqueue never waits on it
+        self._marks.add(job_id, ts_ns)  # at once, or batched inside a burst (MarkWriter)
 
     def enqueued_ns(self, job_id: str) -> int | None:
-        # A job can fail for good before the enqueuing process's batch lands: give it a moment.
+        # A job can fail for good before the burst that enqueued it has sent its batch: give it a moment.
         raw = wait_for(lambda: self._redis.hget(f"{self.prefix}:enqueued", job_id), MARK_WAIT_S)
         return int(raw) if raw is not None else None
 

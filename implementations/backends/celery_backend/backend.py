@@ -56,7 +56,7 @@ class CeleryBackend(ProcessBackend):
         import redis
 
         client = redis.Redis.from_url(self.config.redis_url or "")
-        self.runtime.sink.flush()  # the ids come from the enqueue marks, which are written behind
+        self.runtime.sink.flush()  # the ids come from the enqueue marks: a burst may still hold some
         keys = client.hkeys(f"{self.config.prefix}:enqueued")
         ids = sorted(k.decode() if isinstance(k, bytes) else str(k) for k in keys)
         failed = [i for i, raw in self._result_metas(client, ids) if raw and _FAILURE in raw]
