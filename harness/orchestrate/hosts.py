@@ -153,6 +153,8 @@ class MultiHost:
                 env["PYTHONPATH"] = os.pathsep.join(filter(None, [SOURCE_ROOT, site]))
                 env["RETRYBENCH_REDIS_URL"] = self.url_for(name, PROXY_PORT if name in proxied else REDIS_PORT)
                 env["RETRYBENCH_HOST"] = name
+                # One filesystem under every namespace: the workers' logs stay with the run, per host.
+                env["RETRYBENCH_WORKER_LOG_DIR"] = str(logs / name)
                 env.pop("RETRYBENCH_CLOCK_SKEW_NS", None)
                 if self.skews.get(name):
                     env["RETRYBENCH_CLOCK_SKEW_NS"] = str(int(self.skews[name] * 1e9))

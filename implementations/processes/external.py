@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +96,13 @@ class Supervisor:
     """Worker side: start the published cell's workers, stop them when the harness retracts it."""
 
     def __init__(self, backend: str, redis_url: str, *, broker_url: str | None = None,
-                 poll: float = 0.2, heartbeat: Path | None = None) -> None:
+                 poll: float = 0.2, heartbeat: Path | None = None, log_dir: Path | None = None) -> None:
         import redis
 
         self.backend, self.redis_url, self.broker_url, self.poll = backend, redis_url, broker_url, poll
+        # Where each cell's worker logs go on this host (<log_dir>/<cell_id>/); None: nowhere.
+        self.log_dir = log_dir
+        self._revive = True
         # Touched after every look at Redis, absent before the first and after the last: a probe's view of
         # the loop (deploy/kubernetes: ready when it exists, alive while it is fresh).
         self.heartbeat = heartbeat
@@ -131,6 +135,8 @@ class Supervisor:
                     if raw is not None:
                         self._start_workers(json.loads(raw))
                     self._current = raw
+                elif self._app is not None and self._revive:
+                    self._revive_workers()
                 time.sleep(self.poll)
         finally:
             self._forget_heartbeat()
@@ -145,6 +151,12 @@ class Supervisor:
 
         # The harness reached Redis by its own address; this host may need another (redis://redis:6379).
         config = AppConfig(**payload["config"]).portable().reached_at(self.redis_url, self.broker_url)
+        if self.log_dir is not None:
+            logs = self.log_dir / config.cell_id
+            logs.mkdir(parents=True, exist_ok=True)
+            config = replace(config, options={**config.options, "log_dir": str(logs)})
+        # As the local driver does (option restart_workers, on by default): a worker that dies is replaced.
+        self._revive = bool(config.options.get("restart_workers", True))
         self._app = load_app(config)
         self._clock("start")  # before any worker runs: the analysis corrects this host's times from here on
         try:
@@ -152,6 +164,18 @@ class Supervisor:
             log.warning("started %s worker(s) for %s", self.backend, config.cell_id)
         except BackendError as exc:
             log.error("could not start %s workers for %s: %s", self.backend, config.cell_id, exc)
+
+    def _revive_workers(self) -> None:
+        """Replace the workers that died (a crash fault, the kernel's OOM killer), as a process supervisor would,
+        and record each replacement in the cell's history."""
+        from implementations.recording import schema
+        from implementations.recording.events import now_ns
+
+        runtime = self._app.runtime
+        for w in self._app.backend.revive_workers():
+            log.warning("%s worker %s exited with %s; started %s", self.backend, w["pid"], w["exit_code"],
+                        w["new_pid"])
+            runtime.emit(schema.worker(runtime.base, event="restarted", host=HOST, ts_ns=now_ns(), **w))
 
     def _clock(self, phase: str) -> None:
         """This host's clock offset against the broker's TIME, into the cell's history
@@ -180,13 +204,17 @@ def main(argv: list[str] | None = None) -> None:
                         "(every local user sees a command line)")
     parser.add_argument("--broker-url", default=os.environ.get("RETRYBENCH_BROKER_URL"),
                         help="Celery broker as seen from this host, when it is not the Redis")
+    parser.add_argument("--log-dir", type=Path, default=os.environ.get("RETRYBENCH_WORKER_LOG_DIR") or None,
+                        help="keep each cell's worker logs in DIR/<cell id>/ (default $RETRYBENCH_WORKER_LOG_DIR; "
+                        "none: workers log nowhere)")
     parser.add_argument("--heartbeat", type=Path, default=os.environ.get("RETRYBENCH_HEARTBEAT") or None,
                         help="a file touched after every look at Redis (default $RETRYBENCH_HEARTBEAT), for "
                         "liveness and readiness probes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     try:
-        Supervisor(args.backend, args.redis_url, broker_url=args.broker_url, heartbeat=args.heartbeat).run()
+        Supervisor(args.backend, args.redis_url, broker_url=args.broker_url, heartbeat=args.heartbeat,
+                   log_dir=args.log_dir).run()
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback

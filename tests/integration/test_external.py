@@ -89,3 +89,35 @@ def test_external_workers_need_a_redis_url(tmp_path: Path) -> None:
 def test_the_reference_backend_cannot_run_elsewhere(tmp_path: Path) -> None:
     assert_clear_error(retrybench("run", "-b", "reference", "--external-workers", "--redis-url",
                                   "redis://127.0.0.1:1/0", "--out", str(tmp_path)), "reference")
+
+
+def test_a_supervisor_replaces_a_worker_that_died_and_keeps_its_logs(backend_envs: dict[str, BackendEnv],
+                                                                   own_redis: str, tmp_path: Path) -> None:
+    # Given one supervisor that keeps worker logs, and a run whose crashes SIGKILL the whole worker
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RETRYBENCH_WORKER_LOG_DIR": str(tmp_path / "worker-logs")}
+    # (Celery: its documented recovery brings a dead worker's jobs back in ~10 s, RQ's in ~70.)
+    proc = subprocess.Popen([str(backend_envs["celery"].python), "-m", "implementations.processes.external",
+                             "--backend", "celery", "--redis-url", own_redis], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        done = retrybench("run", "-b", "celery", "-s", "host-crash-recovery", "--jobs", "10", "--redis-url", own_redis,
+                          "--external-workers", "1", "--out", str(tmp_path / "out"))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert done.returncode == 0, done.stderr
+    run_dir = (tmp_path / "out" / "latest").resolve()
+    events = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    crashes = [e for e in events if e["type"] == "attempt_start" and e.get("fault") == "crash"]
+    starts = [e for e in events if e["type"] == "worker" and e["event"] == "start"]
+    restarted = [e for e in events if e["type"] == "worker" and e["event"] == "restarted"]
+    # Then each worker the crashes killed (two crashes may share one) was replaced, as a process supervisor would,
+    # and the history says so
+    assert 1 <= len(restarted) <= len(crashes) and all(e["exit_code"] == -signal.SIGKILL for e in restarted)
+    assert {e["new_pid"] for e in restarted} <= {e["pid"] for e in starts}
+    # And every job still ended: the replacement ran what the library recovered
+    (cell,) = json.loads((run_dir / "results.json").read_text())["cells"]
+    assert cell["complete"] and cell["verdict"]["contracts"]["delivery"]["pass"]
+    # And the logs of the workers, the dead ones included, are kept under the cell's id
+    logs = sorted(p.name for p in (tmp_path / "worker-logs" / cell["cell_id"]).iterdir())
+    assert len(logs) == len(starts) and all(name.startswith("celery-worker-") for name in logs)
