@@ -188,7 +188,7 @@ _JOB_EVENTS = frozenset({"attempt_start", "attempt", "callback", "terminal", "fa
                          "schedule"})
 # The times a host's clock offset corrects, per event kind (the rest of an event is left as recorded).
 _CORRECTED = {"attempt_start": ("started_ns",), "attempt": ("started_ns", "finished_ns"), "terminal": ("ts_ns",),
-              "enqueue": ("ts_ns",), "network": ("ts_ns",)}
+              "schedule": ("due_ns", "observed_ns"), "enqueue": ("ts_ns",), "network": ("ts_ns",)}
 
 
 class RunBuilder:
@@ -247,16 +247,16 @@ class RunBuilder:
         # Anything else (worker lifecycle, event types added later) is not evidence for these checks.
 
     def _corrected(self, kind: str, jid: Any, e: Event) -> Event:
-        """``e`` with its times on the broker's clock: a worker's by its host's offset, a terminal's by the host
-        of the job's latest attempt (the worker that wrote it), the harness's own (enqueue, network) by the
-        driver's."""
+        """``e`` with its times on the broker's clock: a worker's by its host's offset, a terminal's and a native
+        schedule's by the host of the job's latest attempt (the worker that wrote it, whose clock the library
+        read for the due time), the harness's own (enqueue, network) by the driver's."""
         clocks = self.idx.clocks
         if kind in ("attempt_start", "attempt"):
             host = e.get("host")
             if isinstance(host, str) and jid is not None:
                 self._hosts[jid] = host
             offset = clocks.of(host)
-        elif kind == "terminal":
+        elif kind in ("terminal", "schedule"):
             offset = clocks.of(self._hosts.get(jid))
         else:
             offset = clocks.harness()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from implementations.core.faults import Fault, FaultPlan, plan_key
 from implementations.core.policy import resolve_exception
 from implementations.recording import schema
-from implementations.recording.events import HOST, EventSink, now_ns
+from implementations.recording.events import CLOCK_SKEW_NS, HOST, EventSink, now_ns
 from implementations.recording.joblog import job_logger, log_attempt
 from implementations.runtime.alerts import Alerts
 from implementations.runtime.attempt import (
@@ -256,6 +256,9 @@ class Runtime:
         if not self.record:
             return
         observed = now_ns()
+        if due_ns is not None:
+            # An injected skew (docs/multi-host.md) stands for the whole host's clock: the library's too.
+            due_ns += CLOCK_SKEW_NS
         if delay_s is None and due_ns is not None:
             delay_s = (due_ns - (handed_ns or observed)) / 1e9
         self.emit(schema.schedule(self.base, job_id=job_id, attempt=int(attempt), due_ns=due_ns, delay_s=delay_s,

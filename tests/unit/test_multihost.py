@@ -84,6 +84,18 @@ def test_the_terminal_is_corrected_by_the_host_of_the_job_s_last_attempt() -> No
     assert idx.clocks.offsets == {"harness": 0, "w1": 0, "w2": -SKEW} and idx.clocks.driver == "harness"
 
 
+def test_a_native_schedule_is_corrected_by_the_clock_of_the_host_that_failed_the_attempt() -> None:
+    # Given a job that fails on the skewed host w2, whose library schedules the retry on w2's clock, 1 s later
+    events = [header(), clock("harness", 0, role="driver"), clock("w1", 0), clock("w2", -SKEW),
+              attempt(1, "w2", 0.1, 0.2, "retry", skew=SKEW),
+              ev("schedule", job_id="r1-000000", attempt=1, due_ns=ns(1.2) + SKEW, delay_s=1.0, source="rq",
+                 observed_ns=ns(0.2) + SKEW, schedule="native", pid=1),
+              attempt(2, "w1", 1.25, 1.3, "success")]
+    # When the run is indexed, then the due time is on the broker's clock, as the next attempt's start is
+    (due, delay, source) = index_run(events).jobs["r1-000000"].schedules[1]
+    assert due == ns(1.2) and delay == 1.0 and source == "rq"
+
+
 def test_a_run_without_clock_events_is_read_as_recorded() -> None:
     events = history(with_clocks=False)
     idx = index_run(events)
