@@ -48,7 +48,9 @@ SWEEP_COLUMNS = ("wall_throughput_jobs_s", "throughput_jobs_s", "lateness_median
 
 def sweeps(results: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Per swept scenario, one row per (backend, variant): its settings, metric medians and whether it is
-    the backend's recommended variant. Variants appear in the order they ran."""
+    the backend's recommended variant, chosen among the variants that passed every contract. When none did,
+    the least bad one is marked ``least_bad`` as well: a failing variant is never simply recommended.
+    Variants appear in the order they ran."""
     definitions = results.get("scenarios", {})
     reps = repetitions(results)
     by_repeat: dict[tuple[str, str], dict[int, Mapping[str, Any]]] = {}
@@ -67,15 +69,17 @@ def sweeps(results: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
                                                "settings": dict(definition.get("sweep_values") or {}),
                                                "metrics": metrics, "values": reps.get((name, backend), {}),
                                                "repeats": by_repeat.get((name, backend), {}),
-                                               "recommended": False})
+                                               "recommended": False, "least_bad": False})
     for rows in out.values():
         for backend in dict.fromkeys(r["backend"] for r in rows):
             mine = [r for r in rows if r["backend"] == backend]
             if len(mine) < 2 or all(set(r["settings"]) <= NOT_SETTINGS for r in mine):
                 continue  # nothing to choose from: history on/off and the workload's size are not settings
-            pick = recommend([(r["scenario"], r["metrics"]) for r in mine])
+            valid = [r for r in mine if r["metrics"].get("valid") is True]
+            pick = recommend([(r["scenario"], r["metrics"]) for r in (valid or mine)])
             for r in mine:
                 r["recommended"] = r["scenario"] == pick
+                r["least_bad"] = r["recommended"] and not valid
         rows.sort(key=lambda r: r["backend"])  # stable: each backend's variants stay in run order
     return out
 

@@ -155,7 +155,7 @@ def _sweep_table(rows: list[dict[str, Any]]) -> dict[str, Any]:
             bad = (name == "valid" and value is False) or (name in _ALWAYS_RED and bool(value))
             cells.append({"text": format_value(name, value), "best": False, "bad": bad})
         out.append({"backend": f"{r['backend']} · {label(r['settings'])}", "cells": cells,
-                    "recommended": r["recommended"]})
+                    "recommended": r["recommended"], "least_bad": r["least_bad"]})
     return {"columns": [{"name": n, "unit": METRICS[n].unit, "description": METRICS[n].description}
                         for n in SWEEP_COLUMNS], "rows": out}
 

@@ -241,9 +241,10 @@ def print_results(results: dict[str, Any], console: Console) -> None:
 
 
 def sweep_table(name: str, rows: list[dict[str, Any]]) -> Table:
-    """One row per (backend, variant) of a sweep; ★ marks each backend's recommended variant."""
-    table = Table(title=f"sweep {name} (★ recommended)", title_justify="left", header_style="bold",
-                  box=box.SIMPLE_HEAD, pad_edge=False)
+    """One row per (backend, variant) of a sweep; ★ marks each backend's recommended variant, ☆ the least bad
+    when every variant of that backend failed a contract."""
+    table = Table(title=f"sweep {name} (★ recommended; ☆ least bad, every variant failing a contract)",
+                  title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("backend · settings", no_wrap=True)
     columns = ("wall_throughput_jobs_s", "lateness_median", "lateness_p99", "early_retries", "cpu_ms_per_attempt",
                "valid")  # the rest (memory, loss) is in report.md: a terminal is 80-120 columns wide
@@ -253,7 +254,8 @@ def sweep_table(name: str, rows: list[dict[str, Any]]) -> Table:
                          SHORT.get(metric, "") else ""), justify="right", no_wrap=True)
     for r in rows:
         cells = [format_value(m, r["metrics"].get(m)) for m in columns]
-        table.add_row(("★ " if r["recommended"] else "") + f"{r['backend']} · {label(r['settings'])}", *cells)
+        mark = ("☆ " if r["least_bad"] else "★ ") if r["recommended"] else ""
+        table.add_row(mark + f"{r['backend']} · {label(r['settings'])}", *cells)
     notes = [f"{o['label']}: recording costs {overhead_note(o, cpu=False)}" for o in overhead(rows)]
     if notes:
         table.caption, table.caption_justify = "\n".join(notes), "left"

@@ -79,3 +79,29 @@ def test_a_sweep_over_the_number_of_jobs_draws_curves_and_recommends_nothing() -
     rows = sweeps(results)["s"]
     assert not any(r["recommended"] for r in rows)  # the workload's size is not a setting to pick
     assert curve(rows, "throughput_jobs_s") == {"rq": [(1000.0, 80.01), (100000.0, 81.0)]}
+
+
+def _sweep_results(valid: dict[str, bool]) -> dict[str, Any]:
+    """Two variants of one rq sweep: "fast" has the better figures, "sound" passed every contract or not."""
+    def agg(tput: float, p99: float, ok: bool) -> dict[str, Any]:
+        return {"throughput_jobs_s": {"median": tput}, "lateness_p99": {"median": p99},
+                "cpu_ms_per_attempt": {"median": 1.0}, "valid": {"all": ok}}
+
+    return {"scenarios": {f"sc[concurrency={n}]": {"sweep_of": "sc", "sweep_values": {"concurrency": n}}
+                          for n in (2, 8)},
+            "aggregates": {"sc[concurrency=2]": {"rq": agg(10, 1.0, valid["sound"])},
+                           "sc[concurrency=8]": {"rq": agg(100, 0.01, valid["fast"])}}}
+
+
+def test_a_variant_that_failed_a_contract_is_not_recommended_over_one_that_passed() -> None:
+    # Given a fast variant that failed a contract and a slower one that passed every contract
+    rows = sweeps(_sweep_results({"fast": False, "sound": True}))["sc"]
+    # Then the one that passed is recommended, plainly
+    assert [(r["settings"]["concurrency"], r["recommended"], r["least_bad"]) for r in rows] == [
+        (2, True, False), (8, False, False)]
+
+
+def test_when_every_variant_failed_a_contract_the_pick_is_marked_least_bad() -> None:
+    rows = sweeps(_sweep_results({"fast": False, "sound": False}))["sc"]
+    assert [(r["settings"]["concurrency"], r["recommended"], r["least_bad"]) for r in rows] == [
+        (2, False, False), (8, True, True)]
