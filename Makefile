@@ -11,15 +11,12 @@ PYTEST_ARGS ?=
 setup:
 	@$(PYTHON) harness/orchestrate/bootstrap.py
 
-bench: setup
-	@$(BIN)/retrybench run $(ARGS)
+bench:
+	@$(PYTHON) harness/orchestrate/bootstrap.py bench $(ARGS)
 
-# Four test processes (pytest-xdist), one module each at a time so a module's shared cell runs once: the suite
-# spends most of its time waiting on workers, timers and retries (on 2 cores its CPU is ~40% busy with two), so
-# four take ~9 minutes where two took ~16; the longest module (test_crashes_timeouts_poison, ~6 min) bounds it.
-test: setup
-	@$(BIN)/lint-imports --no-cache >/dev/null || $(BIN)/lint-imports --no-cache
-	@$(BIN)/python -m pytest -n 4 --dist loadscope $(PYTEST_ARGS)
+# The whole suite: harness/orchestrate/bootstrap.py says how it runs (four pytest-xdist processes).
+test:
+	@$(PYTHON) harness/orchestrate/bootstrap.py test $(PYTEST_ARGS)
 
 # Timed runs of benchmarks/ (BENCH_EVENTS=1000000 for the issue's figure); JSON kept in results/benchmarks/.
 # BENCH picks a part, e.g. BENCH=benchmarks/test_recording.py (PYTEST_ARGS only adds options to the whole).
