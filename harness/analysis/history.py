@@ -1,9 +1,9 @@
-"""Reading ``history.jsonl``: one JSON event per line, several runs (cells) per file.
+"""Reading ``history.jsonl``: one JSON event per line, several cells per file.
 
 A history is the only input of the checkers. It is written append-only while workers run, so an
 interrupted run may leave a torn last line; reading keeps every valid line and reports the rest as
 problems (``strict=True`` turns the first problem into an error instead). ``iter_history`` streams a file
-(what ``harness.analysis.results`` uses, so memory stays flat), ``group_cells`` splits events into their runs and
+(what ``harness.analysis.results`` uses, so memory stays flat), ``group_cells`` splits events into their cells and
 ``index_run`` (``harness.analysis.runindex``) organises one run by job for the checkers.
 """
 
@@ -157,7 +157,7 @@ def no_events(name: str, problems: list[str]) -> HistoryError:
 
 
 def group_cells(events: Iterable[Event]) -> dict[str, list[Event]]:
-    """Events grouped by ``cell_id``, runs in order of first appearance, events in file order.
+    """Events grouped by ``cell_id``, cells in order of first appearance, events in file order.
 
     Events without a ``cell_id`` are grouped under ``""``.
     """

@@ -102,7 +102,6 @@ class Supervisor:
         self.backend, self.redis_url, self.broker_url, self.poll = backend, redis_url, broker_url, poll
         # Where each cell's worker logs go on this host (<log_dir>/<cell_id>/); None: nowhere.
         self.log_dir = log_dir
-        self._revive = True
         # Touched after every look at Redis, absent before the first and after the last: a probe's view of
         # the loop (deploy/kubernetes: ready when it exists, alive while it is fresh).
         self.heartbeat = heartbeat
@@ -135,7 +134,7 @@ class Supervisor:
                     if raw is not None:
                         self._start_workers(json.loads(raw))
                     self._current = raw
-                elif self._app is not None and self._revive:
+                elif self._app is not None and self._app.config.options.get("restart_workers", True):
                     self._revive_workers()
                 time.sleep(self.poll)
         finally:
@@ -155,8 +154,6 @@ class Supervisor:
             logs = self.log_dir / config.cell_id
             logs.mkdir(parents=True, exist_ok=True)
             config = replace(config, options={**config.options, "log_dir": str(logs)})
-        # As the local driver does (option restart_workers, on by default): a worker that dies is replaced.
-        self._revive = bool(config.options.get("restart_workers", True))
         self._app = load_app(config)
         self._clock("start")  # before any worker runs: the analysis corrects this host's times from here on
         try:
@@ -166,8 +163,9 @@ class Supervisor:
             log.error("could not start %s workers for %s: %s", self.backend, config.cell_id, exc)
 
     def _revive_workers(self) -> None:
-        """Replace the workers that died (a crash fault, the kernel's OOM killer), as a process supervisor would,
-        and record each replacement in the cell's history."""
+        """As the local driver does (option ``restart_workers``, on by default): replace the workers that
+        died (a crash fault, the kernel's OOM killer), as a process supervisor would, and record each
+        replacement in the cell's history."""
         from implementations.recording import schema
         from implementations.recording.events import now_ns
 

@@ -77,9 +77,9 @@ def test_the_threads_overhead_benchmark_is_the_overhead_preset_on_one_worker_wit
         (1, c, on) for c in (1, 2, 4, 8) for on in (True, False)]
 
 
-def test_ci_runs_exactly_readme_s_second_command_which_needs_only_python() -> None:
+def test_ci_runs_exactly_readme_s_second_command() -> None:
     block = README.split("```sh\n", 1)[1].split("```", 1)[0]
     commands = [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
-    assert len(commands) == 2 and all(c.startswith("python3 ") for c in commands)
+    assert len(commands) == 2
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
     assert ci[-1] == commands[1]
