@@ -71,6 +71,7 @@ def main() -> None:
     # the worker.
     out["native_errors"] = native_errors(backend, app, handles["retry"].id)
     out["native_failures"] = app.backend.native_failures()
+    out["whereabouts"] = app.backend.whereabouts([handles["flaky"].id])  # finished: in no store
     client = redis.Redis.from_url(url, decode_responses=True)
     out["on_failure"] = [json.loads(r) for r in client.lrange(f"{config.prefix}:probe:on_failure", 0, -1)]
     out["on_retry"] = client.lrange(f"{config.prefix}:probe:on_retry", 0, -1)

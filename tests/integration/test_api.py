@@ -102,6 +102,10 @@ def test_the_same_api_runs_over_rabbitmq(backend: str, backend_envs: dict[str, B
     data = probe(backend_envs[backend], backend, redis_url, "amqp://127.0.0.1:5672//")
     assert data["flaky"]["ok"] and data["retry"]["error"].startswith("ConnectionError")
     assert len(data["on_failure"]) == 2
+    # The end-of-run search cannot read what RabbitMQ holds: it says "not searched" ({}), never "in no store"
+    # (which the checker would call lost).
+    assert data["whereabouts"] == {}
+
 
 
 def test_celery_results_stuck_in_retry_end_a_history_off_run_only_when_celery_holds_nothing(

@@ -67,7 +67,10 @@ class CeleryBackend(ProcessBackend):
 
         import redis
 
-        client = redis.Redis.from_url(self.config.redis_url or "")
+        broker = self.config.broker_url or self.config.redis_url or ""
+        if not broker.startswith(("redis://", "rediss://", "unix://")):
+            return {}  # RabbitMQ holds unacked messages per channel, unreadable from outside: not searched
+        client = redis.Redis.from_url(broker)
         wanted = set(job_ids)
 
         def task_id(raw: bytes | str) -> str | None:
