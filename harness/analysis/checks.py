@@ -68,7 +68,8 @@ def check_throughput(events: Run) -> dict[str, Any]:
             "throughput_jobs_s": terminal / span if span else None,
             "throughput_attempts_s": attempts / span if span else None, "latency_p50": lat["median"],
             "latency_p95": lat["p95"], "latency_p99": lat["p99"], "latency_max": lat["max"],
-            "valid": jobs > 0 or (unrecorded and bool(jobs_done))}
+            "valid": jobs > 0 or (unrecorded and bool(jobs_done)),
+            "history_off": unrecorded, "jobs_done": jobs_done}
 
 
 # -- failure log -------------------------------------------------------------------------------------

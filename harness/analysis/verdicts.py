@@ -9,9 +9,10 @@ Three contracts per cell, each pass or fail with a one-line reason:
 - **failure log**: one complete record per failure, agreeing with the library's own failed store.
 
 A row (one backend in one scenario, over its repetitions) has a status: ``partial`` (a cell interrupted, its
-driver dead, or fewer repetitions than asked), ``fault did not fire``, ``fail`` (naming the contracts it
-failed) or ``pass``; ``control`` rows (the in-process reference) are shown but never ranked. Only a ``pass``
-row that is not a control can be *best*.
+driver dead, or fewer repetitions than asked), ``fault did not fire``, ``history off`` (the overhead
+baseline: no history, so no contract can be judged), ``fail`` (naming the contracts it failed) or ``pass``;
+``control`` rows (the in-process reference) are shown but never ranked. Only a ``pass`` row that is not a
+control can be *best*.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from implementations.backends import is_control
 
 CONTRACTS = ("timing", "delivery", "failure_log")
 TITLES = {"timing": "timing", "delivery": "delivery", "failure_log": "failure log"}
-PASS, FAIL, PARTIAL, NO_FAULT = "pass", "fail", "partial", "fault did not fire"
+PASS, FAIL, PARTIAL, NO_FAULT, HISTORY_OFF = "pass", "fail", "partial", "fault did not fire", "history off"
 
 
 def _n(value: Any) -> int:
@@ -126,6 +127,13 @@ def cell_verdict(cell: Mapping[str, Any]) -> dict[str, Any]:
     not_fired = list((checks.get("faults") or {}).get("faults_not_fired") or ())
     # A cell that reached its deadline is judged (delivery says what was left); one cut short is not.
     partial = bool(cell.get("partial"))
+    throughput = checks.get("throughput") or {}
+    if throughput.get("history_off") and not partial:
+        # The overhead baseline records nothing: every contract would read "no job was enqueued".
+        done = _n(throughput.get("jobs_done"))
+        contracts = {n: {"pass": False, "reason": "history off"} for n in CONTRACTS}
+        return {"status": HISTORY_OFF, "failed": [], "faults_not_fired": [], "contracts": contracts, "timing": {},
+                "reason": f"{done} jobs finished by the library's own count"}
     status = PARTIAL if partial else NO_FAULT if not_fired else FAIL if failed else PASS
     timing = checks.get("timing") or {}
     own = {k: timing.get(k) for k in ("schedule", "scheduled_delays", "scheduled_delay_min", "scheduled_delay_max",
@@ -139,7 +147,7 @@ def row_verdict(backend: str, cells: Sequence[Mapping[str, Any]], *, asked: int)
     """One backend in one scenario over its repetitions: the worst cell decides; fewer cells than ``asked``
     make the row partial. The row's reasons are those of its worst cell."""
     verdicts = [cell.get("verdict") or cell_verdict(cell) for cell in cells]
-    rank = {PARTIAL: 0, NO_FAULT: 1, FAIL: 2, PASS: 3}
+    rank = {PARTIAL: 0, HISTORY_OFF: 1, NO_FAULT: 2, FAIL: 3, PASS: 4}
     worst = min(verdicts, key=lambda v: (rank[v["status"]], -len(v["failed"])), default=None)
     failed = sorted({n for v in verdicts for n in v["failed"]}, key=CONTRACTS.index)
     status = worst["status"] if worst is not None else PARTIAL
@@ -149,7 +157,7 @@ def row_verdict(backend: str, cells: Sequence[Mapping[str, Any]], *, asked: int)
             "n": len(cells), "asked": asked, "best_eligible": status == PASS and not is_control(backend),
             "contracts": worst["contracts"] if worst else {}, "timing": worst.get("timing", {}) if worst else {},
             "faults_not_fired": sorted({f for v in verdicts for f in v["faults_not_fired"]}),
-            "reasons": [v["reason"] for v in verdicts if v["status"] == PARTIAL and v["reason"]]}
+            "reasons": [v["reason"] for v in verdicts if v["status"] in (PARTIAL, HISTORY_OFF) and v["reason"]]}
 
 
 def pacing(definition: Mapping[str, Any] | None) -> str | None:
@@ -203,6 +211,10 @@ def _row_sentence(row: Mapping[str, Any]) -> str:
         why = "; ".join(row.get("reasons") or []) or "interrupted"
         failing = f"; so far it fails {', '.join(TITLES[c] for c in row['failed'])}" if row["failed"] else ""
         return f"{b} is partial ({row['n']} of {row['asked']} runs; {why}): not judged{failing}."
+    if row["status"] == HISTORY_OFF:
+        done = "; ".join(dict.fromkeys(row.get("reasons") or []))  # the same count from every repetition: once
+        return (f"{b} ran with the history off (the overhead baseline{': ' + done if done else ''}): with nothing "
+                f"recorded, no contract is judged.")
     if row["status"] == NO_FAULT:
         return (f"{b}: the planned {', '.join(row['faults_not_fired'])} fault never fired, so this cell measured "
                 f"nothing of what the scenario is about (raise --jobs).")
@@ -242,6 +254,8 @@ def best_sentence(best: str | None, rows: Mapping[str, Mapping[str, Any]],
                   aggregates: Mapping[str, Mapping[str, Any]], paced: str | None) -> str:
     ranked = [b for b, r in rows.items() if not r["control"]]
     if best is None:
+        if rows and all(r["status"] == HISTORY_OFF for r in rows.values()):
+            return "The history was off: nothing to rank (this side of the sweep is the overhead baseline)."
         return ("No backend honours every contract here." if ranked else "Only the control ran: nothing to rank.")
     m = aggregates.get(best) or {}
     p99, cpu, tput = (_median(m, k) for k in ("lateness_p99", "cpu_ms_per_attempt", "throughput_jobs_s"))

@@ -63,6 +63,8 @@ def _status(row: dict[str, Any] | None, value: Any) -> tuple[str, bool]:
         return f"partial ({row.get('n')} of {row.get('asked')} runs)", True
     if status == "fault did not fire":
         return "fault did not fire", True
+    if status == "history off":
+        return "not judged (history off)", False
     return "NO: " + ", ".join(TITLES.get(c, c) for c in row.get("failed", ())), True
 
 

@@ -129,6 +129,8 @@ def status_text(row: dict[str, Any] | None) -> str:
         return f"[yellow]partial {row.get('n')}/{row.get('asked')}[/]"
     if status == "fault did not fire":
         return "[yellow]no fault[/]"
+    if status == "history off":
+        return "[dim]history off[/]"
     return "[bold red]NO: " + ", ".join(TITLES.get(c, c) for c in row.get("failed", ())) + "[/]"
 
 

@@ -2,7 +2,7 @@
 time, which the worker that fails it for good reads from Redis.
 
 ``MarkWriter.add`` sends a mark at once, in the caller's thread. Inside ``burst()`` (the driver's enqueue loop,
-the one place whose throughput is measured) marks are sent 16 to a pipelined round trip and the rest when the
+the one place whose throughput is measured) marks are sent 16 to a command and the rest when the
 burst ends: one round trip per job would cost that loop what the history-off baseline does not pay
 (docs/performance.md, "What recording costs"). A mark Redis refused (a broker restart) stays pending, in order,
 and goes with the next send, ``flush`` or the process's exit; none is dropped. A mark still pending in a burst
@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 BATCH = 16
+# HSETNX for each (field, value) pair in ARGV: a batch of marks in one command and one reply.
+HSETNX_MANY = "for i = 1, #ARGV, 2 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end"
 WAIT_POLL_S = 0.01
 T = TypeVar("T")
 
@@ -33,6 +35,7 @@ class MarkWriter:
         self._lock = threading.Lock()
         self._bursts = 0  # open burst() blocks: their marks wait for a full batch or the block's end
         self._registered = False
+        self._script: Any = None  # registered on the first batch (EVALSHA, loaded again after a restart)
 
     def add(self, job_id: str, ts_ns: int) -> None:
         with self._lock:
@@ -58,12 +61,17 @@ class MarkWriter:
 
     def _send(self) -> bool:
         """Send what is pending (the lock is held); on failure keep it, in order, for the next try."""
+        # HSETNX: a requeue or a native retry keeps the job's *first* enqueue time. A batch is one command
+        # (a script of HSETNXs): sixteen pipelined HSETNX cost the enqueue loop a reply to parse each, a fifth
+        # of a Huey enqueue (docs/performance.md, "Enqueue marks").
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for job_id, ts_ns in self._pending:
-                # HSETNX: a requeue or a native retry keeps the job's *first* enqueue time.
-                pipe.hsetnx(self._key, job_id, ts_ns)
-            pipe.execute()
+            if len(self._pending) == 1:
+                job_id, ts_ns = self._pending[0]
+                self._client.hsetnx(self._key, job_id, ts_ns)
+            else:
+                if self._script is None:
+                    self._script = self._client.register_script(HSETNX_MANY)
+                self._script(keys=[self._key], args=[x for mark in self._pending for x in mark])
         except Exception:  # noqa: BLE001 - Redis away: the marks stay pending
             return False
         self._pending.clear()

@@ -78,3 +78,22 @@ def test_a_burst_sends_full_batches_and_its_tail_when_it_ends(redis_url: str) ->
         assert redis.Redis.from_url(redis_url).hlen("test-marks:burst-block") == 32
     # And the tail is sent when the burst ends
     assert redis.Redis.from_url(redis_url).hlen("test-marks:burst-block") == 40
+
+
+def test_a_batch_keeps_the_first_enqueue_time_and_survives_a_restart_that_forgot_its_script() -> None:
+    # Given a burst whose batch marks one job twice, sent as one script
+    with RedisServer(password="") as server:
+        writer = MarkWriter(harness_redis(server.url), "test-marks:script")
+        with writer.burst():
+            for n in range(16):
+                writer.add("job-twice" if n in (3, 9) else f"job-{n}", n)
+        stored = redis.Redis.from_url(server.url).hgetall("test-marks:script")
+        # Then the first time given wins inside a batch too
+        assert stored[b"job-twice"] == b"3" and len(stored) == 15
+        # When Redis forgets its scripts (what a restart does) and another batch comes
+        redis.Redis.from_url(server.url).script_flush()
+        with writer.burst():
+            for n in range(16):
+                writer.add(f"later-{n}", n)
+        # Then the script is loaded again and every mark lands
+        assert redis.Redis.from_url(server.url).hlen("test-marks:script") == 31

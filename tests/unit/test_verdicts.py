@@ -164,6 +164,22 @@ def test_a_history_with_no_attempts_is_not_valid() -> None:
     assert cell["verdict"]["contracts"]["delivery"]["reason"] == "no job was enqueued"
 
 
+def test_the_overhead_baseline_with_the_history_off_is_not_judged_never_failed_nor_best() -> None:
+    # Given the history-off side of the overhead sweep: no events but the end, which says how many jobs the
+    # library itself counted finished
+    off = ev("end", ts_ns=ns(100), complete=True, reason="complete", record_history=False, jobs_done=1000,
+             wall_s=1.0)
+    cell = cell_of([header(), off])
+    # Then no contract is judged (an empty history would read "no job was enqueued"), and the row says why
+    assert cell["verdict"]["status"] == "history off" and cell["verdict"]["failed"] == []
+    row = row_verdict("saq", [cell, cell], asked=2)
+    assert row["status"] == "history off" and not row["best_eligible"]
+    assert row_sentence(row) == ("saq ran with the history off (the overhead baseline: 1000 jobs finished by the "
+                                 "library's own count): with nothing recorded, no contract is judged.")
+    # And a history-on cell with the same emptiness still fails delivery
+    assert cell_of([header(), end()])["verdict"]["status"] == "fail"
+
+
 def test_an_interrupted_cell_is_partial_never_valid_nor_best() -> None:
     # Given Ctrl-C: the history stops without an end event, after a perfect first job
     cell = cell_of([header(), *retried("j1", delay=1.0, gap=1.01)])
