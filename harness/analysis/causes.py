@@ -98,6 +98,10 @@ CAUSES: tuple[Cause, ...] = (
           lambda c: bool(_timing(c).get("late_retries")),
           lambda c: f"SAQ workers move due retries to the queue only on their schedule timer (every 1 s by "
                     f"default, one worker per tick): {_late(c)}"),
+    Cause("huey-scheduler-tick", "huey", "timing", "late_retries > 0 on Huey",
+          lambda c: bool(_timing(c).get("late_retries")),
+          lambda c: f"Huey's consumer moves due retries from its schedule to the queue only on its scheduler's tick "
+                    f"(scheduler_interval, 1 s by default and at least 1 s): {_late(c)}"),
     Cause("celery-native-backoff", "celery", "timing", "native schedule on Celery with 0 s or off-formula delays",
           lambda c: bool(_timing(c).get("zero_delays") or _timing(c).get("off_schedule")),
           lambda c: f"Celery computes its own backoff in whole seconds with unseeded full jitter: "

@@ -174,7 +174,7 @@ def drive_cell(spec: dict[str, Any], out: IO[str]) -> int:
             if first_enqueue is None:
                 first_enqueue = time.perf_counter()
             batch_start = time.perf_counter() if enqueued == 0 and not scenario.enqueue_rate else None
-            # One burst: the enqueue marks go 16 to a round trip and the rest when it ends
+            # One burst: the enqueue marks go 64 to a command and the rest when it ends
             # (implementations/recording/marks.py).
             with sink.burst():
                 while enqueued < due and not stop["flag"]:  # 100,000 jobs take RQ minutes: Ctrl-C must not wait

@@ -10,7 +10,7 @@ from typing import Any
 def write_junit(results: dict[str, Any], path: Path) -> int:
     """Write one ``<testcase>`` per cell × checker; returns the number of failing cases."""
     suite = ET.Element("testsuite", name=f"retrybench {results.get('run_id', '')}")
-    failures = 0
+    failures = skipped = 0
     cases = 0
     for cell in results.get("cells", []):
         classname = f"retrybench.{cell['scenario']}.{cell['backend']}"
@@ -33,13 +33,18 @@ def write_junit(results: dict[str, Any], path: Path) -> int:
             case = ET.SubElement(suite, "testcase", classname=f"retrybench.{scenario}.{backend}", name="verdict")
             ET.SubElement(ET.SubElement(case, "properties"), "property", name="runs",
                           value=f"{row.get('n')} of {row.get('asked')}")
-            if row.get("status") != "pass":
+            if row.get("status") == "history off":  # the overhead baseline: nothing recorded, nothing judged
+                skipped += 1
+                sentence = str((verdict.get("sentences") or {}).get(backend) or row.get("status"))
+                ET.SubElement(case, "skipped", message=sentence[:500])
+            elif row.get("status") != "pass":
                 failures += 1
                 sentence = str((verdict.get("sentences") or {}).get(backend) or row.get("status"))
                 failure = ET.SubElement(case, "failure", message=f"{row.get('status')}: {sentence}"[:500])
                 failure.text = sentence
     suite.set("tests", str(cases))
     suite.set("failures", str(failures))
+    suite.set("skipped", str(skipped))
     path.parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
     return failures

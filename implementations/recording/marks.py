@@ -2,7 +2,7 @@
 time, which the worker that fails it for good reads from Redis.
 
 ``MarkWriter.add`` sends a mark at once, in the caller's thread. Inside ``burst()`` (the driver's enqueue loop,
-the one place whose throughput is measured) marks are sent 16 to a command and the rest when the
+the one place whose throughput is measured) marks are sent 64 to a command and the rest when the
 burst ends: one round trip per job would cost that loop what the history-off baseline does not pay
 (docs/performance.md, "What recording costs"). A mark Redis refused (a broker restart) stays pending, in order,
 and goes with the next send, ``flush`` or the process's exit; none is dropped. A mark still pending in a burst
@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-BATCH = 16
+BATCH = 64
 # HSETNX for each (field, value) pair in ARGV: a batch of marks in one command and one reply.
 HSETNX_MANY = "for i = 1, #ARGV, 2 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end"
 WAIT_POLL_S = 0.01
@@ -48,7 +48,7 @@ class MarkWriter:
 
     @contextlib.contextmanager
     def burst(self) -> Iterator[None]:
-        """Marks added inside go 16 to a round trip, the rest in one when the block ends."""
+        """Marks added inside go ``BATCH`` to a command, the rest in one when the block ends."""
         with self._lock:
             self._bursts += 1
         try:
@@ -61,9 +61,9 @@ class MarkWriter:
 
     def _send(self) -> bool:
         """Send what is pending (the lock is held); on failure keep it, in order, for the next try."""
-        # HSETNX: a requeue or a native retry keeps the job's *first* enqueue time. A batch is one command
-        # (a script of HSETNXs): sixteen pipelined HSETNX cost the enqueue loop a reply to parse each, a fifth
-        # of a Huey enqueue (docs/performance.md, "Enqueue marks").
+        # HSETNX: a requeue or a native retry keeps the job's *first* enqueue time. A batch is one command (a
+        # script of HSETNXs), not one pipelined HSETNX a mark: redis-py packs and parses every command of a
+        # pipeline (docs/performance.md, "Enqueue marks").
         try:
             if len(self._pending) == 1:
                 job_id, ts_ns = self._pending[0]

@@ -10,7 +10,7 @@ import redis
 import implementations.recording.events as events
 from harness.orchestrate.redis_server import RedisServer, _free_port
 from implementations.recording.events import RedisSink, harness_redis
-from implementations.recording.marks import MarkWriter
+from implementations.recording.marks import BATCH, MarkWriter
 
 pytestmark = pytest.mark.integration
 
@@ -72,12 +72,12 @@ def test_a_burst_sends_full_batches_and_its_tail_when_it_ends(redis_url: str) ->
     # Given a writer used inside a burst (the driver's enqueue loop)
     writer = MarkWriter(harness_redis(redis_url), "test-marks:burst-block")
     with writer.burst():
-        for n in range(40):
+        for n in range(2 * BATCH + 8):
             writer.add(f"job-{n}", n)
-        # Then full batches of 16 are sent as they fill, and the rest waits
-        assert redis.Redis.from_url(redis_url).hlen("test-marks:burst-block") == 32
+        # Then full batches are sent as they fill, and the rest waits
+        assert redis.Redis.from_url(redis_url).hlen("test-marks:burst-block") == 2 * BATCH
     # And the tail is sent when the burst ends
-    assert redis.Redis.from_url(redis_url).hlen("test-marks:burst-block") == 40
+    assert redis.Redis.from_url(redis_url).hlen("test-marks:burst-block") == 2 * BATCH + 8
 
 
 def test_a_batch_keeps_the_first_enqueue_time_and_survives_a_restart_that_forgot_its_script() -> None:
@@ -85,15 +85,15 @@ def test_a_batch_keeps_the_first_enqueue_time_and_survives_a_restart_that_forgot
     with RedisServer(password="") as server:
         writer = MarkWriter(harness_redis(server.url), "test-marks:script")
         with writer.burst():
-            for n in range(16):
+            for n in range(BATCH):
                 writer.add("job-twice" if n in (3, 9) else f"job-{n}", n)
         stored = redis.Redis.from_url(server.url).hgetall("test-marks:script")
         # Then the first time given wins inside a batch too
-        assert stored[b"job-twice"] == b"3" and len(stored) == 15
+        assert stored[b"job-twice"] == b"3" and len(stored) == BATCH - 1
         # When Redis forgets its scripts (what a restart does) and another batch comes
         redis.Redis.from_url(server.url).script_flush()
         with writer.burst():
-            for n in range(16):
+            for n in range(BATCH):
                 writer.add(f"later-{n}", n)
         # Then the script is loaded again and every mark lands
-        assert redis.Redis.from_url(server.url).hlen("test-marks:script") == 31
+        assert redis.Redis.from_url(server.url).hlen("test-marks:script") == 2 * BATCH - 1

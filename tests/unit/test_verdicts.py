@@ -248,3 +248,18 @@ def test_a_native_row_says_what_the_library_itself_scheduled() -> None:
     row = row_verdict("celery", [cell_of(events, backend="celery")], asked=1)
     sentence = row_sentence(row)
     assert "its own schedule gave 2 delays of 0.00–2.00 s, all in whole seconds, 1 of 0 s" in sentence
+
+
+def test_junit_skips_the_history_off_baseline_instead_of_failing_it(tmp_path: Path) -> None:
+    # Given a run whose only cell is the overhead baseline: no events but the end, with the library's own count
+    off = ev("end", ts_ns=ns(100), complete=True, reason="complete", record_history=False, jobs_done=1000, wall_s=1.0)
+    events = [{**e, "cell_id": "c1", "backend": "saq"} for e in (header(), off)]
+    meta = {"type": "meta", "run_id": "run", "environment": {}, "scenarios": {"unit": {}}, "repeat": 1, "cells": 1}
+    (tmp_path / "history.jsonl").write_text("".join(json.dumps(e) + "\n" for e in [meta, *events]))
+    results = analyze(tmp_path)
+    # Then nothing is ranked, the verdict says why, and JUnit reports the row as skipped, not failed
+    assert results["verdicts"]["unit"]["best"] is None
+    assert results["verdicts"]["unit"]["best_sentence"].startswith("The history was off: nothing to rank")
+    assert write_junit(results, tmp_path / "junit.xml") == 0
+    suite = ET.parse(tmp_path / "junit.xml").getroot()
+    assert suite.get("skipped") == "1" and suite.find("testcase/skipped") is not None
