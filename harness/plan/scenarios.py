@@ -182,6 +182,16 @@ def check_options(options: Mapping[str, Any], where: str) -> None:
     for key in BOOLEAN_OPTIONS & set(options):
         if not isinstance(options[key], bool):
             raise ScenarioError(f"{where}: {key} must be true or false, got {options[key]!r}")
+    if options.get("alert_webhook") is not None:
+        from implementations.runtime.alerts import FROM_ENV, WEBHOOK_ENV, WebhookError, webhook_url
+
+        if options["alert_webhook"] != FROM_ENV:
+            raise ScenarioError(f"{where}: alert_webhook must be 'env': a webhook URL holds its token, so it comes "
+                                f"from ${WEBHOOK_ENV}, never from a command line or a file")
+        try:
+            webhook_url(FROM_ENV)
+        except WebhookError as exc:
+            raise ScenarioError(f"{where}: {exc}") from None
     log_json = options.get("log_json")
     if log_json is not None and log_json != "-":
         if not isinstance(log_json, str) or not log_json:

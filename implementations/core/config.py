@@ -64,7 +64,10 @@ class AppConfig:
 
         from implementations.core.redact import strip_url
 
-        return replace(self, failure_log=None, events_file=None, options={**self.options, "log_dir": None},
+        options = {**self.options, "log_dir": None}
+        if options.get("alert_webhook"):
+            options["alert_webhook"] = "env"  # a webhook URL holds its token: whoever rebuilds the app has it there
+        return replace(self, failure_log=None, events_file=None, options=options,
                        redis_url=strip_url(self.redis_url), broker_url=strip_url(self.broker_url))
 
     def to_json(self) -> str:

@@ -109,6 +109,7 @@ class Supervisor:
         self._current: bytes | None = None
         self._app: Any = None
         self._stop = False
+        self._unsent: list[dict[str, Any]] = []  # restarts not yet recorded: Redis refused this host
 
     def run(self) -> None:
         import redis
@@ -155,6 +156,7 @@ class Supervisor:
             logs.mkdir(parents=True, exist_ok=True)
             config = replace(config, options={**config.options, "log_dir": str(logs)})
         self._app = load_app(config)
+        self._unsent.clear()  # a cell that ended while Redis refused this host: its history is written
         self._clock("start")  # before any worker runs: the analysis corrects this host's times from here on
         try:
             self._app.start_workers(1, int(payload.get("concurrency", 1)))
@@ -166,6 +168,8 @@ class Supervisor:
         """As the local driver does (option ``restart_workers``, on by default): replace the workers that
         died (a crash fault, the kernel's OOM killer), as a process supervisor would, and record each
         replacement in the cell's history."""
+        import redis
+
         from implementations.recording import schema
         from implementations.recording.events import now_ns
 
@@ -173,7 +177,15 @@ class Supervisor:
         for w in self._app.backend.revive_workers():
             log.warning("%s worker %s exited with %s; started %s", self.backend, w["pid"], w["exit_code"],
                         w["new_pid"])
-            runtime.emit(schema.worker(runtime.base, event="restarted", host=HOST, ts_ns=now_ns(), **w))
+            self._unsent.append(schema.worker(runtime.base, event="restarted", host=HOST, ts_ns=now_ns(), **w))
+        if self._unsent:
+            # A worker that died of a lost connection is replaced while Redis may still refuse this host: the
+            # record waits for the next look rather than take the supervisor (and every worker) down.
+            try:
+                runtime.emit(*self._unsent)
+                self._unsent.clear()
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+                log.warning("cannot record the restart yet (%s); trying again", redact_text(str(exc)))
 
     def _clock(self, phase: str) -> None:
         """This host's clock offset against the broker's TIME, into the cell's history

@@ -9,6 +9,8 @@ import argparse
 import importlib
 import logging
 import os
+import time
+from typing import Any
 
 from implementations.api.app import RetryApp
 from implementations.backends import load_backend
@@ -32,6 +34,26 @@ def load_app(config: AppConfig) -> RetryApp:
     return app
 
 
+STOP_RECORD_S = 10.0  # how long a stopping worker keeps trying to record its stop
+
+
+def record_stop(app: RetryApp, event: dict[str, Any]) -> None:
+    """Record the worker's ``stop``, trying again for up to ``STOP_RECORD_S``: a worker that dies because its
+    broker connection was reset usually stops while that broker still refuses its host, and without this the
+    history would show a worker that never stopped. Never raises: the worker's own exit reason comes first."""
+    deadline = time.monotonic() + STOP_RECORD_S
+    while True:
+        try:
+            app.runtime.emit(event)
+            return
+        except Exception as exc:  # noqa: BLE001 - the broker away; any other failure is as final
+            if time.monotonic() >= deadline:
+                logging.getLogger("retrybench.worker").warning("could not record this worker's stop: %s",
+                                                               type(exc).__name__)
+                return
+            time.sleep(0.5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m implementations.processes.worker")
     parser.add_argument("--concurrency", type=int, default=1)
@@ -53,8 +75,8 @@ def main() -> None:
     finally:
         if runtime.alerts is not None:
             runtime.alerts.flush()
-        runtime.emit(schema.worker(runtime.base, event="stop", host=HOST, pid=os.getpid(), index=args.index,
-                                   ts_ns=now_ns()))
+        record_stop(app, schema.worker(runtime.base, event="stop", host=HOST, pid=os.getpid(), index=args.index,
+                                       ts_ns=now_ns()))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import random
 import threading
@@ -23,6 +24,28 @@ from typing import Any
 from implementations.core.policy import RetryPolicy
 
 log = logging.getLogger("retrybench.alerts")
+# A webhook URL carries its own token (Slack's path is the secret): it comes from this variable, never from a
+# command line or a file. The ``alert_webhook`` option then says ``env``.
+WEBHOOK_ENV = "RETRYBENCH_ALERT_WEBHOOK"
+FROM_ENV = "env"
+
+
+class WebhookError(ValueError):
+    """An alert webhook that cannot be used: not set, or not an http(s) URL."""
+
+
+def webhook_url(option: object) -> str:
+    """The URL alerts are posted to, for the ``alert_webhook`` option: ``env`` reads ``$RETRYBENCH_ALERT_WEBHOOK``;
+    an app built in code may pass the URL itself. Only http and https: urllib would also open ``file:`` and
+    ``ftp:`` URLs."""
+    from urllib.parse import urlsplit
+
+    url = os.environ.get(WEBHOOK_ENV, "") if option == FROM_ENV else str(option or "")
+    if not url:
+        raise WebhookError(f"alert_webhook=env needs ${WEBHOOK_ENV} (the webhook URL, which holds its token)")
+    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+        raise WebhookError(f"alert_webhook: ${WEBHOOK_ENV} must be an http or https URL")
+    return url
 _ADMIT = """
 if redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[1]) then
   local n = redis.call('GET', KEYS[2])

@@ -19,7 +19,7 @@ from implementations.core.policy import resolve_exception
 from implementations.recording import schema
 from implementations.recording.events import CLOCK_SKEW_NS, HOST, EventSink, now_ns
 from implementations.recording.joblog import job_logger, log_attempt
-from implementations.runtime.alerts import Alerts
+from implementations.runtime.alerts import Alerts, webhook_url
 from implementations.runtime.attempt import (
     WORKER_PID_ENV,
     BoundTask,
@@ -58,7 +58,7 @@ class Runtime:
         if cfg.options.get("alert_webhook"):
             # In-process backends (reference) have no worker main to run a sender: they queue in memory.
             shared = cfg.redis_url if not in_process else None
-            self.alerts = Alerts(str(cfg.options["alert_webhook"]), prefix=cfg.prefix, redis_url=shared,
+            self.alerts = Alerts(webhook_url(cfg.options["alert_webhook"]), prefix=cfg.prefix, redis_url=shared,
                                  window_s=float(cfg.options.get("alert_window_s", 60.0)))
         # Off only to measure the harness's own cost: no history, no failure log, the backend's count alone.
         self.record = bool(cfg.options.get("record_history", True))

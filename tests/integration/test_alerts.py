@@ -65,8 +65,8 @@ def test_one_alert_per_task_per_window_survives_a_failing_webhook_and_every_atte
     # Given four jobs that fail for good, a webhook whose first answer is a 500, and JSON logs on
     # (a file name: the driver places it inside the run directory, docs/security.md)
     done = retrybench("run", "-b", backend, "-s", "permanent", "--jobs", "4", "--time-scale", "0.05",
-                      "--redis-url", redis_url, "--out", str(tmp_path), "-o", f"alert_webhook={webhook.url}",
-                      "-o", "log_json=jobs.log")
+                      "--redis-url", redis_url, "--out", str(tmp_path), "-o", "alert_webhook=env",
+                      "-o", "log_json=jobs.log", env={"RETRYBENCH_ALERT_WEBHOOK": webhook.url})
     assert done.returncode == 0, done.stderr
     log = tmp_path / "latest" / "jobs.log"
     cell = json.loads((tmp_path / "latest" / "results.json").read_text())["cells"][0]
@@ -76,6 +76,9 @@ def test_one_alert_per_task_per_window_survives_a_failing_webhook_and_every_atte
     assert cell["complete"] and contracts["delivery"]["pass"] and contracts["failure_log"]["pass"], contracts
     # And exactly one alert got through (after one retried delivery), Slack-shaped, for the first failure
     assert webhook.statuses[:2] == [500, 200] and len(webhook.bodies) == 1
+    # And the URL (it holds the webhook's token) is in no file of the run
+    assert not [f for f in (tmp_path / "latest").resolve().rglob("*") if f.is_file() and webhook.url.encode() in
+                f.read_bytes()]
     alert = webhook.bodies[0]
     assert "work failed for good" in alert["text"] and alert["blocks"][0]["type"] == "section"
     assert alert["retrybench"]["backend"] == backend and alert["retrybench"]["suppressed"] == 0
@@ -115,3 +118,17 @@ def test_the_payload_names_the_failure_and_the_suppressed_count() -> None:
                     "exc_message": "smtp down", "job_id": "j1"}, suppressed=5)
     assert body["text"].startswith(":rotating_light: send_email failed for good on celery after 4 attempt(s)")
     assert "5 more failure(s)" in body["text"] and body["retrybench"]["suppressed"] == 5
+
+
+@pytest.mark.parametrize(("option", "env", "needle"), [
+    ("alert_webhook=https://hooks.example/T/B/secret", {}, "must be 'env'"),
+    ("alert_webhook=env", {"RETRYBENCH_ALERT_WEBHOOK": ""}, "needs $RETRYBENCH_ALERT_WEBHOOK"),
+    ("alert_webhook=env", {"RETRYBENCH_ALERT_WEBHOOK": "file:///etc/passwd"}, "http or https"),
+])
+def test_a_webhook_url_never_comes_from_a_command_line_and_only_http_is_posted_to(
+        option: str, env: dict[str, str], needle: str) -> None:
+    from test_cli import assert_clear_error
+
+    done = retrybench("run", "-b", "reference", "-s", "permanent", "-o", option, env=env, timeout=60)
+    assert_clear_error(done, needle)
+    assert "secret" not in done.stderr
