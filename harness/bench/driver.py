@@ -64,7 +64,7 @@ def drive_cell(spec: dict[str, Any], out: IO[str]) -> int:
         events_file=None if spec.get("external_workers") else spec.get("events_file"),
         task=scenario.task, policy=dict(scenario.policy), task_options=dict(scenario.task_options),
         options={**scenario.options, **spec.get("options", {}), "log_dir": spec.get("log_dir")},
-        schedule=scenario.schedule, user_path=scenario.path,
+        schedule=scenario.schedule, user_path=scenario.path, user_site=spec.get("user_site") or "",
     )
     try:
         # A user task: its module, and those its exception names live in, from the allowed path only (checked

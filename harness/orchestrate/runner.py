@@ -163,6 +163,7 @@ def launch_cell(cell: Cell, *, python: str, run_dir: Path, redis_url: str, plan:
         "history_path": str(run_dir / HISTORY), "failure_log": str(run_dir / "failed_jobs.log"),
         "events_file": str(logs / f"{cell.cell_id}-events.jsonl"),
         "log_dir": str(logs), "options": plan.options, "external_workers": plan.hosts or plan.external_workers,
+        "user_site": site,
     }
     spec_path = logs / f"{cell.cell_id}.json"
     spec_path.write_text(json.dumps(spec, indent=1))

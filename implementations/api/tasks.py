@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -55,7 +56,13 @@ def prepare_user_code(config: AppConfig) -> None:
     policy's and the fault plan's exception names (so that they resolve). Nothing for built-in tasks."""
     if not is_ref(config.task):
         return
+    import sys
+
     from implementations.api.usercode import exception_names
+
+    if config.user_site and os.path.isdir(config.user_site) and config.user_site not in sys.path:
+        # After the environment's own packages, as a .pth would: the requirements add, they never replace.
+        sys.path.append(config.user_site)
 
     load_function(config.task, config.user_path)
     import_exception_modules(exception_names(config.policy, config.faults), config.user_path)

@@ -30,6 +30,9 @@ class AppConfig:
     scenario: str = ""
     task: str = ""  # scenario apps: a built-in task body, or a user task "module:function"
     user_path: str = ""  # the one directory a user task's modules are imported from (implementations.api.usercode)
+    # Where the scenario's requirements are installed for this backend (envs.ensure_user_requirements): what a
+    # process that rebuilds the app later (failed-jobs requeue, a supervisor) needs for the task's own imports.
+    user_site: str = ""
     policy: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, Any] = field(default_factory=dict)  # e.g. time_limit
     options: dict[str, Any] = field(default_factory=dict)  # backend tuning (worker class, poll delay…)

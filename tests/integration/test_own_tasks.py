@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -212,3 +213,55 @@ def test_injected_faults_come_on_top_of_the_task_s_own_behaviour(tmp_path: Path)
     assert checks["faults"]["faults_fired"] == ["fail_first"] and checks["delivery"]["plan_mismatches"] is None
     history = [json.loads(line) for line in (tmp_path / "res" / "latest" / "history.jsonl").open()]
     assert {e.get("exc_type") for e in history if e.get("outcome") == "retry"} == {"ownexc.Flaky"}
+
+
+def test_a_failed_user_task_is_requeued_from_a_live_redis_and_runs_its_own_code_again(
+        tmp_path: Path, backend_envs: dict[str, Any]) -> None:
+    import signal
+    import time
+
+    import redis
+
+    from harness.orchestrate.redis_server import RedisServer
+
+    with RedisServer() as server:
+        # Given a run of the example on RQ in which orders were declined for good (its own task, its own errors)
+        done = retrybench("run", "-b", "rq", "-s", str(EXAMPLE / "scenario.toml"), "--out", str(tmp_path),
+                          env={"RETRYBENCH_REDIS_URL": server.url})
+        assert done.returncode == 0, done.stderr[-3000:]
+        cell = json.loads((tmp_path / "latest" / "results.json").read_text())["cells"][0]
+        listed = retrybench("failed-jobs", "--run", cell["cell_id"], "--json", env={"RETRYBENCH_REDIS_URL": server.url})
+        items = json.loads(listed.stdout)["items"]
+        assert items and {i["exc_type"] for i in items} == {"charges.CardDeclined"}, listed.stdout
+        job = items[0]["job_id"]
+        # And workers for that run again, built from its saved config (the user's module, from its own directory)
+        r = redis.Redis.from_url(server.url)
+        config = json.loads(r.get(f"retrybench:{cell['cell_id']}:config") or b"{}")
+        assert config["task"] == "charges:charge" and config["user_path"]
+        supervisor = subprocess.Popen([str(backend_envs["rq"].python), "-m", "implementations.processes.external",
+                                       "--backend", "rq"], cwd=ROOT, start_new_session=True,
+                                      env={**os.environ, "PYTHONPATH": str(ROOT), "RETRYBENCH_REDIS_URL": server.url},
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            r.set("retrybench:external:rq", json.dumps({"config": config, "concurrency": 1}))
+            # When the operator requeues it
+            again = retrybench("failed-jobs", "requeue", job, env={"RETRYBENCH_REDIS_URL": server.url})
+            assert again.returncode == 0, again.stderr
+            # Then the user's function runs again: the payment service is gone now, so its own retryable error
+            # (httpx's) is retried by RQ and the job fails for good once more, recorded in the run's stream
+            deadline, after = time.monotonic() + 90, []
+            while time.monotonic() < deadline:
+                shown = json.loads(retrybench("failed-jobs", "show", job, "--json",
+                                              env={"RETRYBENCH_REDIS_URL": server.url}).stdout)
+                kinds = [e["type"] for e in shown["history"]]
+                after = shown["history"][kinds.index("requeue"):] if "requeue" in kinds else []
+                if any(e["type"] == "terminal" for e in after):
+                    break
+                time.sleep(0.5)
+            attempts = [e for e in after if e["type"] == "attempt"]
+            assert attempts and all(e["task"] == "charges.charge" for e in attempts), after
+            assert any(e["type"] == "terminal" for e in after), after
+        finally:
+            r.delete("retrybench:external:rq")
+            supervisor.send_signal(signal.SIGTERM)
+            supervisor.wait(timeout=30)
