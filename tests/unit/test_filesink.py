@@ -12,9 +12,10 @@ import pytest
 
 import implementations.recording.filesink as filesink
 from harness.bench.cell import Tally, poll_interval
-from implementations.recording.events import DRAIN_MAX, MemorySink, RedisSink
+from implementations.recording.events import DRAIN_MAX, RedisSink
 from implementations.recording.filesink import FileSink
 from implementations.recording.jsonline import dumps_line
+from implementations.recording.memsink import MemorySink
 
 
 def sink(path: Path) -> FileSink:

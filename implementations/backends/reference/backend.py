@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from implementations.backends.base import Backend, BackendError
-from implementations.recording.events import HOST, EventSink, MemorySink
+from implementations.recording.events import HOST, EventSink
+from implementations.recording.memsink import MemorySink
 from implementations.runtime.attempt import WorkerCrashed
 from implementations.runtime.startup import is_probe, set_thread_index
 
