@@ -33,7 +33,8 @@ from harness.bench.cell import (
 from harness.bench.hostclock import DriverClock
 from harness.bench.startup import PROBE_TIMEOUT_S, StartupProbe
 from harness.plan.expect import expectations, job_id_for
-from harness.plan.scenarios import Scenario, confined
+from harness.plan.options import confined
+from harness.plan.scenarios import Scenario
 from implementations.api.tasks import build_app, prepare_user_code
 from implementations.api.usercode import UserCodeError, task_name
 from implementations.backends.base import BackendError

@@ -14,8 +14,9 @@ from harness.orchestrate.envs import EnvError, parse_backend_spec
 from harness.orchestrate.hosts import HostsError, add_host_arguments, plan_hosts
 from harness.orchestrate.matrix import add_matrix_options
 from harness.orchestrate.runner import RunPlan, restart_spec
+from harness.plan.options import check_options
 from harness.plan.presets import PRESETS, resolve
-from harness.plan.scenarios import ScenarioError, check_options, with_overrides
+from harness.plan.scenarios import ScenarioError, with_overrides
 from implementations.backends import QUEUES, REGISTRY, is_in_process
 from implementations.core.config import SCHEDULES
 from implementations.core.policy import PolicyError

@@ -64,7 +64,7 @@ def test_malformed_files_name_the_file_and_key(tmp_path: Path, text: str, messag
 
 
 def test_a_number_option_is_checked_on_the_command_line_too() -> None:
-    from harness.plan.scenarios import check_options
+    from harness.plan.options import check_options
 
     # Given -o values as the CLI parses them (numbers where they look like one)
     check_options({"deadline_s": 30, "celery_prefetch": 0, "broker_down_s": 0.5}, "--option")
