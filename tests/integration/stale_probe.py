@@ -57,6 +57,11 @@ def main() -> None:
         client.set(f"celery-task-meta-{done.id}", STUCK % done.id)
         out["when_idle"] = count_for(app.backend, 3.0)
         out["stale_states"] = app.backend.stale_states
+    # A task sent with a priority waits in kombu's list for that priority: the end-of-run search must find it.
+    with build(AppConfig(backend="celery", redis_url=url, app_path="probe_app:build")) as app:
+        app.backend.celery.send_task("process_message", ("hello",), task_id="prio-job", priority=6)
+        out["prio_keys"] = sorted(k.decode("latin-1") for k in client.keys(f"*{app.config.cell_id}*\x06\x16*"))
+        out["prio_whereabouts"] = app.backend.whereabouts(["prio-job"])["jobs"]
     print(json.dumps(out))
 
 

@@ -120,3 +120,5 @@ def test_celery_results_stuck_in_retry_end_a_history_off_run_only_when_celery_ho
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(out["while_a_retry_waits"]) == {0}  # the ETA message is in the worker: not done
     assert out["when_idle"][0] == 0 and out["when_idle"][-1] == 1 and out["stale_states"] == 1
+    # And a task waiting in kombu's list for its priority is found by the end-of-run search (not called lost)
+    assert out["prio_keys"] and out["prio_whereabouts"] == {"prio-job": ["celery broker queue"]}

@@ -81,7 +81,11 @@ class CeleryBackend(ProcessBackend):
             except (ValueError, KeyError, TypeError, IndexError):
                 return None
 
-        queued = {task_id(m) for m in client.lrange(queue_name(self.config.prefix), 0, 200_000)}
+        # kombu keeps a message of priority 3, 6 or 9 in "<queue>\x06\x16<priority>" (Channel._q_for_pri): a task
+        # sent with a priority waits there, not in the queue's own list.
+        name = queue_name(self.config.prefix)
+        queued = {task_id(m) for key in (name, *(f"{name}\x06\x16{p}" for p in (3, 6, 9)))
+                  for m in client.lrange(key, 0, 200_000)}
         unacked = {task_id(m) for m in client.hvals("unacked")} if client.type("unacked") == b"hash" else set()
         visibility = int(self.config.options.get("celery_visibility_timeout", 3600))
         client.close()
