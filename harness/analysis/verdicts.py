@@ -119,6 +119,13 @@ def cell_contracts(checks: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[st
 def cell_verdict(cell: Mapping[str, Any]) -> dict[str, Any]:
     """One cell's status, its contracts and, for each failed contract, the catalogue's causes."""
     checks = cell.get("checks") or {}
+    throughput = checks.get("throughput") or {}
+    if throughput.get("history_off") and not cell.get("partial"):
+        # The overhead baseline records nothing: every contract would read "no job was enqueued".
+        done = _n(throughput.get("jobs_done"))
+        off = {n: {"pass": False, "reason": "history off"} for n in CONTRACTS}
+        return {"status": HISTORY_OFF, "failed": [], "faults_not_fired": [], "contracts": off, "timing": {},
+                "reason": f"{done} jobs finished by the library's own count"}
     contracts = cell_contracts(checks)
     for name, c in contracts.items():
         if not c["pass"]:
@@ -127,13 +134,6 @@ def cell_verdict(cell: Mapping[str, Any]) -> dict[str, Any]:
     not_fired = list((checks.get("faults") or {}).get("faults_not_fired") or ())
     # A cell that reached its deadline is judged (delivery says what was left); one cut short is not.
     partial = bool(cell.get("partial"))
-    throughput = checks.get("throughput") or {}
-    if throughput.get("history_off") and not partial:
-        # The overhead baseline records nothing: every contract would read "no job was enqueued".
-        done = _n(throughput.get("jobs_done"))
-        contracts = {n: {"pass": False, "reason": "history off"} for n in CONTRACTS}
-        return {"status": HISTORY_OFF, "failed": [], "faults_not_fired": [], "contracts": contracts, "timing": {},
-                "reason": f"{done} jobs finished by the library's own count"}
     status = PARTIAL if partial else NO_FAULT if not_fired else FAIL if failed else PASS
     timing = checks.get("timing") or {}
     own = {k: timing.get(k) for k in ("schedule", "scheduled_delays", "scheduled_delay_min", "scheduled_delay_max",

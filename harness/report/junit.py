@@ -33,13 +33,12 @@ def write_junit(results: dict[str, Any], path: Path) -> int:
             case = ET.SubElement(suite, "testcase", classname=f"retrybench.{scenario}.{backend}", name="verdict")
             ET.SubElement(ET.SubElement(case, "properties"), "property", name="runs",
                           value=f"{row.get('n')} of {row.get('asked')}")
+            sentence = str((verdict.get("sentences") or {}).get(backend) or row.get("status"))
             if row.get("status") == "history off":  # the overhead baseline: nothing recorded, nothing judged
                 skipped += 1
-                sentence = str((verdict.get("sentences") or {}).get(backend) or row.get("status"))
                 ET.SubElement(case, "skipped", message=sentence[:500])
             elif row.get("status") != "pass":
                 failures += 1
-                sentence = str((verdict.get("sentences") or {}).get(backend) or row.get("status"))
                 failure = ET.SubElement(case, "failure", message=f"{row.get('status')}: {sentence}"[:500])
                 failure.text = sentence
     suite.set("tests", str(cases))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -56,8 +57,6 @@ def prepare_user_code(config: AppConfig) -> None:
     policy's and the fault plan's exception names (so that they resolve). Nothing for built-in tasks."""
     if not is_ref(config.task):
         return
-    import sys
-
     from implementations.api.usercode import exception_names
 
     if config.user_site and os.path.isdir(config.user_site) and config.user_site not in sys.path:

@@ -35,7 +35,7 @@ class MarkWriter:
         self._lock = threading.Lock()
         self._bursts = 0  # open burst() blocks: their marks wait for a full batch or the block's end
         self._registered = False
-        self._script: Any = None  # registered on the first batch (EVALSHA, loaded again after a restart)
+        self._script = client.register_script(HSETNX_MANY)  # EVALSHA, loaded again after a restart
 
     def add(self, job_id: str, ts_ns: int) -> None:
         with self._lock:
@@ -65,13 +65,7 @@ class MarkWriter:
         # script of HSETNXs), not one pipelined HSETNX a mark: redis-py packs and parses every command of a
         # pipeline (docs/performance.md, "Enqueue marks").
         try:
-            if len(self._pending) == 1:
-                job_id, ts_ns = self._pending[0]
-                self._client.hsetnx(self._key, job_id, ts_ns)
-            else:
-                if self._script is None:
-                    self._script = self._client.register_script(HSETNX_MANY)
-                self._script(keys=[self._key], args=[x for mark in self._pending for x in mark])
+            self._script(keys=[self._key], args=[x for mark in self._pending for x in mark])
         except Exception:  # noqa: BLE001 - Redis away: the marks stay pending
             return False
         self._pending.clear()

@@ -43,9 +43,13 @@ def webhook_url(option: object) -> str:
     url = os.environ.get(WEBHOOK_ENV, "") if option == FROM_ENV else str(option or "")
     if not url:
         raise WebhookError(f"alert_webhook=env needs ${WEBHOOK_ENV} (the webhook URL, which holds its token)")
-    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
-        raise WebhookError(f"alert_webhook: ${WEBHOOK_ENV} must be an http or https URL")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        where = f"${WEBHOOK_ENV}" if option == FROM_ENV else "alert_webhook"
+        raise WebhookError(f"alert webhook: {where} must be an http or https URL")
     return url
+
+
 _ADMIT = """
 if redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[1]) then
   local n = redis.call('GET', KEYS[2])
