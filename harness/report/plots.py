@@ -48,7 +48,7 @@ def lateness_plot(scenario: str, lateness: Mapping[str, Sequence[float]], *, tol
         return None
     fig, ax = plt.subplots(figsize=(7, 0.7 + 0.6 * len(data)))
     names = list(data)
-    ax.boxplot([data[b] for b in names], vert=False, showfliers=False, widths=0.5)
+    ax.boxplot([data[b] for b in names], orientation="horizontal", showfliers=False, widths=0.5)
     for i, b in enumerate(names, start=1):
         values = data[b]
         # Deterministic vertical spread so overlapping points stay visible without random jitter.

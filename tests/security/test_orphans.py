@@ -53,9 +53,9 @@ def test_sigkill_of_the_cli_leaves_no_process_and_no_temp_dir(backend: str, tmp_
     while time.monotonic() < deadline and any(_alive(p) for p in tree):
         time.sleep(0.2)
     assert not [p for p in tree if _alive(p)]
-    # The next run's start (RedisServer.start calls this) removes the dead run's directory.
-    removed = set(clean_stale_dirs())
-    assert mine <= removed
+    # The next run's start (RedisServer.start calls this) removes the dead run's directory. Tests run
+    # in parallel, so another test's Redis may have removed it first: what counts is that it is gone.
+    clean_stale_dirs()
     assert not (mine & set(glob.glob(os.path.join(tempfile.gettempdir(), "retrybench-redis-*")))), before
 
 
