@@ -39,8 +39,14 @@ def _late(c: Checks) -> str:
     t = _timing(c)
     budget = t.get("late_budget_s")
     allowed = f"budget {ms(budget)}" if budget is not None else "budget 100 ms + 10 % of the delay"
+    turn = " past their turn in the queue" if t.get("late_from") == "turn" else ""
     return (f"{t.get('late_retries')} of {t.get('retries_measured')} retries ran up to {ms(t.get('max_late_s'))} "
-            f"late ({allowed})")
+            f"late{turn} ({allowed})")
+
+
+def _late_with_delay(c: Checks) -> bool:
+    t = _timing(c)
+    return int(t.get("late_retries") or 0) - int(t.get("late_no_delay") or 0) > 0
 
 
 def _off(c: Checks) -> str:
@@ -80,9 +86,16 @@ CAUSES: tuple[Cause, ...] = (
           lambda c: "RQ schedules retries in whole seconds (ScheduledJobRegistry scores are integer Unix times): "
                     + "; ".join(p for p in (_early(c) if _timing(c).get("early_retries") else "",
                                             _off(c) if _timing(c).get("off_schedule") else "") if p)),
-    Cause("rq-scheduler-tick", "rq", "timing", "late_retries > 0 on RQ",
-          lambda c: bool(_timing(c).get("late_retries")),
+    Cause("rq-scheduler-tick", "rq", "timing", "late_retries > 0 on RQ, not all of them asked for with no delay "
+          "(a retry with no delay skips RQ's scheduler)",
+          _late_with_delay,
           lambda c: f"RQ's scheduler moves due jobs to the queue on a once-a-second tick: {_late(c)}"),
+    Cause("rq-retry-at-back", "rq", "timing", "late retries asked for with no delay on RQ, lateness counted from "
+          "the delay (late_no_delay > 0)",
+          lambda c: bool(_timing(c).get("late_no_delay")) and _timing(c).get("late_from") != "turn",
+          lambda c: f"RQ puts a retry with no delay at the back of the queue (Job.retry enqueues it; "
+                    f"enqueue_at_front_on_retry is off by default), behind every job queued before it: "
+                    f"{_late(c)}"),
     Cause("arq-poll-delay", "arq", "timing", "late_retries > 0 on ARQ",
           lambda c: bool(_timing(c).get("late_retries")),
           lambda c: f"ARQ workers look for due jobs only every poll_delay (0.5 s by default): {_late(c)}"),

@@ -38,9 +38,11 @@ def _timing(t: Mapping[str, Any]) -> tuple[bool, str]:
     problems = []
     if _n(t.get("early_retries")):
         problems.append(f"{t['early_retries']} of {measured} retries ran up to {ms(t.get('max_early_s'))} early")
+    from_turn = t.get("late_from") == "turn"
     if _n(t.get("late_retries")):
         budget = t.get("late_budget_s")
-        problems.append(f"{t['late_retries']} of {measured} retries ran up to {ms(t.get('max_late_s'))} late "
+        problems.append(f"{t['late_retries']} of {measured} retries ran up to {ms(t.get('max_late_s'))} late"
+                        f"{' past their turn in the queue' if from_turn else ''} "
                         f"(budget {ms(budget) if budget is not None else '100 ms + 10 % of the delay'})")
     if _n(t.get("off_schedule")):
         problems.append(f"{t['off_schedule']} of {t.get('scheduled_delays')} scheduled delays off the documented "
@@ -52,8 +54,14 @@ def _timing(t: Mapping[str, Any]) -> tuple[bool, str]:
     if not measured:
         return True, f"none of {retries} retries could be timed (each job stopped before its next try)"
     share = t.get("on_time_share")
-    return True, (f"{share:.0f}% of {measured} retries on time (p99 {ms(t.get('lateness_p99'))} late)"
-                  if isinstance(share, (int, float)) else f"{measured} retries on time")
+    if not isinstance(share, (int, float)):
+        return True, f"{measured} retries on time"
+    if from_turn and _n(t.get("late_behind_older")):
+        # On time from its turn, not from its delay: say how long the queue made it wait.
+        return True, (f"{share:.0f}% of {measured} retries on time from their turn in the queue; "
+                      f"{t['late_behind_older']} waited behind older jobs, up to {ms(t.get('turn_wait_max_s'))} "
+                      f"(p99 {ms(t.get('lateness_p99'))} after the delay)")
+    return True, f"{share:.0f}% of {measured} retries on time (p99 {ms(t.get('lateness_p99'))} late)"
 
 
 _DELIVERY = (("lost_jobs", "lost (in none of the library's stores)"),

@@ -96,6 +96,7 @@ def drive_cell(spec: dict[str, Any], out: IO[str]) -> int:
                               jobs=scenario.jobs, workers=scenario.workers, concurrency=scenario.concurrency,
                               tolerance_s=scenario.tolerance_s,
                               late_budget_s=config.options.get("late_budget_s", scenario.late_budget_s),
+                              **({"late_from": "turn"} if scenario.late_from == "turn" else {}),
                               poison=scenario.poison, deadline_s=limit, options=config.options,
                               external_workers=spec.get("external_workers", 0), schedule=config.schedule,
                               # A user task has no seeded plan of its outcome: "expected" is "not planned".

@@ -43,6 +43,9 @@ class Scenario:
     enqueue_rate: float = 0.0  # jobs per second; 0 = all at once
     tolerance_s: float = 0.002  # a retry earlier than this before its delay is a violation
     late_budget_s: float | None = None  # a retry later than this after its delay fails (None: 0.1 s + 10 % of it)
+    # Where that lateness is counted from: "due" (the delay being up) or "turn" (the later of that and the start
+    # of the work that was due before it: a retry waits its turn by design; harness.analysis.turns).
+    late_from: str = "due"
     messages: tuple[str, ...] = ()  # process_message: cycled through as the jobs' arguments
     work_ms: float = 0.0
     task_options: Mapping[str, Any] = field(default_factory=dict)
@@ -115,8 +118,8 @@ DEFAULT_POLICY = {"autoretry_for": ["ConnectionError"], "dont_autoretry_for": ["
 _TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "description": (str,), "task": (str,), "jobs": (int,), "workers": (int,),
     "concurrency": (int,), "seed": (int,), "time_scale": (int, float), "enqueue_rate": (int, float),
-    "tolerance_s": (int, float), "late_budget_s": (int, float), "messages": (list,), "work_ms": (int, float),
-    "policy": (dict,),
+    "tolerance_s": (int, float), "late_budget_s": (int, float), "late_from": (str,), "messages": (list,),
+    "work_ms": (int, float), "policy": (dict,),
     "faults": (list,), "task_options": (dict,), "options": (dict,), "poison": (int, float), "sweep": (dict,),
     "schedule": (str,), "args": (list, str), "requirements": (str,), "network": (list,),
 }
@@ -133,7 +136,8 @@ def check_name(name: str, where: str) -> None:
                             "characters without '/', '\\', '..', '$', a leading '.' or control characters")
 
 
-SIZES = ("jobs", "workers", "concurrency")  # the workload's sizes a sweep may vary
+SIZES = ("jobs", "workers", "concurrency")
+LATE_FROM = ("due", "turn")  # the workload's sizes a sweep may vary
 
 
 def check_sweep(sweep: Mapping[str, Any], where: str) -> None:
@@ -162,6 +166,8 @@ def validate(s: Scenario, where: str) -> Scenario:
         raise ScenarioError(f"{where}: enqueue_rate, tolerance_s and work_ms must be >= 0")
     if s.late_budget_s is not None and s.late_budget_s <= 0:
         raise ScenarioError(f"{where}: late_budget_s must be a number > 0, got {s.late_budget_s!r}")
+    if s.late_from not in LATE_FROM:
+        raise ScenarioError(f"{where}: late_from: expected 'due' or 'turn', got {s.late_from!r}")
     if s.schedule not in SCHEDULES:
         raise ScenarioError(f"{where}: schedule: expected {' or '.join(repr(m) for m in SCHEDULES)}, "
                             f"got {s.schedule!r}")

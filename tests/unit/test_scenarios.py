@@ -44,6 +44,7 @@ def test_a_user_file_runs_like_a_preset(tmp_path: Path) -> None:
     ("[[faults]]\nkind = 'boom'", r"faults\[0\].kind"),
     ("jobs = [", "not valid TOML"),
     ("poison = 1.5", "poison: expected a share of jobs between 0 and 1"),
+    ("late_from = 'queue'", "late_from: expected 'due' or 'turn', got 'queue'"),
     ("[options]\ncelery_acks_lat = true", "unknown option.*celery_acks_lat.*known:.*celery_acks_late"),
     ("[options]\ndeadline_s = 'soon'", "deadline_s must be a number > 0, got 'soon'"),
     ("[options]\ndeadline_s = -5", "deadline_s must be a number > 0, got -5"),
