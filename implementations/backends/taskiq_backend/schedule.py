@@ -22,7 +22,9 @@ class ClaimingScheduleSource(ListRedisScheduleSource):
         async with Redis(connection_pool=self._connection_pool) as redis:
             claimed = await redis.set(f"{self._prefix}:claim:{task.schedule_id}", 1, nx=True, ex=CLAIM_TTL_S)
         if not claimed:
-            raise ScheduledTaskCancelledError(f"schedule {task.schedule_id} sent by another scheduler loop")
+            # No arguments: taskiq's errors take their message from a template (a positional argument is a
+            # TypeError, which TaskiqScheduler.on_ready does not catch: the send task would die with a traceback).
+            raise ScheduledTaskCancelledError
 
     def data_key(self, schedule_id: str) -> str:
         return self._get_data_key(schedule_id)
