@@ -88,8 +88,9 @@ def check_retry_timing(events: Run, *, tolerance_s: float | None = None,
                 continue
             due_ns = due if due is not None else int(finished + delay * 1e9)  # type: ignore[operator]
             measured.append((jv.job_id, n, delay, (nxt - due_ns) / 1e9, due_ns, nxt))
-    waits = turn_waits([(m[4], m[5]) for m in measured], firsts) if from_turn else [0.0] * len(measured)
-    values = [m[3] for m in measured]
+    waits = (turn_waits([(due, start) for *_, due, start in measured], firsts) if from_turn
+             else [0.0] * len(measured))
+    values = [late_s for _, _, _, late_s, _, _ in measured]
     by_retry: dict[int, list[float]] = {}
     early = late = behind = late_no_delay = 0
     worst_early = worst_late = 0.0

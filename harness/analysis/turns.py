@@ -1,7 +1,7 @@
 """A retry's turn in the queue: how long it waited behind work that was due before it.
 
-A retry due at ``d`` that its library queues behind the jobs already waiting (RQ, Celery, Huey and Dramatiq
-put a retry with no delay at the back of the queue) starts only once they have. The time from ``d`` to the
+A retry due at ``d`` that its library queues behind the jobs already waiting (RQ and Celery put a retry with
+no delay at the back of the queue) starts only once they have. The time from ``d`` to the
 start of the last attempt that was due before ``d`` and started before the retry is the queue's backlog,
 not the library's lateness: ``turn_waits`` returns it per retry. A queue that runs a retry ahead of older
 work (ARQ leaves it at the head) gives waits of 0, and so does an idle one: then all of a retry's

@@ -136,8 +136,8 @@ def check_name(name: str, where: str) -> None:
                             "characters without '/', '\\', '..', '$', a leading '.' or control characters")
 
 
-SIZES = ("jobs", "workers", "concurrency")
-LATE_FROM = ("due", "turn")  # the workload's sizes a sweep may vary
+SIZES = ("jobs", "workers", "concurrency")  # the workload's sizes a sweep may vary
+LATE_FROM = ("due", "turn")  # where a retry's lateness counts from (Scenario.late_from)
 
 
 def check_sweep(sweep: Mapping[str, Any], where: str) -> None:

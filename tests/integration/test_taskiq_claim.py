@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import textwrap
+import uuid
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 SCRIPT = textwrap.dedent("""
-    import asyncio, json, logging, sys
+    import asyncio, json, sys
     from taskiq import InMemoryBroker, ScheduledTask, TaskiqScheduler
     from implementations.backends.taskiq_backend.schedule import ClaimingScheduleSource
 
@@ -48,7 +49,8 @@ def test_of_three_scheduler_loops_exactly_one_sends_a_due_retry_and_the_others_s
         backend_envs: dict[str, BackendEnv], redis_url: str) -> None:
     # Given three scheduler loops reading the same schedule source on a live Redis
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([str(backend_envs["taskiq"].python), "-c", SCRIPT, redis_url, "claimtest"], env=env,
+    prefix = f"claim-{uuid.uuid4().hex}"  # this test's own keys on the shared server
+    done = subprocess.run([str(backend_envs["taskiq"].python), "-c", SCRIPT, redis_url, prefix], env=env,
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     # Then the schedule is sent once, and the two loops that lost the claim raise nothing out of on_ready
