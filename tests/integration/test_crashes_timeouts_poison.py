@@ -22,10 +22,12 @@ BACKENDS = ALL_BACKENDS
 POLICY = '[policy]\nautoretry_for = ["ConnectionError", "TimeoutError"]\nmax_retries = 3\nretry_backoff = 1\n' \
          'default_retry_delay = 1\n'
 # worker-crash-recovery's settings, with ARQ's in-progress key expiring after 1 + 10 s instead of 13.
+# Dramatiq's maintenance on every broker command (10^6 in 10^6): at the presets' 10 % an idle worker that polls
+# about once a second can go 40 s without one, and this test would then hang on chance, not on the library.
 RECOVERY = ("celery_acks_late=true", "celery_reject_on_worker_lost=true", "celery_retry_on_worker_lost=true",
             "celery_visibility_timeout=10", "celery_unacked_restore_interval=1", "celery_unacked_restore_throttle=1",
             "rq_maintenance_interval=5", "arq_job_timeout=1", "dramatiq_heartbeat_timeout=5000",
-            "dramatiq_maintenance_chance=100000", "taskiq_idle_timeout=5", "taskiq_reclaim_tick=1",
+            "dramatiq_maintenance_chance=1000000", "taskiq_idle_timeout=5", "taskiq_reclaim_tick=1",
             "taskiq_xread_count=1", "saq_heartbeat=1", "saq_sweep=1")
 
 
